@@ -1,0 +1,1 @@
+"""HTTP: Command Center's REST API under /commandcenter/api; one router file per resource."""

@@ -1,0 +1,45 @@
+"""POST /Login, /Logout, /WhoAmI."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Security
+from pydantic import StrictStr
+
+from ..errors import BadRequest
+from ..schemas.common import WireModel
+from ..services import auth
+from .deps import ContextDep, UserDep, authtoken_header
+
+router = APIRouter(tags=["login"])
+
+
+class LoginRequest(WireModel):
+    username: StrictStr
+    password: StrictStr  # base64 of the UTF-8 password, as Command Center expects
+
+
+@router.post("/Login", summary="Log in; returns the token for the Authtoken header")
+def login(ctx: ContextDep, body: Annotated[LoginRequest, Body()]) -> dict:
+    try:
+        password = base64.b64decode(body.password, validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        raise BadRequest("password must be base64-encoded") from None
+    with ctx.catalog.begin() as s:
+        token, user = auth.login(s, body.username, password, ctx.settings.token_ttl_seconds)
+        return {"token": token, "userName": user.username, "userId": user.id, "aliasName": str(user.id)}
+
+
+@router.post("/Logout", summary="End the session of the Authtoken sent")
+def logout(ctx: ContextDep, token: Annotated[str | None, Security(authtoken_header)]) -> dict:
+    with ctx.catalog.begin() as s:
+        auth.logout(s, token)
+    return {"response": "User logged out"}
+
+
+@router.post("/WhoAmI", summary="The user the Authtoken belongs to")
+def whoami(user: UserDep) -> dict:
+    return {"user": {"userName": user.username, "userId": user.id}}

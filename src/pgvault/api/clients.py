@@ -1,0 +1,55 @@
+"""Cloud accounts, which Command Center calls clients: GET/POST /Client, GET /Client/{id}."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Body
+from pydantic import Field, StrictStr
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from ..catalog.models import CloudAccount
+from ..errors import Conflict, NotFound
+from ..schemas.clients import client_entity, client_properties
+from ..schemas.common import ENTITY_CLIENT, WireModel
+from .deps import ContextDep, UserDep
+
+router = APIRouter(tags=["clients (cloud accounts)"])
+
+
+class CreateClientRequest(WireModel):
+    clientName: Annotated[StrictStr, Field(min_length=1, max_length=255, pattern=r"^\S(.*\S)?$")]
+    description: StrictStr = ""
+
+
+@router.get("/Client", summary="List cloud accounts")
+def list_clients(ctx: ContextDep, _: UserDep) -> dict:
+    with ctx.catalog.begin() as s:
+        accounts = s.scalars(select(CloudAccount).order_by(CloudAccount.id)).all()
+        return {"clientProperties": [{"client": {"clientEntity": client_entity(a)}} for a in accounts]}
+
+
+@router.get("/Client/{client_id}", summary="One cloud account")
+def get_client(ctx: ContextDep, _: UserDep, client_id: int) -> dict:
+    with ctx.catalog.begin() as s:
+        account = s.get(CloudAccount, client_id)
+        if account is None:
+            raise NotFound(f"client {client_id} does not exist")
+        return {"clientProperties": [client_properties(account)]}
+
+
+@router.post("/Client", summary="Create a cloud account: {\"clientName\": ..., \"description\": ...}")
+def create_client(ctx: ContextDep, _: UserDep, body: Annotated[CreateClientRequest, Body()]) -> dict:
+    try:
+        with ctx.catalog.begin() as s:
+            if s.scalar(select(CloudAccount.id).where(CloudAccount.name_key == body.clientName.lower())):
+                raise Conflict(f"a cloud account named {body.clientName!r} already exists")
+            account = CloudAccount(name=body.clientName, name_key=body.clientName.lower(),
+                                   description=body.description)
+            s.add(account)
+            s.flush()
+            entity = {**client_entity(account), "_type_": ENTITY_CLIENT}
+    except IntegrityError:
+        raise Conflict(f"a cloud account named {body.clientName!r} already exists") from None
+    return {"response": {"errorCode": 0, "entity": entity}}

@@ -1,0 +1,82 @@
+"""The one place where errors become HTTP: Command Center's envelope, never the framework's defaults.
+
+400 for bad input of any kind (including what FastAPI would answer with 422), 401, 404, 409, and a 500
+only for bugs, logged with their traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ..errors import NotAuthenticated, PgvaultError
+from ..services import auth
+from ..schemas.instance import instance_entity
+
+log = logging.getLogger("pgvault.api")
+
+
+def envelope(status: int, code: int, message: str, entity: dict[str, Any] | None = None) -> JSONResponse:
+    return JSONResponse(status_code=status,
+                        content={"errorCode": code, "errorMessage": message, "entity": entity or {}})
+
+
+def _default_entity(request: Request) -> dict[str, Any]:
+    path = request.url.path.lower().rstrip("/")
+    return instance_entity() if path.endswith("/instance") else {}
+
+
+def describe_validation(errors: list[Any]) -> str:
+    parts = []
+    for err in errors:
+        loc = [str(p) for p in err.get("loc", ()) if p != "body"]
+        msg = str(err.get("msg", "invalid"))
+        msg = msg.removeprefix("Value error, ")
+        if err.get("type") == "json_invalid":
+            parts.append(f"malformed JSON: {err.get('ctx', {}).get('error', msg)}")
+        elif err.get("type") == "missing":
+            parts.append(f"{'.'.join(loc) or 'body'} is required")
+        else:
+            parts.append(f"{'.'.join(loc) or 'body'}: {msg}")
+    return "; ".join(parts) or "invalid request"
+
+
+def _check_token(request: Request) -> None:
+    ctx = request.app.state.context
+    with ctx.catalog.begin() as s:
+        auth.authenticate(s, request.headers.get("authtoken"))
+
+
+def install(app: FastAPI, public_paths: frozenset[str]) -> None:
+    @app.exception_handler(PgvaultError)
+    async def _pgvault(request: Request, exc: PgvaultError) -> JSONResponse:
+        entity = exc.entity if exc.entity is not None else _default_entity(request)
+        return envelope(exc.http_status, exc.error_code, exc.message, entity)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI parses the body before it runs dependencies; the token is still checked first, so
+        # that a caller without one learns nothing about the endpoint's input rules.
+        if request.url.path not in public_paths:
+            try:
+                await run_in_threadpool(_check_token, request)
+            except NotAuthenticated as denied:
+                return envelope(denied.http_status, denied.error_code, denied.message, _default_entity(request))
+        return envelope(400, 2, describe_validation(list(exc.errors())), _default_entity(request))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        messages = {404: f"no such endpoint: {request.method} {request.url.path}",
+                    405: f"{request.method} is not allowed on {request.url.path}"}
+        return envelope(exc.status_code, exc.status_code, messages.get(exc.status_code, str(exc.detail)))
+
+    @app.exception_handler(Exception)
+    async def _bug(request: Request, exc: Exception) -> JSONResponse:
+        log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        return envelope(500, 1, f"internal error ({type(exc).__name__}); see the server log")

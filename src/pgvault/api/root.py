@@ -1,0 +1,14 @@
+"""GET /commandcenter/api/: the service answers (cvpysdk checks this before logging in)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from .. import __version__
+
+router = APIRouter(tags=["service"])
+
+
+@router.get("/", summary="Service check")
+def root() -> dict:
+    return {"service": "pgvault", "version": __version__, "api": "commandcenter"}

@@ -1,0 +1,242 @@
+"""One backup of one instance: discover, dump every database (a few at a time) and the globals, stream
+each through zstd and sha256 into storage, then write the manifest.
+
+The catalog is reached only through a ``Reporter``, so this module knows nothing of sessions; the worker
+supplies one that writes progress in short transactions.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+import threading
+import urllib.parse
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import zstandard
+
+from ..errors import PgvaultError, ToolError
+from ..pgtools.binaries import Toolset, toolset_for_server
+from ..pgtools.connection import ServerAddress, ServerInfo
+from ..pgtools.runner import Cancelled, CancelToken, client_env, run_program
+from ..storage import Storage, StorageError
+from .discovery import Database, discover
+from .manifest import DatabaseEntry, FileEntry, Manifest
+
+
+class Reporter(Protocol):
+    def phase(self, name: str, percent: int | None = None) -> None: ...
+    def items(self, names: list[tuple[str, str]]) -> list[int]: ...
+    def item_running(self, item_id: int) -> None: ...
+    def item_done(self, item_id: int, nbytes: int, sha256: str, location: str) -> None: ...
+    def item_failed(self, item_id: int, error: str, status: str = "Failed") -> None: ...
+    def warn(self, message: str) -> None: ...
+
+
+@dataclass
+class BackupRequest:
+    job_id: int
+    instance: dict[str, object]  # id, name, client: for the manifest
+    address: ServerAddress  # the maintenance database
+    storage: Storage
+    prefix: str
+    compression_level: int = 1
+    parallelism: int = 2
+    pg_bin: Path | None = None
+
+
+@dataclass
+class BackupOutcome:
+    status: str  # a JobStatus value
+    message: str
+    manifest: Manifest | None = None
+    manifest_key: str | None = None
+    manifest_sha256: str | None = None
+
+
+class _HashingCompressor:
+    """pg_dump's output -> zstd -> sha256 + storage, in the reading thread (zstd releases the GIL, so
+    two dumps at a time use both cores)."""
+
+    def __init__(self, writer: object, level: int) -> None:
+        self._writer = writer
+        self._zstd = zstandard.ZstdCompressor(level=level).compressobj()
+        self._sha = hashlib.sha256()
+        self.bytes = 0
+
+    def _emit(self, data: bytes) -> None:
+        if data:
+            self._sha.update(data)
+            self.bytes += len(data)
+            self._writer.write(data)  # type: ignore[attr-defined]
+
+    def __call__(self, chunk: bytes) -> None:
+        self._emit(self._zstd.compress(chunk))
+
+    def finish(self) -> str:
+        self._emit(self._zstd.flush())
+        return self._sha.hexdigest()
+
+
+def object_name(index: int, database: str) -> str:
+    """A storage-safe, collision-free name for any database name (spaces, quotes, capitals, non-ASCII)."""
+    return f"{index:03d}-{urllib.parse.quote(database, safe='')}"
+
+
+class BackupRun:
+    def __init__(self, req: BackupRequest, reporter: Reporter, cancel: CancelToken, log: logging.Logger) -> None:
+        self.req = req
+        self.reporter = reporter
+        self.cancel = cancel
+        self.log = log
+        self._lock = threading.Lock()
+        self._done_weight = 0
+        self._total_weight = 1
+
+    def run(self) -> BackupOutcome:
+        started = dt.datetime.now(dt.UTC)
+        try:
+            return self._run(started)
+        except Cancelled:
+            self._discard()
+            return BackupOutcome("Killed", "the job was killed; its partial files were removed")
+        except (PgvaultError, StorageError) as exc:
+            self._discard()
+            return BackupOutcome("Failed", str(exc))
+
+    def _discard(self) -> None:
+        try:
+            removed = self.req.storage.delete_prefix(self.req.prefix)
+            if removed:
+                self.log.info("removed %d files of the unfinished backup", removed)
+        except (StorageError, OSError) as exc:
+            self.log.warning("could not remove the unfinished backup's files: %s", exc)
+
+    def _run(self, started: dt.datetime) -> BackupOutcome:
+        req = self.req
+        self.reporter.phase("Discover", 1)
+        with req.address.connect() as conn:
+            row = conn.execute(
+                "select current_setting('server_version'), current_setting('server_version_num')::int"
+            ).fetchone()
+            assert row is not None
+            info = ServerInfo(version=str(row[0]).split()[0], version_num=int(row[1]))
+            databases = discover(conn)
+        tools = toolset_for_server(info.version_num, req.pg_bin)
+        self.log.info("server %s, pg_dump %s, %d databases", info.version, tools.version, len(databases))
+
+        dumpable = sorted((d for d in databases if d.can_connect), key=lambda d: -d.size)
+        skipped = [d for d in databases if not d.can_connect]
+        ids = self.reporter.items(
+            [("globals", "(globals)")] + [("database", d.name) for d in dumpable + skipped]
+        )
+        globals_id, db_ids = ids[0], ids[1 : 1 + len(dumpable)]
+        for item_id, db in zip(ids[1 + len(dumpable) :], skipped, strict=True):
+            self.reporter.item_failed(item_id, f"skipped: login {req.address.user!r} may not connect", "Skipped")
+        self._total_weight = max(1, sum(max(d.size, 1) for d in dumpable))
+
+        manifest = Manifest(
+            job_id=req.job_id, instance=dict(req.instance), server_version=info.version,
+            server_version_num=info.version_num, pg_dump_version=tools.version, started_at=started,
+            ended_at=started,
+            skipped=[{"name": d.name, "reason": "no CONNECT privilege"} for d in skipped],
+        )
+        self.reporter.phase("Backup", 2)
+        with client_env(req.address) as env:
+            manifest.globals = self._dump_globals(globals_id, tools, env, manifest)
+            with ThreadPoolExecutor(max_workers=req.parallelism, thread_name_prefix=f"job{req.job_id}") as pool:
+                futures = [
+                    pool.submit(self._dump_database, item_id, index, db, tools, env)
+                    for index, (item_id, db) in enumerate(zip(db_ids, dumpable, strict=True))
+                ]
+                results = [f.result() for f in futures]
+        self.cancel.raise_if_cancelled()
+
+        for db, result in zip(dumpable, results, strict=True):
+            if isinstance(result, FileEntry):
+                manifest.databases.append(DatabaseEntry(db.name, result))
+            else:
+                manifest.failed.append({"name": db.name, "error": result})
+        manifest.databases.sort(key=lambda d: d.name)
+        if dumpable and not manifest.databases:
+            self._discard()
+            return BackupOutcome("Failed", f"no database could be backed up: {manifest.failed[0]['error']}")
+
+        self.reporter.phase("Manifest", 99)
+        manifest.ended_at = dt.datetime.now(dt.UTC)
+        data = manifest.to_json()
+        key = f"{req.prefix}/manifest.json"
+        with req.storage.writer(key) as w:
+            w.write(data)
+            w.commit()
+        if manifest.failed:
+            names = ", ".join(f["name"] for f in manifest.failed)
+            return BackupOutcome("Completed w/ one or more errors", f"failed databases: {names}", manifest, key,
+                                 hashlib.sha256(data).hexdigest())
+        message = f"{len(manifest.databases)} databases backed up"
+        return BackupOutcome("Completed", message, manifest, key, hashlib.sha256(data).hexdigest())
+
+    def _advance(self, weight: int) -> None:
+        with self._lock:
+            self._done_weight += weight
+            percent = 2 + int(96 * self._done_weight / self._total_weight)
+        self.reporter.phase("Backup", min(percent, 98))
+
+    def _dump_globals(self, item_id: int, tools: Toolset, env: dict[str, str], manifest: Manifest) -> FileEntry | None:
+        """Roles and tablespaces, without role passwords. Managed services often deny even that; the job
+        records a warning and goes on, since the databases matter more."""
+        self.reporter.item_running(item_id)
+        key = f"{self.req.prefix}/globals.sql"
+        argv = [tools.path("pg_dumpall"), "--globals-only", "--no-role-passwords", "--no-password",
+                "-l", self.req.address.dbname]
+        sha = hashlib.sha256()
+        size = 0
+        try:
+            with self.req.storage.writer(key) as w:
+                def sink(chunk: bytes) -> None:
+                    nonlocal size
+                    sha.update(chunk)
+                    size += len(chunk)
+                    w.write(chunk)
+
+                run_program(argv, env, log=self.log, cancel=self.cancel, stdout_sink=sink)
+                w.commit()
+        except ToolError as exc:
+            message = f"globals (roles) not backed up: {exc}"
+            self.reporter.item_failed(item_id, message, "Skipped")
+            self.reporter.warn(message)
+            manifest.warnings.append(message)
+            return None
+        entry = FileEntry(key=key, bytes=size, sha256=sha.hexdigest(), format="sql")
+        self.reporter.item_done(item_id, size, entry.sha256, self.req.storage.uri(key))
+        return entry
+
+    def _dump_database(self, item_id: int, index: int, db: Database, tools: Toolset,
+                       env: dict[str, str]) -> FileEntry | str:
+        """Returns the stored file, or the reason the database failed (it does not stop the others)."""
+        if self.cancel.cancelled:
+            return "cancelled"
+        self.reporter.item_running(item_id)
+        key = f"{self.req.prefix}/databases/{object_name(index, db.name)}.dump.zst"
+        argv = [tools.path("pg_dump"), "--format=custom", "--compress=0", "--no-password"]
+        try:
+            with self.req.storage.writer(key) as w:
+                sink = _HashingCompressor(w, self.req.compression_level)
+                run_program(argv, {**env, "PGDATABASE": db.name}, log=self.log, cancel=self.cancel,
+                            stdout_sink=sink)
+                sha = sink.finish()
+                w.commit()
+        except Cancelled:
+            return "cancelled"
+        except (ToolError, StorageError) as exc:
+            self.reporter.item_failed(item_id, str(exc))
+            self._advance(max(db.size, 1))
+            return str(exc)
+        entry = FileEntry(key=key, bytes=sink.bytes, sha256=sha, format="custom+zstd")
+        self.reporter.item_done(item_id, sink.bytes, sha, self.req.storage.uri(key))
+        self._advance(max(db.size, 1))
+        return entry

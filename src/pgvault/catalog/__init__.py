@@ -1,0 +1,1 @@
+"""The catalog: SQLAlchemy models, data access and Alembic migrations."""

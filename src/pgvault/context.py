@@ -1,0 +1,50 @@
+"""Everything a running pgvault holds: settings, catalog, the secret sealer and the worker pool."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+from .catalog.db import Catalog
+from .crypto import Sealer, load_or_create_master_key
+from .logs import configure as configure_logging
+from .services.bootstrap import bootstrap
+from .settings import Settings
+from .worker import WorkerPool
+
+log = logging.getLogger("pgvault")
+
+
+@dataclass
+class Context:
+    settings: Settings
+    catalog: Catalog
+    sealer: Sealer
+    pool: WorkerPool
+
+    @classmethod
+    def open(cls, settings: Settings) -> Context:
+        home = settings.home_dir
+        home.mkdir(parents=True, exist_ok=True)
+        os.chmod(home, 0o700)
+        configure_logging(settings.log_level, home)
+        master = settings.master_key.get_secret_value() if settings.master_key else None
+        sealer = Sealer(load_or_create_master_key(home, master))
+        catalog = Catalog(settings.effective_catalog_url)
+        catalog.migrate()
+        admin = settings.admin_password.get_secret_value() if settings.admin_password else None
+        with catalog.begin() as s:
+            bootstrap(s, home=home, backups_dir=settings.backups_dir, admin_password=admin)
+        log.info("catalog %s ready (%s)", catalog.dialect, _safe_url(catalog.url))
+        return cls(settings, catalog, sealer, WorkerPool(settings, catalog, sealer))
+
+    def close(self) -> None:
+        self.pool.stop()
+        self.catalog.dispose()
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)

@@ -1,0 +1,200 @@
+"""The one wrapper for every external program pgvault runs (pg_dump, pg_dumpall, pg_restore, ...).
+
+- the password goes through a 0600 passfile in a private folder, never argv, never the log;
+- SSL, which the bundled client tools were built without, goes through a local TLS bridge;
+- stderr is streamed to the job's log, stdout to a sink, the exit code is checked;
+- a cancel token stops the whole process group (pg_dump -j forks workers).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import tempfile
+import threading
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import ToolError
+from .connection import ServerAddress
+
+CHUNK = 1 << 20
+
+
+class Cancelled(Exception):
+    """The job was asked to stop."""
+
+
+class CancelToken:
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self._lock = threading.Lock()
+        self._callbacks: list[Callable[[], None]] = []
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+    def cancel(self) -> None:
+        with self._lock:
+            if self._event.is_set():
+                return
+            self._event.set()
+            callbacks = list(self._callbacks)
+        for cb in callbacks:
+            with contextlib.suppress(Exception):
+                cb()
+
+    def raise_if_cancelled(self) -> None:
+        if self._event.is_set():
+            raise Cancelled()
+
+    @contextlib.contextmanager
+    def on_cancel(self, cb: Callable[[], None]) -> Iterator[None]:
+        with self._lock:
+            self._callbacks.append(cb)
+            already = self._event.is_set()
+        if already:
+            cb()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._callbacks.remove(cb)
+
+
+def _escape_passfile(value: str) -> str:
+    return value.replace("\\", "\\\\").replace(":", "\\:")
+
+
+@contextlib.contextmanager
+def client_env(address: ServerAddress) -> Iterator[dict[str, str]]:
+    """Environment for libpq programs that reach ``address``; the database is chosen per program with
+    ``PGDATABASE`` (safe for any name, unlike ``-d``, which treats ``=`` as a connection string)."""
+    with tempfile.TemporaryDirectory(prefix="pgvault-") as tmp:
+        os.chmod(tmp, 0o700)
+        passfile = Path(tmp) / "pgpass"
+        fd = os.open(passfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(f"*:*:*:*:{_escape_passfile(address.password)}\n")
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "LC_ALL": "C.UTF-8",
+            "PGPASSFILE": str(passfile),
+            "PGUSER": address.user,
+            "PGDATABASE": address.dbname,
+            "PGCONNECT_TIMEOUT": str(address.connect_timeout),
+            "PGAPPNAME": "pgvault",
+        }
+        if address.ssl_enabled:
+            from .tlsbridge import TlsBridge
+
+            with TlsBridge(
+                address.host, address.port,
+                ca_file=Path(address.ssl_ca) if address.ssl_ca else None,
+                connect_timeout=address.connect_timeout,
+            ) as bridge:
+                env.update(PGHOST=bridge.socket_dir, PGPORT=str(bridge.port), PGSSLMODE="disable")
+                yield env
+        else:
+            env.update(PGHOST=address.host, PGPORT=str(address.port), PGSSLMODE="disable")
+            yield env
+
+
+@dataclass
+class ProgramResult:
+    returncode: int
+    stderr: str
+
+
+def run_program(
+    argv: list[str],
+    env: dict[str, str],
+    *,
+    log: logging.Logger,
+    cancel: CancelToken | None = None,
+    stdout_sink: Callable[[bytes], None] | None = None,
+    stdin_source: Iterator[bytes] | None = None,
+    check: bool = True,
+) -> ProgramResult:
+    """Run one program to its end. stdout goes to ``stdout_sink`` in 1 MiB chunks (or is discarded);
+    stderr lines go to ``log`` and the last of them into the result and any ``ToolError``."""
+    name = Path(argv[0]).name
+    if cancel is not None:
+        cancel.raise_if_cancelled()
+    proc = subprocess.Popen(
+        argv, env=env, stdin=subprocess.PIPE if stdin_source is not None else subprocess.DEVNULL,
+        stdout=subprocess.PIPE if stdout_sink is not None else subprocess.DEVNULL,
+        stderr=subprocess.PIPE, start_new_session=True, bufsize=0,
+    )
+    tail: deque[str] = deque(maxlen=40)
+
+    def read_stderr() -> None:
+        assert proc.stderr is not None
+        for raw in proc.stderr:
+            line = raw.decode("utf-8", "replace").rstrip()
+            if line:
+                tail.append(line)
+                log.info("%s: %s", name, line)
+
+    def feed_stdin() -> None:
+        assert proc.stdin is not None and stdin_source is not None
+        try:
+            for chunk in stdin_source:
+                proc.stdin.write(chunk)
+        except (BrokenPipeError, OSError):
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                proc.stdin.close()
+
+    def stop() -> None:
+        _terminate(proc)
+
+    threads = [threading.Thread(target=read_stderr, daemon=True, name=f"{name}-stderr")]
+    if stdin_source is not None:
+        threads.append(threading.Thread(target=feed_stdin, daemon=True, name=f"{name}-stdin"))
+    for t in threads:
+        t.start()
+    ctx = cancel.on_cancel(stop) if cancel is not None else contextlib.nullcontext()
+    try:
+        with ctx:
+            if stdout_sink is not None:
+                assert proc.stdout is not None
+                while chunk := proc.stdout.read(CHUNK):
+                    stdout_sink(chunk)
+            proc.wait()
+    except BaseException:
+        _terminate(proc)
+        raise
+    finally:
+        for t in threads:
+            t.join(timeout=10)
+        for stream in (proc.stdout, proc.stderr, proc.stdin):
+            if stream is not None:
+                with contextlib.suppress(OSError):
+                    stream.close()
+    if cancel is not None:
+        cancel.raise_if_cancelled()
+    result = ProgramResult(proc.returncode, "\n".join(tail))
+    if check and proc.returncode != 0:
+        raise ToolError(f"{name} exited with code {proc.returncode}: {result.stderr or 'no message'}")
+    return result
+
+
+def _terminate(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=5)

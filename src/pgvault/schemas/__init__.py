@@ -1,0 +1,1 @@
+"""Wire formats (Command Center's shapes), apart from the ORM models."""

@@ -1,0 +1,28 @@
+"""Shapes shared by many endpoints."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+ENTITY_CLIENT, ENTITY_AGENT, ENTITY_INSTANCE, ENTITY_BACKUPSET, ENTITY_SUBCLIENT = 3, 4, 5, 6, 7
+POSTGRESQL_APP_ID = 125
+
+
+class WireModel(BaseModel):
+    """Requests: wire names through aliases, unknown fields ignored (as Command Center does)."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+
+class ErrorBody(BaseModel):
+    errorCode: int
+    errorMessage: str
+    entity: dict[str, Any] = {}
+
+
+def epoch(value: dt.datetime | None) -> int:
+    """Command Center reports times as Unix seconds; 0 means "not yet"."""
+    return int(value.timestamp()) if value else 0

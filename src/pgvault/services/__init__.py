@@ -1,0 +1,1 @@
+"""What happens: each module takes a session and never commits; the caller owns the transaction."""

@@ -1,0 +1,165 @@
+"""Registering, reading and deleting protected instances."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from ..catalog.models import Backupset, CloudAccount, Instance, Job, Plan, Subclient
+from ..catalog.types import utcnow
+from ..crypto import Sealer
+from ..errors import BadRequest, Conflict, NotFound
+from ..pgtools.connection import ServerAddress, ServerInfo
+from ..schemas.instance import CreateInstanceRequest, parse_host_port
+from . import jobs
+
+PASSWORD_CONTEXT = "instance.password"
+
+
+def find_cloud_account(session: Session, name: str) -> CloudAccount:
+    account = session.scalar(select(CloudAccount).where(CloudAccount.name_key == name.lower()))
+    if account is None:
+        raise NotFound(f"cloud account (client) {name!r} does not exist")
+    return account
+
+
+def find_plan(session: Session, name: str) -> Plan:
+    plan = session.scalar(select(Plan).where(Plan.name_key == name.lower()))
+    if plan is None:
+        raise NotFound(f"plan {name!r} does not exist")
+    return plan
+
+
+@dataclass
+class Registration:
+    """A validated request, ready to be probed and stored."""
+
+    name: str
+    client_name: str
+    plan_name: str
+    address: ServerAddress
+    declared_version: str
+
+
+def check_request(req: CreateInstanceRequest, connect_timeout: int) -> Registration:
+    props = req.instanceProperties
+    pg = props.postGreSQLInstance
+    host, port = parse_host_port(pg.port)
+    ca = pg.sslOpt.sslCa or None
+    if ca is not None:
+        if not pg.sslOpt.sslEnabled:
+            raise BadRequest("sslOpt.sslCa is given but sslOpt.sslEnabled is false")
+        path = Path(ca)
+        if not path.is_file() or not os.access(path, os.R_OK):
+            raise BadRequest(f"sslOpt.sslCa: the CA file {ca!r} does not exist or cannot be read")
+    declared_major(props.version)
+    return Registration(
+        name=props.instance.instanceName or pg.port,
+        client_name=props.instance.clientName or "default",
+        plan_name=props.planEntity.planName,
+        address=ServerAddress(
+            host=host, port=port, user=pg.SAUser.userName, password=pg.SAUser.plain_password,
+            dbname=pg.MaintainenceDB, ssl_enabled=pg.sslOpt.sslEnabled, ssl_ca=ca,
+            connect_timeout=connect_timeout,
+        ),
+        declared_version=props.version,
+    )
+
+
+def declared_major(version: str) -> str:
+    """"14", "14.2", "PostgreSQL 14" -> "14"; "9.6.24" -> "9.6" (majors before 10 had two parts)."""
+    m = re.search(r"(\d+)(?:\.(\d+))?", version)
+    if not m:
+        raise BadRequest(f"version {version!r} is not a PostgreSQL version")
+    major = int(m.group(1))
+    if major < 10 and m.group(2) is not None:
+        return f"{major}.{m.group(2)}"
+    return str(major)
+
+
+def server_major(info: ServerInfo) -> str:
+    if info.version_num >= 100000:
+        return str(info.version_num // 10000)
+    return f"{info.version_num // 10000}.{info.version_num // 100 % 100}"
+
+
+def ensure_name_free(session: Session, account: CloudAccount, name: str) -> None:
+    clash = session.scalar(
+        select(Instance.id).where(Instance.cloud_account_id == account.id, Instance.name_key == name.lower(),
+                                  Instance.deleted_at.is_(None))
+    )
+    if clash is not None:
+        raise Conflict(f"an instance named {name!r} already exists in cloud account {account.name!r}")
+
+
+def create(session: Session, reg: Registration, info: ServerInfo, sealer: Sealer) -> tuple[Instance, Job]:
+    """Store the instance, its backupset and default subclient, and queue its first backup: one
+    transaction (the caller's), so a crash leaves either all of it or none."""
+    account = find_cloud_account(session, reg.client_name)
+    plan = find_plan(session, reg.plan_name)
+    ensure_name_free(session, account, reg.name)
+    inst = Instance(
+        cloud_account=account, plan=plan, name=reg.name, name_key=reg.name.lower(),
+        host=reg.address.host, port=reg.address.port, maintenance_db=reg.address.dbname,
+        username=reg.address.user,
+        password_sealed=sealer.seal(reg.address.password.encode(), PASSWORD_CONTEXT),
+        ssl_enabled=reg.address.ssl_enabled, ssl_ca=reg.address.ssl_ca,
+        declared_version=reg.declared_version, server_version=info.version,
+        server_version_num=info.version_num,
+    )
+    session.add(inst)
+    try:
+        session.flush()
+    except IntegrityError:
+        raise Conflict(f"an instance named {reg.name!r} already exists in cloud account {account.name!r}") from None
+    backupset = Backupset(instance=inst, name="DumpBasedBackupSet", is_default=True)
+    session.add(backupset)
+    session.add(Subclient(instance=inst, backupset=backupset, name="default", is_default=True))
+    session.flush()
+    session.refresh(inst)
+    job = jobs.queue_backup(session, inst)
+    return inst, job
+
+
+def address_of(inst: Instance, sealer: Sealer, connect_timeout: int) -> ServerAddress:
+    return ServerAddress(
+        host=inst.host, port=inst.port, user=inst.username,
+        password=sealer.open(inst.password_sealed, PASSWORD_CONTEXT).decode(),
+        dbname=inst.maintenance_db, ssl_enabled=inst.ssl_enabled, ssl_ca=inst.ssl_ca,
+        connect_timeout=connect_timeout,
+    )
+
+
+def get(session: Session, instance_id: int) -> Instance:
+    inst = session.get(Instance, instance_id)
+    if inst is None or inst.deleted_at is not None:
+        raise NotFound(f"instance {instance_id} does not exist")
+    return inst
+
+
+def list_live(session: Session, client_id: int | None = None, *, offset: int = 0,
+              limit: int | None = None) -> list[Instance]:
+    q = select(Instance).where(Instance.deleted_at.is_(None)).order_by(Instance.id)
+    if client_id is not None:
+        q = q.where(Instance.cloud_account_id == client_id)
+    q = q.offset(offset)
+    if limit is not None:
+        q = q.limit(limit)
+    return list(session.scalars(q))
+
+
+def delete(session: Session, instance_id: int) -> Instance:
+    """Soft delete: the row stays so that its jobs and restore points keep their meaning (backups stay
+    unless asked to go). Running or waiting backups are killed first."""
+    inst = get(session, instance_id)
+    for job in session.scalars(select(Job).where(Job.instance_id == inst.id, Job.status.in_(["Waiting", "Running"]))):
+        jobs.request_kill(session, job.id)
+    inst.deleted_at = utcnow()
+    session.flush()
+    return inst

@@ -1,0 +1,155 @@
+"""Jobs as a state machine: Waiting -> Running -> Completed | Completed w/ one or more errors | Failed |
+Killed. A worker takes a job only by an atomic transition that also gives it a lease; it renews the lease
+while it works, and a job whose lease ran out (its worker died) is requeued once, then failed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from ..catalog.models import Instance, Job, JobItem, JobStatus, RestorePoint
+from ..catalog.types import utcnow
+from ..errors import BadRequest, NotFound
+
+MAX_ATTEMPTS = 2
+
+
+def queue_backup(session: Session, instance: Instance) -> Job:
+    job = Job(job_type="Backup", backup_level="Full", status=JobStatus.WAITING, phase="Queued",
+              instance_id=instance.id, subclient_id=instance.subclients[0].id)
+    session.add(job)
+    session.flush()
+    return job
+
+
+def get_job(session: Session, job_id: int) -> Job:
+    job = session.get(Job, job_id)
+    if job is None:
+        raise NotFound(f"job {job_id} does not exist")
+    return job
+
+
+def claim_next(session: Session, owner: str, lease_seconds: int) -> Job | None:
+    """Take the oldest waiting job. ``FOR UPDATE SKIP LOCKED`` on PostgreSQL lets many workers claim
+    at once; SQLite's ``BEGIN IMMEDIATE`` (see catalog.db) already serialises the transaction."""
+    job = session.scalar(
+        select(Job).where(Job.status == JobStatus.WAITING).order_by(Job.id).limit(1)
+        .with_for_update(skip_locked=True)
+    )
+    if job is None:
+        return None
+    now = utcnow()
+    job.status = JobStatus.RUNNING
+    job.phase = "Starting"
+    job.attempts += 1
+    job.started_at = job.started_at or now
+    job.updated_at = now
+    job.lease_owner = owner
+    job.lease_expires_at = now + dt.timedelta(seconds=lease_seconds)
+    session.flush()
+    return job
+
+
+def renew_lease(session: Session, job_id: int, owner: str, lease_seconds: int) -> bool:
+    """Returns whether the job was asked to stop. Raises if the lease was lost."""
+    now = utcnow()
+    result = session.execute(
+        update(Job).where(Job.id == job_id, Job.lease_owner == owner, Job.status == JobStatus.RUNNING)
+        .values(lease_expires_at=now + dt.timedelta(seconds=lease_seconds))
+        .returning(Job.kill_requested)
+    ).first()
+    if result is None:
+        raise LookupError(f"job {job_id} is no longer leased by {owner}")
+    return bool(result[0])
+
+
+def reap_expired(session: Session) -> list[int]:
+    """Requeue (or, after MAX_ATTEMPTS, fail) running jobs whose worker stopped renewing its lease."""
+    now = utcnow()
+    jobs = session.scalars(
+        select(Job).where(Job.status == JobStatus.RUNNING, Job.lease_expires_at < now)
+        .with_for_update(skip_locked=True)
+    ).all()
+    for job in jobs:
+        job.lease_owner = None
+        job.lease_expires_at = None
+        job.updated_at = now
+        if job.kill_requested:
+            job.status, job.phase, job.ended_at = JobStatus.KILLED, "Killed", now
+            job.message = "killed; its worker stopped before it could clean up"
+        elif job.attempts >= MAX_ATTEMPTS:
+            job.status, job.phase, job.ended_at = JobStatus.FAILED, "Failed", now
+            job.message = f"its worker stopped responding {job.attempts} times"
+        else:
+            job.status, job.phase = JobStatus.WAITING, "Queued"
+            job.message = "requeued: its worker stopped responding"
+            for item in list(job.items):
+                session.delete(item)
+    session.flush()
+    return [j.id for j in jobs]
+
+
+def request_kill(session: Session, job_id: int) -> Job:
+    job = get_job(session, job_id)
+    status = JobStatus(job.status)
+    if status.finished:
+        raise BadRequest(f"job {job_id} has already finished ({job.status})")
+    now = utcnow()
+    if status == JobStatus.WAITING:
+        job.status, job.phase, job.ended_at = JobStatus.KILLED, "Killed", now
+        job.message = "killed before it started"
+    job.kill_requested = True
+    job.updated_at = now
+    session.flush()
+    return job
+
+
+def finish(session: Session, job_id: int, owner: str, status: str, message: str,
+           restore_point: RestorePoint | None) -> None:
+    job = session.get(Job, job_id)
+    if job is None or job.lease_owner != owner:
+        return
+    now = utcnow()
+    job.status = status
+    job.phase = status if status in (JobStatus.KILLED, JobStatus.FAILED) else "Completed"
+    job.percent_complete = 100 if status in (JobStatus.COMPLETED, JobStatus.COMPLETED_WITH_ERRORS) \
+        else job.percent_complete
+    job.message = message
+    job.ended_at = now
+    job.updated_at = now
+    job.lease_owner = None
+    job.lease_expires_at = None
+    if restore_point is not None:
+        session.add(restore_point)
+    for item in job.items:
+        if item.status in (JobStatus.WAITING, JobStatus.RUNNING):
+            item.status = JobStatus.KILLED if status == JobStatus.KILLED else JobStatus.FAILED
+            item.error = item.error or ("killed" if status == JobStatus.KILLED else message)
+    session.flush()
+
+
+def add_items(session: Session, job_id: int, names: list[tuple[str, str]]) -> list[int]:
+    items = [JobItem(job_id=job_id, kind=kind, name=name) for kind, name in names]
+    session.add_all(items)
+    session.flush()
+    return [i.id for i in items]
+
+
+def update_item(session: Session, item_id: int, **values: object) -> None:
+    session.execute(update(JobItem).where(JobItem.id == item_id).values(**values))
+
+
+def set_progress(session: Session, job_id: int, phase: str, percent: int | None) -> None:
+    values: dict[str, object] = {"phase": phase, "updated_at": utcnow()}
+    if percent is not None:
+        values["percent_complete"] = percent
+    session.execute(update(Job).where(Job.id == job_id, Job.status == JobStatus.RUNNING).values(**values))
+
+
+def add_warning(session: Session, job_id: int, message: str) -> None:
+    job = session.get(Job, job_id)
+    if job is not None:
+        job.warnings = [*job.warnings, message]

@@ -1,0 +1,43 @@
+"""The one settings root: every knob is a ``PGVAULT_*`` environment variable."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PGVAULT_", extra="ignore")
+
+    home: Path = Path(".pgvault")
+    host: str = "127.0.0.1"
+    port: int = Field(8400, ge=1, le=65535)
+    catalog_url: str | None = None
+    master_key: SecretStr | None = None
+    admin_password: SecretStr | None = None
+    pg_bin: Path | None = None
+    token_ttl_seconds: int = Field(12 * 3600, ge=60)
+    workers: int = Field(2, ge=0, description="backup/restore jobs run at once by this process")
+    dump_parallelism: int = Field(2, ge=1, description="databases of one instance dumped at once")
+    connect_timeout_seconds: int = Field(10, ge=1)
+    job_lease_seconds: int = Field(60, ge=5)
+    job_poll_seconds: float = Field(2.0, gt=0)
+    log_level: str = "INFO"
+
+    @cached_property
+    def home_dir(self) -> Path:
+        return self.home.expanduser().resolve()
+
+    @property
+    def effective_catalog_url(self) -> str:
+        url = self.catalog_url or f"sqlite:///{self.home_dir / 'catalog.db'}"
+        if url.startswith("postgresql://") or url.startswith("postgres://"):
+            url = "postgresql+psycopg://" + url.split("://", 1)[1]
+        return url
+
+    @property
+    def backups_dir(self) -> Path:
+        return self.home_dir / "backups"

@@ -1,0 +1,64 @@
+"""The storage contract every backend honours (one contract test suite runs against each).
+
+Objects are written through an ``ObjectWriter`` and appear under their key only on ``commit``: an
+aborted or crashed write never leaves a readable half object under the final key.
+"""
+
+from __future__ import annotations
+
+import abc
+import re
+from collections.abc import Iterator
+
+
+class StorageError(Exception):
+    pass
+
+
+_KEY = re.compile(r"^[A-Za-z0-9._%+=~-]+(/[A-Za-z0-9._%+=~-]+)*$")
+
+
+def check_key(key: str) -> str:
+    if not _KEY.match(key) or any(part in (".", "..") for part in key.split("/")):
+        raise StorageError(f"invalid object key {key!r}")
+    return key
+
+
+class ObjectWriter(abc.ABC):
+    @abc.abstractmethod
+    def write(self, data: bytes) -> None: ...
+
+    @abc.abstractmethod
+    def commit(self) -> None:
+        """Make the object durable and visible under its key."""
+
+    @abc.abstractmethod
+    def abort(self) -> None:
+        """Drop whatever was written; idempotent."""
+
+    def __enter__(self) -> ObjectWriter:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.abort()  # a no-op after commit: leaving the block uncommitted drops the object
+
+
+class Storage(abc.ABC):
+    @abc.abstractmethod
+    def writer(self, key: str) -> ObjectWriter: ...
+
+    @abc.abstractmethod
+    def read(self, key: str, chunk_size: int = 1 << 20) -> Iterator[bytes]: ...
+
+    @abc.abstractmethod
+    def exists(self, key: str) -> bool: ...
+
+    @abc.abstractmethod
+    def delete_prefix(self, prefix: str) -> int:
+        """Delete every object under ``prefix/``; returns how many."""
+
+    @abc.abstractmethod
+    def list(self, prefix: str) -> list[str]: ...
+
+    @abc.abstractmethod
+    def uri(self, key: str) -> str: ...
