@@ -65,3 +65,11 @@ def api(service: Service) -> Iterator[Api]:
     client = service.login()
     yield client
     client.close()
+
+
+@pytest.fixture()
+def anon(service: Service) -> Iterator[Api]:
+    """A client that has not logged in."""
+    client = service.client()
+    yield client
+    client.close()

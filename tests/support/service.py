@@ -154,3 +154,17 @@ def seed_body(*, host: str, port: int, user: str, password: str, name: str | Non
             "dbEngine": "PostgreSQL",
         }
     }
+
+
+def catalog_counts(home: Path) -> dict[str, int]:
+    """Rows per table, read straight from the SQLite catalog: "nothing was created" is checked at the
+    source, not through the API that might hide a row."""
+    import sqlite3
+
+    conn = sqlite3.connect(f"file:{home / 'catalog.db'}?mode=ro", uri=True, timeout=30)
+    try:
+        tables = ["instances", "backupsets", "subclients", "jobs", "job_items", "restore_points",
+                  "cloud_accounts", "plans"]
+        return {t: conn.execute(f"select count(*) from {t}").fetchone()[0] for t in tables}
+    finally:
+        conn.close()

@@ -1,0 +1,471 @@
+"""The TLS bridge, exercised with the bundled (SSL-less) client programs against real servers.
+
+`pg_ssl` accepts only SSL connections, so every success here went through the bridge's TLS; `pg` has no SSL
+at all. Passwords reach the client programs through PGPASSWORD, never argv.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import socket
+import struct
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pgvault.pgtools.binaries import bundled_bin_dir
+from pgvault.pgtools.localserver import LocalServer
+from pgvault.pgtools.tlsbridge import THREAD_NAME_PREFIX, TlsBridge
+from tests.support import certs
+from tests.support.servers import system_pg_bin
+
+SRC_DB = "tlsbridge_src"
+TABLES = ("accounts", "events", "blobs")
+
+
+# -- helpers ----------------------------------------------------------------------------------------------
+
+
+def _clean_env() -> dict[str, str]:
+    """The caller's environment minus anything libpq would pick up (a stray PGSSLMODE, PGHOST...)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    env.update(LC_ALL="C", LANG="C", PGCONNECT_TIMEOUT="30")
+    return env
+
+
+def bridge_env(bridge: TlsBridge, server: LocalServer, *, password: str | None = None,
+               dbname: str = "postgres") -> dict[str, str]:
+    return {
+        **_clean_env(), **bridge.libpq_env(), "PGUSER": server.superuser,
+        "PGPASSWORD": server.password if password is None else password, "PGDATABASE": dbname,
+    }
+
+
+def direct_env(server: LocalServer, *, dbname: str = "postgres") -> dict[str, str]:
+    return {
+        **_clean_env(), "PGHOST": server.host, "PGPORT": str(server.port), "PGUSER": server.superuser,
+        "PGPASSWORD": server.password, "PGDATABASE": dbname, "PGSSLMODE": "disable",
+    }
+
+
+def tool(name: str) -> str:
+    return str(bundled_bin_dir() / name)
+
+
+def run(args: list[str], env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def psql(env: dict[str, str], sql: str) -> subprocess.CompletedProcess[str]:
+    return run([tool("psql"), "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql], env)
+
+
+def bridge_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith(THREAD_NAME_PREFIX)]
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def fingerprint(server: LocalServer, dbname: str) -> dict[str, tuple[int, str]]:
+    out = {}
+    with server.connect(dbname) as conn:
+        for table in TABLES:
+            row = conn.execute(
+                f"select count(*), md5(string_agg(t::text, '|' order by id)) from {table} t"
+            ).fetchone()
+            assert row is not None
+            out[table] = (row[0], row[1])
+    return out
+
+
+def fresh_db(server: LocalServer, dbname: str) -> None:
+    with server.connect() as conn:
+        conn.execute(f"drop database if exists {dbname}")
+        conn.execute(f"create database {dbname}")
+
+
+@pytest.fixture(autouse=True)
+def _no_bridge_leftovers() -> Iterator[None]:
+    """Every test must leave no bridge thread behind, whatever it does."""
+    yield
+    assert bridge_threads() == []
+
+
+# -- servers and data -------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def src_db(pg_ssl: LocalServer) -> str:
+    """A few MB in three tables (so that pg_dump -j has something to parallelise), on the SSL server."""
+    fresh_db(pg_ssl, SRC_DB)
+    with pg_ssl.connect(SRC_DB) as conn:
+        conn.execute(
+            "create table accounts as select i as id, 'user ' || i as name, (i * 7 % 1000)::numeric / 3 "
+            "as balance from generate_series(1, 100000) i"
+        )
+        conn.execute(
+            "create table events as select i as id, jsonb_build_object('n', i, 'h', md5(i::text), "
+            "'when', timestamptz '2024-01-01' + i * interval '1 minute') as payload "
+            "from generate_series(1, 50000) i"
+        )
+        conn.execute(
+            "create table blobs as select i as id, decode(repeat(md5(i::text) || md5((-i)::text), 16), "
+            "'hex') as data from generate_series(1, 3000) i"
+        )
+        for table in TABLES:
+            conn.execute(f"alter table {table} add primary key (id)")
+        size = conn.execute("select pg_database_size(current_database())").fetchone()
+        assert size is not None and size[0] > 10_000_000
+    return SRC_DB
+
+
+def _ipv6_loopback() -> bool:
+    if not socket.has_ipv6:
+        return False
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.fixture(scope="module")
+def v6_ca(tmp_path_factory: pytest.TempPathFactory) -> certs.TestCA:
+    """A CA whose server certificate names ::1 only: right for IPv6, a mismatch for 127.0.0.1."""
+    return certs.make_ca(tmp_path_factory.mktemp("v6-ca"), cn="pgvault v6 CA", hosts=("::1",))
+
+
+@pytest.fixture(scope="module")
+def pg_v6(tmp_path_factory: pytest.TempPathFactory, v6_ca: certs.TestCA) -> Iterator[LocalServer]:
+    bin_dir = system_pg_bin()
+    if bin_dir is None:
+        pytest.skip("no SSL-capable PostgreSQL server installed (run scripts/test-deps.sh as root)")
+    v6 = _ipv6_loopback()
+    server = LocalServer(
+        tmp_path_factory.mktemp("pg-v6"), bin_dir=bin_dir, ssl_cert=v6_ca.server_cert,
+        ssl_key=v6_ca.server_key,
+        hba=["hostssl all all 127.0.0.1/32 scram-sha-256", "hostssl all all ::1/128 scram-sha-256"],
+        settings={"listen_addresses": "'127.0.0.1,::1'" if v6 else "'127.0.0.1'"},
+    )
+    with server:
+        server.settings["ipv6"] = "yes" if v6 else "no"
+        yield server
+
+
+# -- it works ---------------------------------------------------------------------------------------------
+
+
+def test_verified_connection_is_ssl(pg_ssl: LocalServer, test_ca: certs.TestCA) -> None:
+    with TlsBridge("127.0.0.1", pg_ssl.port, ca_file=test_ca.ca_cert) as bridge:
+        folder = Path(bridge.socket_dir)
+        assert folder.stat().st_mode & 0o777 == 0o700
+        assert (folder / f".s.PGSQL.{bridge.port}").is_socket()
+        res = psql(
+            bridge_env(bridge, pg_ssl),
+            "select s.ssl, s.version like 'TLS%', current_setting('server_version_num')::int / 10000 "
+            "from pg_stat_ssl s where s.pid = pg_backend_pid()",
+        )
+    assert res.returncode == 0, res.stderr
+    major = int(Path(system_pg_bin() or "").parent.name)  # /usr/lib/postgresql/<major>/bin
+    assert res.stdout.strip() == f"t|t|{major}"
+
+
+def test_unverified_connection_works(pg_ssl: LocalServer) -> None:
+    with TlsBridge("127.0.0.1", pg_ssl.port, ca_file=None) as bridge:
+        res = psql(bridge_env(bridge, pg_ssl), "select ssl from pg_stat_ssl where pid = pg_backend_pid()")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "t"
+
+
+def test_ipv6_host_with_verification(pg_v6: LocalServer, v6_ca: certs.TestCA) -> None:
+    if pg_v6.settings.get("ipv6") != "yes":
+        pytest.skip("no IPv6 loopback here")
+    for host in ("::1", "[::1]"):
+        with TlsBridge(host, pg_v6.port, ca_file=v6_ca.ca_cert) as bridge:
+            res = psql(
+                bridge_env(bridge, pg_v6),
+                "select s.ssl, inet_client_addr() from pg_stat_ssl s where s.pid = pg_backend_pid()",
+            )
+        assert res.returncode == 0, res.stderr
+        assert res.stdout.strip() == "t|::1"
+
+
+def test_dump_and_restore_through_bridge(
+    pg_ssl: LocalServer, pg: LocalServer, test_ca: certs.TestCA, src_db: str, tmp_path: Path
+) -> None:
+    dump = tmp_path / "src.dump"
+    with TlsBridge("127.0.0.1", pg_ssl.port, ca_file=test_ca.ca_cert) as bridge:
+        res = run([tool("pg_dump"), "-Fc", "-f", str(dump)], bridge_env(bridge, pg_ssl, dbname=src_db))
+    assert res.returncode == 0, res.stderr
+    assert dump.stat().st_size > 1_000_000
+    fresh_db(pg, "tlsbridge_fc")
+    res = run([tool("pg_restore"), "--exit-on-error", "-d", "tlsbridge_fc", str(dump)],
+              direct_env(pg, dbname="tlsbridge_fc"))
+    assert res.returncode == 0, res.stderr
+    source = fingerprint(pg_ssl, src_db)
+    assert source["accounts"][0] == 100000
+    assert fingerprint(pg, "tlsbridge_fc") == source
+
+
+def test_parallel_dump_uses_several_connections(
+    pg_ssl: LocalServer, pg: LocalServer, test_ca: certs.TestCA, src_db: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "dir"
+    peak = 0
+    with TlsBridge("127.0.0.1", pg_ssl.port, ca_file=test_ca.ca_cert) as bridge:
+        with subprocess.Popen(
+            [tool("pg_dump"), "-Fd", "-j", "3", "-f", str(out)], env=bridge_env(bridge, pg_ssl, dbname=src_db),
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        ) as proc:
+            while proc.poll() is None:
+                peak = max(peak, sum(t.name.startswith(f"{THREAD_NAME_PREFIX}-conn") for t in bridge_threads()))
+                time.sleep(0.002)
+            _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert peak >= 2, "pg_dump -j 3 never had two connections open through the bridge at once"
+    fresh_db(pg, "tlsbridge_fd")
+    res = run([tool("pg_restore"), "--exit-on-error", "-j", "3", "-d", "tlsbridge_fd", str(out)],
+              direct_env(pg, dbname="tlsbridge_fd"))
+    assert res.returncode == 0, res.stderr
+    assert fingerprint(pg, "tlsbridge_fd") == fingerprint(pg_ssl, src_db)
+
+
+def test_concurrent_sessions_run_in_parallel(pg_ssl: LocalServer, test_ca: certs.TestCA) -> None:
+    with TlsBridge("127.0.0.1", pg_ssl.port, ca_file=test_ca.ca_cert) as bridge:
+        env = bridge_env(bridge, pg_ssl)
+        sql = "select pg_sleep(1.5), ssl from pg_stat_ssl where pid = pg_backend_pid()"
+        started = time.monotonic()
+        procs = [
+            subprocess.Popen([tool("psql"), "-X", "-A", "-t", "-c", sql], env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+            for _ in range(5)
+        ]
+        results = [(p.communicate(timeout=60), p.returncode) for p in procs]
+        elapsed = time.monotonic() - started
+    for (out, err), code in results:
+        assert code == 0, err
+        assert out.strip() == "|t"
+    assert elapsed < 5 * 1.5 * 0.6, f"five 1.5 s sessions took {elapsed:.1f} s: not concurrent"
+
+
+def test_server_errors_reach_the_client(pg_ssl: LocalServer, test_ca: certs.TestCA,
+                                        caplog: pytest.LogCaptureFixture) -> None:
+    wrong = "not-the-password-" + "x" * 8
+    caplog.set_level("DEBUG", logger="pgvault")
+    with TlsBridge("127.0.0.1", pg_ssl.port, ca_file=test_ca.ca_cert) as bridge:
+        bad = psql(bridge_env(bridge, pg_ssl, password=wrong), "select 1")
+        good = psql(bridge_env(bridge, pg_ssl), "select 1")
+    assert bad.returncode != 0
+    assert 'password authentication failed for user "postgres"' in bad.stderr
+    assert good.returncode == 0, good.stderr
+    assert wrong not in caplog.text and pg_ssl.password not in caplog.text
+
+
+# -- it fails clearly -------------------------------------------------------------------------------------
+
+
+def test_untrusted_certificate_is_refused(pg_ssl: LocalServer, other_ca: certs.TestCA) -> None:
+    with TlsBridge("127.0.0.1", pg_ssl.port, ca_file=other_ca.ca_cert) as bridge:
+        res = psql(bridge_env(bridge, pg_ssl), "select 1")
+    assert res.returncode != 0
+    assert f"SSL connection to 127.0.0.1:{pg_ssl.port} failed" in res.stderr
+    assert "certificate verify failed: unable to get local issuer certificate" in res.stderr
+
+
+def test_host_name_mismatch_is_refused(pg_v6: LocalServer, v6_ca: certs.TestCA) -> None:
+    """The chain is fine (right CA), but the certificate names ::1 only, not 127.0.0.1."""
+    with TlsBridge("127.0.0.1", pg_v6.port, ca_file=v6_ca.ca_cert) as bridge:
+        res = psql(bridge_env(bridge, pg_v6), "select 1")
+    assert res.returncode != 0
+    assert "certificate verify failed" in res.stderr
+    assert "mismatch, certificate is not valid for '127.0.0.1'" in res.stderr
+    # The same server and CA without verification: so the refusal above was the host name check.
+    with TlsBridge("127.0.0.1", pg_v6.port, ca_file=None) as bridge:
+        assert psql(bridge_env(bridge, pg_v6), "select 1").returncode == 0
+
+
+def test_server_without_ssl(pg: LocalServer) -> None:
+    with TlsBridge("127.0.0.1", pg.port, ca_file=None) as bridge:
+        res = psql(bridge_env(bridge, pg), "select 1")
+    assert res.returncode != 0
+    assert f"server at 127.0.0.1:{pg.port} does not support SSL, but SSL was required" in res.stderr
+
+
+def test_unreachable_port(pg_ssl: LocalServer) -> None:
+    port = free_port()
+    with TlsBridge("127.0.0.1", port, ca_file=None) as bridge:
+        res = psql(bridge_env(bridge, pg_ssl), "select 1")
+    assert res.returncode != 0
+    assert f"could not connect to server at 127.0.0.1:{port}: Connection refused" in res.stderr
+
+
+def test_unknown_host(pg_ssl: LocalServer) -> None:
+    with TlsBridge("no-such-host.invalid", 5432, ca_file=None) as bridge:
+        res = psql(bridge_env(bridge, pg_ssl), "select 1")
+    assert res.returncode != 0
+    assert 'could not translate host name "no-such-host.invalid" to address' in res.stderr
+
+
+def test_silent_server_times_out(pg_ssl: LocalServer) -> None:
+    """A TCP peer that never answers the SSL request (the kernel completes the handshake, nobody reads)."""
+    with socket.socket() as mute:
+        mute.bind(("127.0.0.1", 0))
+        mute.listen(8)
+        port = mute.getsockname()[1]
+        started = time.monotonic()
+        with TlsBridge("127.0.0.1", port, ca_file=None, connect_timeout=1) as bridge:
+            res = psql(bridge_env(bridge, pg_ssl), "select 1")
+        elapsed = time.monotonic() - started
+    assert res.returncode != 0
+    assert f"server at 127.0.0.1:{port} did not answer the SSL request within 1 s" in res.stderr
+    assert elapsed < 10
+
+
+def _startup_packet(user: str = "postgres", dbname: str = "postgres") -> bytes:
+    body = struct.pack("!i", 196608) + f"user\0{user}\0database\0{dbname}\0\0".encode()
+    return struct.pack("!i", len(body) + 4) + body
+
+
+def _read_message(sock: socket.socket) -> tuple[bytes, bytes]:
+    head = b""
+    while len(head) < 5:
+        chunk = sock.recv(5 - len(head))
+        assert chunk, "connection closed before a whole message header arrived"
+        head += chunk
+    length = struct.unpack("!i", head[1:])[0]
+    body = b""
+    while len(body) < length - 4:
+        chunk = sock.recv(length - 4 - len(body))
+        assert chunk, "connection closed in the middle of a message"
+        body += chunk
+    return head[:1], body
+
+
+def test_error_response_is_well_formed(pg: LocalServer) -> None:
+    """Byte level, as any driver would see it: an SSL request to the bridge is declined with 'N', and the
+    refusal is one ErrorResponse followed by the end of the stream."""
+    with TlsBridge("127.0.0.1", pg.port, ca_file=None) as bridge, \
+            socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(20)
+        sock.connect(os.path.join(bridge.socket_dir, f".s.PGSQL.{bridge.port}"))
+        sock.sendall(struct.pack("!ii", 8, 80877103))
+        assert sock.recv(1) == b"N"
+        sock.sendall(_startup_packet())
+        kind, body = _read_message(sock)
+        assert sock.recv(1) == b""
+    assert kind == b"E"
+    assert body.endswith(b"\0\0")
+    fields = {f[:1].decode(): f[1:].decode() for f in body[:-1].split(b"\0") if f}
+    assert fields["S"] == "FATAL" and fields["V"] == "FATAL" and fields["C"] == "08006"
+    assert "does not support SSL" in fields["M"]
+
+
+def test_bad_ca_file_fails_at_start(tmp_path: Path) -> None:
+    bogus = tmp_path / "ca.crt"
+    bogus.write_text("not a certificate\n")
+    bridge = TlsBridge("127.0.0.1", 5432, ca_file=bogus)
+    with pytest.raises(Exception, match="cannot use CA certificate file"):
+        bridge.start()
+    bridge.close()
+    with pytest.raises(Exception, match="cannot use CA certificate file"):
+        TlsBridge("127.0.0.1", 5432, ca_file=tmp_path / "missing.crt").start()
+
+
+# -- it cleans up -----------------------------------------------------------------------------------------
+
+
+def test_close_drops_open_connections(pg_ssl: LocalServer, test_ca: certs.TestCA) -> None:
+    marker = "select pg_sleep(120) /* tlsbridge close test */"
+    bridge = TlsBridge("127.0.0.1", pg_ssl.port, ca_file=test_ca.ca_cert).start()
+    folder = Path(bridge.socket_dir)
+    try:
+        with subprocess.Popen([tool("psql"), "-X", "-c", marker], env=bridge_env(bridge, pg_ssl),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) as proc:
+            with pg_ssl.connect() as conn:
+                deadline = time.monotonic() + 30
+                while not conn.execute("select 1 from pg_stat_activity where query = %s", (marker,)).fetchone():
+                    assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+                    assert time.monotonic() < deadline, "the query never started"
+                    time.sleep(0.05)
+                assert len(bridge_threads()) == 2  # acceptor + this connection
+                started = time.monotonic()
+                bridge.close()
+                assert time.monotonic() - started < 5
+                _, err = proc.communicate(timeout=10)
+                conn.execute("select pg_terminate_backend(pid) from pg_stat_activity where query = %s", (marker,))
+    finally:
+        bridge.close()
+    assert proc.returncode != 0
+    assert "server closed the connection unexpectedly" in err
+    assert not folder.exists()
+    assert bridge_threads() == []
+    bridge.close()  # idempotent
+
+
+def test_many_bridges_leak_nothing(pg_ssl: LocalServer, test_ca: certs.TestCA) -> None:
+    # Warm up once so that lazily created process-wide descriptors (none expected) do not count.
+    with TlsBridge("127.0.0.1", pg_ssl.port, ca_file=test_ca.ca_cert) as bridge:
+        assert psql(bridge_env(bridge, pg_ssl), "select 1").returncode == 0
+    fds = open_fds()
+    folders = []
+    for i in range(15):
+        with TlsBridge("127.0.0.1", pg_ssl.port, ca_file=test_ca.ca_cert if i % 2 else None) as bridge:
+            folders.append(Path(bridge.socket_dir))
+            if i % 3:
+                res = psql(bridge_env(bridge, pg_ssl), "select 1")
+                assert res.returncode == 0, res.stderr
+    unused = TlsBridge("127.0.0.1", pg_ssl.port, ca_file=None)
+    unused.close()  # never started
+    assert bridge_threads() == []
+    assert open_fds() == fds
+    assert not any(f.exists() for f in folders)
+
+
+# -- how fast ---------------------------------------------------------------------------------------------
+
+
+def test_throughput_report(pg_ssl: LocalServer, test_ca: certs.TestCA, capsys: pytest.CaptureFixture[str]) -> None:
+    """Prints, asserts nothing but success: ~200 MB through the bridge, with the CPU this process spent
+    (the bridge is all that runs in it meanwhile), next to libpq's own TLS when an SSL-capable psql exists."""
+    rows, width = 200_000, 1000
+    total = rows * (width + 1)
+    sql = f"copy (select repeat('x', {width}) from generate_series(1, {rows})) to stdout"
+    lines = []
+
+    def timed(args: list[str], env: dict[str, str]) -> tuple[float, float]:
+        before = resource.getrusage(resource.RUSAGE_SELF)
+        started = time.perf_counter()
+        subprocess.run(args, env=env, stdout=subprocess.DEVNULL, check=True, timeout=300)
+        wall = time.perf_counter() - started
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+    with TlsBridge("127.0.0.1", pg_ssl.port, ca_file=test_ca.ca_cert) as bridge:
+        env = bridge_env(bridge, pg_ssl)
+        for attempt in range(3):
+            wall, cpu = timed([tool("psql"), "-X", "-A", "-t", "-c", sql], env)
+            lines.append(
+                f"bridge run {attempt + 1}: {total / 1e6:.0f} MB in {wall:.2f} s = {total / 1e6 / wall:.0f} MB/s; "
+                f"bridge CPU {cpu:.2f} s ({100 * cpu / wall:.0f}% of one core, {cpu / total * 1e9:.1f} s/GB)"
+            )
+    native = system_pg_bin()
+    if native is not None and (native / "psql").exists():
+        env = {**direct_env(pg_ssl), "PGSSLMODE": "require"}
+        wall, _ = timed([str(native / "psql"), "-X", "-A", "-t", "-c", sql], env)
+        lines.append(f"libpq's own TLS (system psql, no bridge): {total / 1e6 / wall:.0f} MB/s")
+    with capsys.disabled():
+        print("\nTLS bridge throughput:\n  " + "\n  ".join(lines))
