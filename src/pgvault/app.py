@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from . import __version__
-from .api import auth, clients, errors, instances, jobs, plans, root
+from .api import auth, clients, errors, instances, jobs, plans, root, subclients
 from .api.paths import CanonicalPaths
 from .context import Context
 from .settings import Settings
@@ -34,7 +34,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Data protection for PostgreSQL fleets, with Command Center's REST API.",
     )
     templates = [BASE]
-    for module in (root, auth, clients, plans, instances, jobs):
+    for module in (root, auth, clients, plans, instances, subclients, jobs):
         app.include_router(module.router, prefix=BASE)
         templates += [BASE + r.path for r in module.router.routes if hasattr(r, "path")]
     app.add_api_route(BASE, root.root, methods=["GET"], include_in_schema=False)

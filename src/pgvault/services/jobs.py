@@ -8,18 +8,19 @@ from __future__ import annotations
 import datetime as dt
 
 from sqlalchemy import select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
-from ..catalog.models import Instance, Job, JobItem, JobStatus, RestorePoint
+from ..catalog.models import Instance, Job, JobItem, JobStatus, RestorePoint, Subclient
 from ..catalog.types import utcnow
 from ..errors import BadRequest, NotFound
 
 MAX_ATTEMPTS = 2
 
 
-def queue_backup(session: Session, instance: Instance) -> Job:
+def queue_backup(session: Session, instance: Instance, subclient: Subclient | None = None) -> Job:
+    subclient = subclient or instance.subclients[0]
     job = Job(job_type="Backup", backup_level="Full", status=JobStatus.WAITING, phase="Queued",
-              instance_id=instance.id, subclient_id=instance.subclients[0].id)
+              instance_id=instance.id, subclient_id=subclient.id)
     session.add(job)
     session.flush()
     return job
@@ -33,11 +34,16 @@ def get_job(session: Session, job_id: int) -> Job:
 
 
 def claim_next(session: Session, owner: str, lease_seconds: int) -> Job | None:
-    """Take the oldest waiting job. ``FOR UPDATE SKIP LOCKED`` on PostgreSQL lets many workers claim
+    """Take the oldest waiting job of an instance that has none running (two backups of one instance
+    never run at once: the later one waits).  ``FOR UPDATE SKIP LOCKED`` on PostgreSQL lets many workers claim
     at once; SQLite's ``BEGIN IMMEDIATE`` (see catalog.db) already serialises the transaction."""
+    busy = aliased(Job)
+    instance_busy = (
+        select(busy.id).where(busy.instance_id == Job.instance_id, busy.status == JobStatus.RUNNING).exists()
+    )
     job = session.scalar(
-        select(Job).where(Job.status == JobStatus.WAITING).order_by(Job.id).limit(1)
-        .with_for_update(skip_locked=True)
+        select(Job).where(Job.status == JobStatus.WAITING, ~instance_busy).order_by(Job.id).limit(1)
+        .with_for_update(skip_locked=True, of=Job)
     )
     if job is None:
         return None
