@@ -1,0 +1,30 @@
+"""The whole service on a PostgreSQL catalog (PGVAULT_CATALOG_URL), end to end."""
+
+from __future__ import annotations
+
+from tests.support.service import Service, seed_body
+
+
+def test_seed_request_on_a_postgresql_catalog(pg, tmp_path):
+    with pg.connect() as conn:
+        conn.execute("drop database if exists pgvault_catalog")
+        conn.execute("create database pgvault_catalog")
+    url = f"postgresql://postgres:{pg.password}@127.0.0.1:{pg.port}/pgvault_catalog"
+    svc = Service(tmp_path / "home", PGVAULT_CATALOG_URL=url).start()
+    api = svc.login()
+    try:
+        assert not (svc.home / "catalog.db").exists()
+        r = api.post("/Instance", json=seed_body(host="127.0.0.1", port=pg.port, user="postgres",
+                                                 password=pg.password, name="on-pg-catalog"))
+        assert r.status_code == 200, r.text
+        done = api.wait_job(r.json()["processinginstructioninfo"]["attributes"][1]["value"])
+        assert done["status"] == "Completed", done
+        assert "pgvault_catalog" in {d["name"] for d in done["databases"]}
+        assert pg.password not in svc.log_text()
+        with pg.connect("pgvault_catalog") as conn:
+            assert conn.execute("select count(*) from restore_points").fetchone()[0] == 1
+    finally:
+        api.close()
+        svc.stop()
+        with pg.connect() as conn:
+            conn.execute("drop database pgvault_catalog with (force)")
