@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-import pytest
 
-from pgvault.pgtools.localserver import LocalServer
+import pytest
 from tests.support.certs import TestCA, make_ca
 from tests.support.servers import system_pg_bin
 from tests.support.service import Api, Service
+
+from pgvault.pgtools.localserver import LocalServer
 
 
 @pytest.fixture(scope="session")

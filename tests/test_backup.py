@@ -8,7 +8,6 @@ import time
 
 import pytest
 from psycopg import sql
-
 from tests.support.data import AWKWARD_NAMES, fill, fingerprint, recreate_database, restore_dump, stored_path
 from tests.support.servers import system_pg_bin
 from tests.support.service import Service, seed_body

@@ -6,7 +6,6 @@ import copy
 from typing import Any
 
 import pytest
-
 from tests.support.service import b64, catalog_counts, seed_body
 
 

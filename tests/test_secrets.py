@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from tests.support.data import recreate_database
 from tests.support.service import seed_body
 
@@ -20,7 +19,7 @@ def secret_login(pg):
     password = "Sx-" + secrets.token_hex(12) + ":\\'\""
     with pg.connect() as conn:
         conn.execute("drop role if exists vaulted")
-        conn.execute("create role vaulted login superuser password %s" % _literal(password))
+        conn.execute(f"create role vaulted login superuser password {_literal(password)}")
     yield "vaulted", password
     with pg.connect() as conn:
         conn.execute("drop role if exists vaulted")

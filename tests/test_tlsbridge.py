@@ -275,6 +275,26 @@ def test_server_errors_reach_the_client(pg_ssl: LocalServer, test_ca: certs.Test
     assert wrong not in caplog.text and pg_ssl.password not in caplog.text
 
 
+def test_last_words_of_a_closing_server_are_delivered(pg_ssl: LocalServer, test_ca: certs.TestCA) -> None:
+    """The server sends 800 kB and its FATAL, then hangs up, while psql is busy elsewhere (``\\!``) and
+    reads nothing: the bridge has to keep what it could not deliver yet and hand it over afterwards."""
+    script = "\n".join([
+        r"\startpipeline",
+        r"select length(repeat('x', 800000)), repeat('x', 800000) \bind \sendpipeline",
+        r"select pg_terminate_backend(pg_backend_pid()) \bind \sendpipeline",
+        r"\syncpipeline",
+        r"\flush",
+        r"\! sleep 2",
+        r"\endpipeline",
+        "",
+    ])
+    with TlsBridge("127.0.0.1", pg_ssl.port, ca_file=test_ca.ca_cert) as bridge:
+        res = subprocess.run([tool("psql"), "-X", "-A", "-t"], input=script, env=bridge_env(bridge, pg_ssl),
+                             capture_output=True, text=True, timeout=60, check=False)
+    assert res.stdout == "800000|" + "x" * 800000 + "\n", res.stderr
+    assert "terminating connection due to administrator command" in res.stderr
+
+
 # -- it fails clearly -------------------------------------------------------------------------------------
 
 

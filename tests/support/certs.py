@@ -24,7 +24,9 @@ def _name(cn: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
 
 
-def make_ca(folder: Path, *, cn: str = "pgvault test CA", hosts: tuple[str, ...] = ("127.0.0.1", "localhost")) -> TestCA:
+def make_ca(
+    folder: Path, *, cn: str = "pgvault test CA", hosts: tuple[str, ...] = ("127.0.0.1", "localhost")
+) -> TestCA:
     folder.mkdir(parents=True, exist_ok=True)
     now = dt.datetime.now(dt.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())

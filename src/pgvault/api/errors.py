@@ -10,14 +10,14 @@ import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import NotAuthenticated, PgvaultError
-from ..services import auth
 from ..schemas.instance import instance_entity
+from ..services import auth
 
 log = logging.getLogger("pgvault.api")
 

@@ -135,7 +135,7 @@ class BackupRun:
             [("globals", "(globals)")] + [("database", d.name) for d in dumpable + skipped]
         )
         globals_id, db_ids = ids[0], ids[1 : 1 + len(dumpable)]
-        for item_id, db in zip(ids[1 + len(dumpable) :], skipped, strict=True):
+        for item_id, _db in zip(ids[1 + len(dumpable) :], skipped, strict=True):
             self.reporter.item_failed(item_id, f"skipped: login {req.address.user!r} may not connect", "Skipped")
         self._total_weight = max(1, sum(max(d.size, 1) for d in dumpable))
 

@@ -170,7 +170,7 @@ class LocalServer:
             "sslmode": "disable" if not self.ssl_cert else "require",
         }
 
-    def connect(self, dbname: str = "postgres", **kw):  # noqa: ANN201 - psycopg.Connection
+    def connect(self, dbname: str = "postgres", **kw):
         import psycopg
 
         info = self.conninfo(dbname)

@@ -531,7 +531,7 @@ class _Tunnel:
                 return
             for fd, ev in events:
                 if fd == self.wake:
-                    poller.unregister(self.wake); continue
+                    return
                 if fd == cfd:
                     if ev & _POLLOUT or (ev & _POLLHUP and to_client):
                         client_open = _flush(client, to_client)

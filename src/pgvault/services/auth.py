@@ -21,7 +21,7 @@ from ..catalog.types import utcnow
 from ..errors import NotAuthenticated
 
 _N, _R, _P = 2**15, 8, 1
-TOKEN_PREFIX = "QSDK "
+TOKEN_PREFIX = "QSDK "  # noqa: S105 - a marker, not a secret
 
 
 def hash_password(password: str) -> str:
