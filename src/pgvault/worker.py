@@ -225,4 +225,5 @@ class WorkerPool:
                 storage_location=storage_location, prefix=req.prefix, manifest_sha256=outcome.manifest_sha256,
                 server_version=outcome.manifest.server_version, total_bytes=outcome.manifest.total_bytes,
                 database_count=len(outcome.manifest.databases),
+                databases=[d.name for d in outcome.manifest.databases],
         )

@@ -14,10 +14,22 @@ import psycopg
 _QUERY = """
 select datname,
        has_database_privilege(datname, 'CONNECT') as can_connect,
-       case when has_database_privilege(datname, 'CONNECT') then pg_database_size(oid) end as size
+       case when has_database_privilege(datname, 'CONNECT') then pg_database_size(oid) end as size,
+       pg_encoding_to_char(encoding), datcollate, datctype
 from pg_database
 where datallowconn and not datistemplate
 order by datname
+"""
+
+# Leaf tables whose rows pg_dump writes: ordinary tables outside the system schemas that no extension owns.
+_TABLES = """
+select format('%I.%I', n.nspname, c.relname)
+from pg_class c join pg_namespace n on n.oid = c.relnamespace
+where c.relkind = 'r'
+  and n.nspname not in ('pg_catalog', 'information_schema') and n.nspname !~ '^pg_(toast|temp_)'
+  and not exists (select 1 from pg_depend d where d.classid = 'pg_class'::regclass and d.objid = c.oid
+                  and d.deptype = 'e')
+order by 1
 """
 
 
@@ -26,8 +38,41 @@ class Database:
     name: str
     size: int
     can_connect: bool
+    encoding: str = "UTF8"
+    collate: str = ""
+    ctype: str = ""
 
 
 def discover(conn: psycopg.Connection) -> list[Database]:
     rows = conn.execute(_QUERY).fetchall()
-    return [Database(name=r[0], can_connect=bool(r[1]), size=int(r[2] or 0)) for r in rows]
+    return [Database(name=r[0], can_connect=bool(r[1]), size=int(r[2] or 0), encoding=r[3], collate=r[4],
+                     ctype=r[5]) for r in rows]
+
+
+def connection_budget(conn: psycopg.Connection) -> int | None:
+    """How many connections the login may hold at once (None: no limit of its own)."""
+    row = conn.execute("select rolconnlimit from pg_roles where rolname = current_user").fetchone()
+    return None if row is None or row[0] < 0 else int(row[0])
+
+
+def row_counts(conn: psycopg.Connection) -> tuple[dict[str, int], list[str]]:
+    """Exact row counts per table in the connection's current transaction, and what could not be
+    counted. Each count runs under a savepoint: the transaction, and with it the snapshot pg_dump
+    imports, must survive a table the login may not read."""
+    from psycopg import sql
+
+    counts: dict[str, int] = {}
+    errors: list[str] = []
+    for (name,) in conn.execute(_TABLES).fetchall():
+        conn.execute("savepoint pgvault_count")
+        try:
+            row = conn.execute(sql.SQL("select count(*) from {}").format(sql.SQL(name))).fetchone()
+        except psycopg.errors.QueryCanceled:
+            raise
+        except psycopg.Error as exc:
+            conn.execute("rollback to savepoint pgvault_count")
+            errors.append(f"{name}: {str(exc).strip()}")
+            continue
+        conn.execute("release savepoint pgvault_count")
+        counts[name] = int(row[0]) if row else 0
+    return counts, errors

@@ -7,6 +7,7 @@ supplies one that writes progress in short transactions.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import logging
@@ -17,14 +18,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+import psycopg
 import zstandard
 
-from ..errors import PgvaultError, ToolError
+from ..errors import ConnectionFailed, PgvaultError, ToolError
 from ..pgtools.binaries import Toolset, toolset_for_server
 from ..pgtools.connection import ServerAddress, ServerInfo
 from ..pgtools.runner import Cancelled, CancelToken, client_env, run_program
 from ..storage import Storage, StorageError
-from .discovery import Database, discover
+from .discovery import Database, connection_budget, discover, row_counts
 from .manifest import DatabaseEntry, FileEntry, Manifest
 
 
@@ -126,7 +128,10 @@ class BackupRun:
             assert row is not None
             info = ServerInfo(version=str(row[0]).split()[0], version_num=int(row[1]))
             databases = discover(conn)
+            budget = connection_budget(conn)
         tools = toolset_for_server(info.version_num, req.pg_bin)
+        # Each database in flight holds two connections (pg_dump's and the snapshot's).
+        parallelism = req.parallelism if budget is None else max(1, min(req.parallelism, budget // 2))
         self.log.info("server %s, pg_dump %s, %d databases", info.version, tools.version, len(databases))
 
         dumpable = sorted((d for d in databases if d.can_connect), key=lambda d: -d.size)
@@ -148,7 +153,7 @@ class BackupRun:
         self.reporter.phase("Backup", 2)
         with client_env(req.address) as env:
             manifest.globals = self._dump_globals(globals_id, tools, env, manifest)
-            with ThreadPoolExecutor(max_workers=req.parallelism, thread_name_prefix=f"job{req.job_id}") as pool:
+            with ThreadPoolExecutor(max_workers=parallelism, thread_name_prefix=f"job{req.job_id}") as pool:
                 futures = [
                     pool.submit(self._dump_database, item_id, index, db, tools, env)
                     for index, (item_id, db) in enumerate(zip(db_ids, dumpable, strict=True))
@@ -157,8 +162,8 @@ class BackupRun:
         self.cancel.raise_if_cancelled()
 
         for db, result in zip(dumpable, results, strict=True):
-            if isinstance(result, FileEntry):
-                manifest.databases.append(DatabaseEntry(db.name, result))
+            if isinstance(result, DatabaseEntry):
+                manifest.databases.append(result)
             else:
                 manifest.failed.append({"name": db.name, "error": result})
         manifest.databases.sort(key=lambda d: d.name)
@@ -216,27 +221,67 @@ class BackupRun:
         return entry
 
     def _dump_database(self, item_id: int, index: int, db: Database, tools: Toolset,
-                       env: dict[str, str]) -> FileEntry | str:
-        """Returns the stored file, or the reason the database failed (it does not stop the others)."""
+                       env: dict[str, str]) -> DatabaseEntry | str:
+        """Returns the stored database, or the reason it failed (which does not stop the others).
+
+        pgvault's own connection exports a snapshot that pg_dump imports (``--snapshot``) and, while pg_dump
+        runs, counts each table's rows in that same snapshot: the facts a restore drill checks against.
+        """
         if self.cancel.cancelled:
             return "cancelled"
         self.reporter.item_running(item_id)
         key = f"{self.req.prefix}/databases/{object_name(index, db.name)}.dump.zst"
-        argv = [tools.path("pg_dump"), "--format=custom", "--compress=0", "--no-password"]
+        counts: dict[str, int] | None = None
+        count_errors: list[str] = []
         try:
-            with self.req.storage.writer(key) as w:
-                sink = _HashingCompressor(w, self.req.compression_level)
-                run_program(argv, {**env, "PGDATABASE": db.name}, log=self.log, cancel=self.cancel,
-                            stdout_sink=sink)
-                sha = sink.finish()
-                w.commit()
+            with self.req.address.with_db(db.name).connect() as snap, \
+                    self.cancel.on_cancel(lambda: _cancel_query(snap)):
+                snap.execute("begin isolation level repeatable read read only")
+                row = snap.execute("select pg_export_snapshot()").fetchone()
+                assert row is not None
+                argv = [tools.path("pg_dump"), "--format=custom", "--compress=0", "--no-password",
+                        f"--snapshot={row[0]}"]
+
+                def count() -> None:
+                    nonlocal counts
+                    try:
+                        counts, errors = row_counts(snap)
+                        count_errors.extend(errors)
+                    except psycopg.Error as exc:
+                        count_errors.append(str(exc).strip())
+
+                counter = threading.Thread(target=count, name=f"count-{db.name}", daemon=True)
+                counter.start()
+                try:
+                    with self.req.storage.writer(key) as w:
+                        sink = _HashingCompressor(w, self.req.compression_level)
+                        run_program(argv, {**env, "PGDATABASE": db.name}, log=self.log, cancel=self.cancel,
+                                    stdout_sink=sink)
+                        sha = sink.finish()
+                        w.commit()
+                finally:
+                    counter.join()
+                snap.execute("commit")
         except Cancelled:
             return "cancelled"
+        except ConnectionFailed as exc:
+            return self._db_failed(item_id, db, exc.message)
         except (ToolError, StorageError) as exc:
-            self.reporter.item_failed(item_id, str(exc))
-            self._advance(max(db.size, 1))
-            return str(exc)
-        entry = FileEntry(key=key, bytes=sink.bytes, sha256=sha, format="custom+zstd")
+            return self._db_failed(item_id, db, str(exc))
+        if count_errors:
+            self.reporter.warn(f"row counts of {db.name!r} incomplete: {'; '.join(count_errors)[:500]}")
+        entry = DatabaseEntry(db.name, FileEntry(key=key, bytes=sink.bytes, sha256=sha, format="custom+zstd"),
+                              encoding=db.encoding, collate=db.collate, ctype=db.ctype, row_counts=counts)
         self.reporter.item_done(item_id, sink.bytes, sha, self.req.storage.uri(key))
         self._advance(max(db.size, 1))
         return entry
+
+    def _db_failed(self, item_id: int, db: Database, error: str) -> str:
+        self.reporter.item_failed(item_id, error)
+        self._advance(max(db.size, 1))
+        return error
+
+
+def _cancel_query(conn: psycopg.Connection) -> None:
+    with contextlib.suppress(Exception):
+        conn.cancel_safe()

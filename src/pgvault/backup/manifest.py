@@ -22,6 +22,11 @@ class FileEntry:
 class DatabaseEntry:
     name: str
     file: FileEntry
+    encoding: str = "UTF8"
+    collate: str = ""
+    ctype: str = ""
+    # Exact rows per table, counted in the snapshot pg_dump used: what a restore drill compares against.
+    row_counts: dict[str, int] | None = None
 
 
 @dataclass
@@ -38,6 +43,24 @@ class Manifest:
     failed: list[dict[str, str]] = field(default_factory=list)
     skipped: list[dict[str, str]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_json(cls, data: bytes) -> Manifest:
+        doc = json.loads(data)
+        if doc.get("format") != FORMAT:
+            raise ValueError(f"not a pgvault manifest ({doc.get('format')!r})")
+        doc.pop("format")
+        for key in ("started_at", "ended_at"):
+            doc[key] = dt.datetime.fromisoformat(doc[key])
+        doc["databases"] = [
+            DatabaseEntry(**{**d, "file": FileEntry(**d["file"])}) for d in doc["databases"]
+        ]
+        if doc.get("globals"):
+            doc["globals"] = FileEntry(**doc["globals"])
+        return cls(**doc)
+
+    def database(self, name: str) -> DatabaseEntry | None:
+        return next((d for d in self.databases if d.name == name), None)
 
     def to_json(self) -> bytes:
         doc = {"format": FORMAT, **asdict(self)}

@@ -10,6 +10,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -79,6 +80,7 @@ class Plan(Base):
     rpo_minutes: Mapped[int] = mapped_column(Integer, default=1440)
     retention_days: Mapped[int] = mapped_column(Integer, default=30)
     compression_level: Mapped[int] = mapped_column(Integer, default=1)
+    drill_every: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # 0: no drills
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
@@ -179,6 +181,8 @@ class Job(Base):
     kill_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     message: Mapped[str] = mapped_column(Text, default="")
     warnings: Mapped[list[str]] = mapped_column(JSON, default=list)
+    options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, server_default="{}")
+    restore_point_id: Mapped[int | None] = mapped_column(ForeignKey("restore_points.id", use_alter=True))
     instance: Mapped[Instance] = relationship()
     subclient: Mapped[Subclient] = relationship()
     items: Mapped[list[JobItem]] = relationship(
@@ -199,6 +203,8 @@ class JobItem(Base):
     sha256: Mapped[str | None] = mapped_column(String(64))
     location: Mapped[str | None] = mapped_column(Text)
     error: Mapped[str | None] = mapped_column(Text)
+    target: Mapped[str | None] = mapped_column(Text)  # restores: the database or table written
+    details: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list, server_default="[]")
     job: Mapped[Job] = relationship(back_populates="items")
 
 
@@ -217,3 +223,11 @@ class RestorePoint(Base):
     server_version: Mapped[str] = mapped_column(String(64))
     total_bytes: Mapped[int] = mapped_column(BigInteger)
     database_count: Mapped[int] = mapped_column(Integer)
+    databases: Mapped[list[str]] = mapped_column(JSON, default=list, server_default="[]")
+    verified_at: Mapped[dt.datetime | None]
+    verify_status: Mapped[str | None] = mapped_column(String(40))
+    verify_message: Mapped[str | None] = mapped_column(Text)
+    drill_at: Mapped[dt.datetime | None]
+    drill_status: Mapped[str | None] = mapped_column(String(40))
+    drill_seconds: Mapped[float | None] = mapped_column(Float)
+    drill_message: Mapped[str | None] = mapped_column(Text)
