@@ -18,9 +18,12 @@ $(STAMP): pyproject.toml
 run: install
 	$(BIN)/pgvault serve
 
+# A private temporary folder per run: pytest prunes "old" numbered folders of other sessions under
+# /tmp/pytest-of-$USER, which would pull the data folders out from under a concurrent run's servers.
 test: install
 	bash scripts/test-deps.sh
-	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
+	tmp=$$(mktemp -d /tmp/pgvault-tests.XXXXXX); \
+	$(BIN)/python -m pytest -n 2 --basetemp="$$tmp/t" $(PYTEST_ARGS); rc=$$?; rm -rf "$$tmp"; exit $$rc
 
 lint: install
 	$(BIN)/ruff check src tests

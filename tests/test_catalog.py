@@ -121,7 +121,7 @@ def test_an_instance_never_runs_two_backups_at_once(catalog):
     with catalog.begin() as s:
         assert jobs.claim_next(s, "w", 60) is None
     with catalog.begin() as s:
-        jobs.finish(s, a1, "w", "Completed", "ok", None)
+        jobs.finish(s, a1, "w", "Completed", "ok")
     with catalog.begin() as s:
         assert jobs.claim_next(s, "w", 60).id == a2
 

@@ -106,6 +106,13 @@ def client_env(address: ServerAddress) -> Iterator[dict[str, str]]:
             yield env
 
 
+def dbname_arg(name: str) -> str:
+    """``--dbname`` for any database name: a one-keyword connection string with the name quoted as libpq
+    wants (pg_restore requires -d; a bare name with ``=`` in it would be read as a connection string)."""
+    quoted = name.replace("\\", "\\\\").replace("'", "\\'")
+    return f"--dbname=dbname='{quoted}'"
+
+
 @dataclass
 class ProgramResult:
     returncode: int
@@ -120,10 +127,12 @@ def run_program(
     cancel: CancelToken | None = None,
     stdout_sink: Callable[[bytes], None] | None = None,
     stdin_source: Iterator[bytes] | None = None,
+    on_stderr: Callable[[str], None] | None = None,
     check: bool = True,
 ) -> ProgramResult:
     """Run one program to its end. stdout goes to ``stdout_sink`` in 1 MiB chunks (or is discarded);
-    stderr lines go to ``log`` and the last of them into the result and any ``ToolError``."""
+    stderr lines go to ``log`` (and ``on_stderr``), the last of them into the result and any ``ToolError``;
+    ``stdin_source`` feeds the program's stdin from another thread."""
     name = Path(argv[0]).name
     if cancel is not None:
         cancel.raise_if_cancelled()
@@ -141,6 +150,8 @@ def run_program(
             if line:
                 tail.append(line)
                 log.info("%s: %s", name, line)
+                if on_stderr is not None:
+                    on_stderr(line)
 
     def feed_stdin() -> None:
         assert proc.stdin is not None and stdin_source is not None

@@ -1,0 +1,121 @@
+"""Restore points: listing (GET /RestorePoints), one with its files, verification, and Command
+Center's POST /DoBrowse over an instance's backupset."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Query
+from pydantic import StrictBool, StrictInt
+from sqlalchemy import func, select
+
+from ..catalog.models import Job, RestorePoint
+from ..errors import BadRequest, NotFound
+from ..restore.archive import IntegrityError, load_manifest
+from ..schemas.common import WireModel
+from ..schemas.restore_points import browse_entries, files_of, restore_point_summary
+from ..services import restore
+from ..services.restore import parse_time, started_by
+from ..storage import StorageError, open_storage
+from .deps import ContextDep, UserDep
+
+router = APIRouter(tags=["restore points"])
+
+
+@router.get("/RestorePoints", summary="Restore points, newest first; by instance, database and time range")
+def list_restore_points(
+    ctx: ContextDep, _: UserDep,
+    instance_id: Annotated[int | None, Query(alias="instanceId")] = None,
+    database: str | None = None,
+    from_time: Annotated[str | None, Query(alias="fromTime")] = None,
+    to_time: Annotated[str | None, Query(alias="toTime")] = None,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> dict:
+    start, end = parse_time(from_time, "fromTime"), parse_time(to_time, "toTime")
+    q = select(RestorePoint, Job).join(Job, Job.id == RestorePoint.job_id)
+    if instance_id is not None:
+        q = q.where(RestorePoint.instance_id == instance_id)
+    if start is not None:
+        q = q.where(Job.started_at >= start)
+    if end is not None:
+        q = q.where(started_by(end))
+    with ctx.catalog.begin() as s:
+        rows = [(p, j) for p, j in s.execute(q.order_by(Job.started_at.desc(), RestorePoint.id.desc()))]
+        if database is not None:  # the list of names is JSON: filter here, identically on both dialects
+            rows = [(p, j) for p, j in rows if database in p.databases]
+        total = len(rows)
+        page = rows[offset : offset + limit]
+        return {"totalRecords": total, "restorePoints": [restore_point_summary(p, j) for p, j in page]}
+
+
+@router.get("/RestorePoints/{point_id}", summary="One restore point, with its files and their sha256")
+def get_restore_point(ctx: ContextDep, _: UserDep, point_id: int) -> dict:
+    with ctx.catalog.begin() as s:
+        point = s.get(RestorePoint, point_id)
+        if point is None:
+            raise NotFound(f"restore point {point_id} does not exist")
+        job = s.get(Job, point.job_id)
+        assert job is not None
+        out = restore_point_summary(point, job)
+    storage = open_storage(point.storage_kind, point.storage_location)
+    try:
+        manifest = load_manifest(storage, point.prefix, point.manifest_sha256)
+    except (IntegrityError, StorageError) as exc:
+        out["files"], out["manifestError"] = [], str(exc)
+    else:
+        out["files"] = files_of(manifest, storage.uri)
+        out["pgDumpVersion"] = manifest.pg_dump_version
+        out["warnings"] = manifest.warnings
+    return out
+
+
+class VerifyRequestBody(WireModel):
+    drill: StrictBool = False
+    targetInstanceId: StrictInt | None = None
+
+
+@router.post("/RestorePoints/{point_id}/action/verify",
+             summary="Re-check every file's sha256; with drill, restore into scratch databases and compare row counts")
+def verify_restore_point(ctx: ContextDep, _: UserDep, point_id: int,
+                         body: Annotated[VerifyRequestBody | None, Body()] = None) -> dict:
+    body = body or VerifyRequestBody()
+    with ctx.catalog.begin() as s:
+        point = s.get(RestorePoint, point_id)
+        if point is None:
+            raise NotFound(f"restore point {point_id} does not exist")
+        job = restore.queue_verification(s, point, drill=body.drill, target_instance_id=body.targetInstanceId)
+        job_id = job.id
+    ctx.pool.wake()
+    return {"jobIds": [str(job_id)]}
+
+
+@router.post("/DoBrowse", summary="Browse the databases of an instance's newest restore point (or within timeRange)")
+def do_browse(ctx: ContextDep, _: UserDep, body: Annotated[dict[str, Any], Body()]) -> dict:
+    entity = body.get("entity") or {}
+    if not isinstance(entity, dict):
+        raise BadRequest("entity must be an object")
+    time_range = body.get("timeRange") or {}
+    end = parse_time(time_range.get("toTime") if isinstance(time_range, dict) else None, "timeRange.toTime")
+    with ctx.catalog.begin() as s:
+        source = restore._instance_by_entity(s, entity, live_only=False)
+        if source is None:
+            raise BadRequest("entity must name the instance (instanceId, backupsetId or subclientId)")
+        q = (select(RestorePoint, Job).join(Job, Job.id == RestorePoint.job_id)
+             .where(RestorePoint.instance_id == source.id).order_by(Job.started_at.desc()))
+        if end is not None:
+            q = q.where(started_by(end))
+        row = s.execute(q.limit(1)).first()
+        count = s.scalar(select(func.count()).select_from(RestorePoint).where(RestorePoint.instance_id == source.id))
+        if row is None:
+            return {"browseResponses": [{"browseResult": {"dataResultSet": [], "totalItemsFound": 0}}]}
+        point, job = row
+    manifest = None
+    try:
+        manifest = load_manifest(open_storage(point.storage_kind, point.storage_location), point.prefix,
+                                 point.manifest_sha256)
+    except (IntegrityError, StorageError):
+        manifest = None
+    entries = browse_entries(point, job, manifest)
+    return {"browseResponses": [{"respType": 0, "browseResult": {
+        "dataResultSet": entries, "totalItemsFound": len(entries), "restorePointsOfInstance": count}}]}

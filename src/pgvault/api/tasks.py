@@ -1,0 +1,22 @@
+"""POST /CreateTask: restores (subtask type 3, operation 1001), in Command Center's task shape."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Body
+
+from ..schemas.restore import CreateTaskRequest
+from ..services import restore
+from .deps import ContextDep, UserDep
+
+router = APIRouter(tags=["restore"])
+
+
+@router.post("/CreateTask", summary="Restore databases or tables of a restore point, in place or elsewhere")
+def create_task(ctx: ContextDep, _: UserDep, body: Annotated[CreateTaskRequest, Body()]) -> dict:
+    with ctx.catalog.begin() as s:
+        job = restore.create_restore_job(s, body)
+        job_id = job.id
+    ctx.pool.wake()
+    return {"jobIds": [str(job_id)], "taskId": 0}

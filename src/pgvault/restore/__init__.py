@@ -1,0 +1,1 @@
+"""Restoring backups, and proving they restore: verification and drills."""

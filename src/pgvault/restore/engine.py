@@ -1,0 +1,352 @@
+"""One restore job: verify every file it needs, check the target, then restore database by database.
+
+Guarantees:
+- nothing on the target is touched until every needed file matched its sha256 and the target checks
+  passed (an existing database is replaced only with ``overwrite``);
+- a whole database is restored into a scratch database and renamed into place only at the end, so a kill
+  or a failure never leaves a half-restored database under the requested name;
+- tables are restored in one transaction (``--single-transaction``): all of them or none;
+- objects the login may not restore (an extension on a managed service) are reported one by one and the
+  job ends ``Completed w/ one or more errors``, never a false ``Completed``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import psycopg
+from psycopg import sql
+
+from ..backup.engine import Reporter
+from ..backup.manifest import DatabaseEntry, Manifest
+from ..errors import ConnectionFailed, PgvaultError, ToolError
+from ..pgtools.binaries import Toolset, toolset_for_server
+from ..pgtools.connection import ServerAddress
+from ..pgtools.runner import Cancelled, CancelToken, client_env, dbname_arg, run_program
+from ..storage import Storage, StorageError
+from .archive import IntegrityError, archive_stream, check_file, load_manifest
+from .pgrestore import RestoreErrors
+from .toc import select_entries
+
+COMPLETED, PARTIAL, FAILED, KILLED = "Completed", "Completed w/ one or more errors", "Failed", "Killed"
+
+
+class RestoreReporter(Reporter, Protocol):
+    def item_update(self, item_id: int, **values: object) -> None: ...
+
+
+@dataclass
+class RestoreItem:
+    source: str  # database name in the backup
+    target: str  # database name on the target instance
+    tables: list[tuple[str, str]] | None = None  # table-level: (schema, table) pairs
+
+
+@dataclass
+class RestoreRequest:
+    job_id: int
+    storage: Storage
+    prefix: str
+    manifest_sha256: str
+    address: ServerAddress  # the target instance's maintenance database
+    items: list[RestoreItem]
+    overwrite: bool = False
+    restore_globals: bool = False
+    ownership: bool = False
+    parallelism: int = 2
+    pg_bin: Path | None = None
+
+
+@dataclass
+class RestoreOutcome:
+    status: str
+    message: str
+    results: list[str] = field(default_factory=list)
+
+
+class _Failed(Exception):
+    """The job stops here, with this message, having touched nothing it did not say."""
+
+
+def scratch_name(job_id: int, index: int) -> str:
+    return f"pgvault_restore_{job_id}_{index}"
+
+
+class RestoreRun:
+    def __init__(self, req: RestoreRequest, reporter: RestoreReporter, cancel: CancelToken,
+                 log: logging.Logger) -> None:
+        self.req = req
+        self.reporter = reporter
+        self.cancel = cancel
+        self.log = log
+        self._lock = threading.Lock()
+        self._done = 0
+        self._total = 1
+
+    def run(self) -> RestoreOutcome:
+        try:
+            return self._run()
+        except Cancelled:
+            return RestoreOutcome(KILLED, "killed; the target was left without partial databases "
+                                          "(scratch copies dropped, table restores rolled back)")
+        except _Failed as exc:
+            return RestoreOutcome(FAILED, str(exc))
+        except (IntegrityError, StorageError) as exc:
+            return RestoreOutcome(FAILED, f"{exc}; nothing on the target was touched")
+        except PgvaultError as exc:
+            return RestoreOutcome(FAILED, exc.message)
+
+    # -- phases --------------------------------------------------------------------------------
+    def _run(self) -> RestoreOutcome:
+        req = self.req
+        self.reporter.phase("Verify", 1)
+        manifest = load_manifest(req.storage, req.prefix, req.manifest_sha256)
+        entries = self._entries(manifest)
+        for entry in entries:
+            self.cancel.raise_if_cancelled()
+            check_file(req.storage, entry.file)
+        if req.restore_globals:
+            if manifest.globals is None:
+                raise _Failed("the backup holds no globals (roles) file; nothing on the target was touched")
+            check_file(req.storage, manifest.globals)
+
+        ids = self.reporter.items(
+            [("database" if i.tables is None else "tables", i.source) for i in req.items]
+            + ([("globals", "(globals)")] if req.restore_globals else [])
+        )
+        for item_id, item in zip(ids, req.items, strict=False):
+            self.reporter.item_update(item_id, target=item.target if item.tables is None else
+                                      f"{item.target}: " + ", ".join(f"{s}.{t}" for s, t in item.tables))
+
+        self.reporter.phase("Check target", 5)
+        with req.address.connect() as conn:
+            version_num = int(str(_one(conn, "select current_setting('server_version_num')")))
+            existing = {r[0] for r in conn.execute("select datname from pg_database")}
+            can_create = bool(_one(conn, "select rolcreatedb or rolsuper from pg_roles where rolname = current_user"))
+        tools = toolset_for_server(version_num, req.pg_bin)
+        whole = [i for i in req.items if i.tables is None]
+        if whole and not can_create:
+            raise _Failed(f"login {req.address.user!r} may not create databases (needs CREATEDB); "
+                          "nothing on the target was touched")
+        for item in req.items:
+            if item.tables is None and item.target in existing and not req.overwrite:
+                raise _Failed(f"database {item.target!r} exists on the target; set "
+                              "commonOptions.unconditionalOverwrite to replace it; nothing on the target was touched")
+            if item.tables is not None and item.target not in existing:
+                raise _Failed(f"table-level restore goes into an existing database, and {item.target!r} does not "
+                              "exist on the target; nothing on the target was touched")
+        for item in req.items:
+            if item.tables is not None:
+                self._check_tables(item)
+
+        self._total = max(1, sum(e.file.bytes for e in entries))
+        self.reporter.phase("Restore", 10)
+        by_name = {e.name: e for e in entries}
+        with client_env(req.address) as env:
+            with ThreadPoolExecutor(max(1, req.parallelism), thread_name_prefix=f"restore{req.job_id}") as pool:
+                futures = [
+                    pool.submit(self._restore_one, item_id, index, item, by_name[item.source], tools, env,
+                                version_num, existing)
+                    for index, (item_id, item) in enumerate(zip(ids, req.items, strict=False))
+                ]
+                results = [f.result() for f in futures]
+            if req.restore_globals:
+                assert manifest.globals is not None
+                results.append(self._restore_globals(ids[-1], manifest, tools, env))
+        self.cancel.raise_if_cancelled()
+
+        statuses = [r[0] for r in results]
+        notes = [r[1] for r in results if r[1]]
+        if all(s == COMPLETED for s in statuses):
+            return RestoreOutcome(COMPLETED, f"{len(results)} items restored")
+        if all(s == FAILED for s in statuses):
+            return RestoreOutcome(FAILED, "; ".join(notes))
+        return RestoreOutcome(PARTIAL, "; ".join(notes))
+
+    def _entries(self, manifest: Manifest) -> list[DatabaseEntry]:
+        out = []
+        for item in self.req.items:
+            entry = manifest.database(item.source)
+            if entry is None:
+                raise _Failed(f"database {item.source!r} is not in this backup; "
+                              "nothing on the target was touched")
+            if entry not in out:
+                out.append(entry)
+        return out
+
+    def _check_tables(self, item: RestoreItem) -> None:
+        assert item.tables is not None
+        with self.req.address.with_db(item.target).connect() as conn:
+            for schema, table in item.tables:
+                found = conn.execute(
+                    "select 1 from pg_class c join pg_namespace n on n.oid = c.relnamespace "
+                    "where n.nspname = %s and c.relname = %s", (schema, table)).fetchone()
+                if found and not self.req.overwrite:
+                    raise _Failed(f"table {schema}.{table} exists in {item.target!r}; set commonOptions."
+                                  "unconditionalOverwrite to replace it; nothing on the target was touched")
+
+    def _progress(self, nbytes: int) -> None:
+        with self._lock:
+            self._done += nbytes
+            percent = 10 + int(88 * self._done / self._total)
+        self.reporter.phase("Restore", min(percent, 98))
+
+    # -- one item ------------------------------------------------------------------------------
+    def _restore_one(self, item_id: int, index: int, item: RestoreItem, entry: DatabaseEntry, tools: Toolset,
+                     env: dict[str, str], version_num: int, existing: set[str]) -> tuple[str, str]:
+        if self.cancel.cancelled:
+            return KILLED, ""
+        self.reporter.item_running(item_id)
+        try:
+            if item.tables is None:
+                status, note, details = self._restore_database(index, item, entry, tools, env, version_num,
+                                                               existing)
+            else:
+                status, note, details = self._restore_tables(item, entry, tools, env)
+        except Cancelled:
+            self.reporter.item_update(item_id, status=KILLED, error="killed")
+            raise
+        except (ToolError, ConnectionFailed, psycopg.Error, StorageError) as exc:
+            status, note, details = FAILED, f"{item.source}: {_text(exc)}", []
+        self.reporter.item_update(item_id, status=status, error=note or None, details=details,
+                                  bytes=entry.file.bytes)
+        return status, note
+
+    def _restore_database(self, index: int, item: RestoreItem, entry: DatabaseEntry, tools: Toolset,
+                          env: dict[str, str], version_num: int, existing: set[str]
+                          ) -> tuple[str, str, list[dict[str, str]]]:
+        scratch = scratch_name(self.req.job_id, index)
+        with self.req.address.connect() as conn:
+            _drop_database(conn, scratch, version_num)
+            self._create_database(conn, scratch, entry)
+        errors = RestoreErrors()
+        argv = [tools.path("pg_restore"), "--no-password", dbname_arg(scratch)]
+        if not self.req.ownership:
+            argv += ["--no-owner", "--no-privileges"]
+        try:
+            result = run_program(argv, {**env, "PGDATABASE": scratch}, log=self.log, cancel=self.cancel,
+                                 stdin_source=archive_stream(self.req.storage, entry.file, self._progress),
+                                 on_stderr=errors.feed, check=False)
+        except BaseException:
+            with contextlib.suppress(Exception), self.req.address.connect() as conn:
+                _drop_database(conn, scratch, version_num)
+            raise
+        if result.returncode != 0 and not errors.ignored:
+            with self.req.address.connect() as conn:
+                _drop_database(conn, scratch, version_num)
+            return FAILED, f"{item.source}: pg_restore failed: {result.stderr[-1000:]}", errors.objects
+        replacing = item.target in existing
+        if errors.ignored and replacing:
+            return (PARTIAL, f"{item.source}: {errors.ignored} objects could not be restored; the existing "
+                    f"database {item.target!r} was kept and the partial restore left as {scratch!r}",
+                    errors.objects)
+        with self.req.address.connect() as conn:
+            if replacing:
+                _drop_database(conn, item.target, version_num)
+            conn.execute(sql.SQL("alter database {} rename to {}").format(sql.Identifier(scratch),
+                                                                          sql.Identifier(item.target)))
+        if errors.ignored:
+            return PARTIAL, f"{item.source}: {errors.ignored} objects could not be restored", errors.objects
+        return COMPLETED, "", []
+
+    def _create_database(self, conn: psycopg.Connection, name: str, entry: DatabaseEntry) -> None:
+        """As the original was (encoding, collation), falling back to the target's defaults when it lacks
+        the locale."""
+        ident = sql.Identifier(name)
+        attempts = [
+            sql.SQL("create database {} template template0 encoding {} lc_collate {} lc_ctype {}").format(
+                ident, sql.Literal(entry.encoding), sql.Literal(entry.collate), sql.Literal(entry.ctype)),
+            sql.SQL("create database {} template template0 encoding {}").format(ident, sql.Literal(entry.encoding)),
+            sql.SQL("create database {} template template0").format(ident),
+        ]
+        if not entry.collate:
+            attempts = attempts[1:]
+        for n, statement in enumerate(attempts):
+            try:
+                conn.execute(statement)
+                if n:
+                    self.reporter.warn(f"{entry.name}: created without the original's locale "
+                                       f"({entry.encoding}, {entry.collate}); the target lacks it")
+                return
+            except (psycopg.errors.InvalidParameterValue, psycopg.errors.FeatureNotSupported,
+                    psycopg.errors.InvalidObjectDefinition):
+                if n == len(attempts) - 1:
+                    raise
+
+    def _restore_tables(self, item: RestoreItem, entry: DatabaseEntry, tools: Toolset, env: dict[str, str]
+                        ) -> tuple[str, str, list[dict[str, str]]]:
+        assert item.tables is not None
+        listing: list[bytes] = []
+        run_program([tools.path("pg_restore"), "--list"], env, log=self.log, cancel=self.cancel,
+                    stdin_source=archive_stream(self.req.storage, entry.file), stdout_sink=listing.append)
+        chosen, missing = select_entries(b"".join(listing).decode("utf-8", "replace"), item.tables)
+        if missing:
+            names = ", ".join(f"{s}.{t}" for s, t in missing)
+            return FAILED, f"{item.source}: not in the backup: {names}", []
+        errors = RestoreErrors()
+        with tempfile.TemporaryDirectory(prefix="pgvault-toc-") as tmp:
+            os.chmod(tmp, 0o700)
+            list_file = Path(tmp) / "restore.list"
+            list_file.write_text("\n".join(chosen) + "\n")
+            argv = [tools.path("pg_restore"), "--no-password", dbname_arg(item.target), "--single-transaction",
+                    f"--use-list={list_file}"]
+            if not self.req.ownership:
+                argv += ["--no-owner", "--no-privileges"]
+            if self.req.overwrite:
+                argv += ["--clean", "--if-exists"]
+            result = run_program(argv, {**env, "PGDATABASE": item.target}, log=self.log, cancel=self.cancel,
+                                 stdin_source=archive_stream(self.req.storage, entry.file, self._progress),
+                                 on_stderr=errors.feed, check=False)
+        if result.returncode != 0:
+            return (FAILED, f"{item.source}: table restore rolled back: {result.stderr[-800:]}", errors.objects)
+        return COMPLETED, "", []
+
+    def _restore_globals(self, item_id: int, manifest: Manifest, tools: Toolset, env: dict[str, str]
+                         ) -> tuple[str, str]:
+        """Roles and tablespaces, statement by statement: on a managed target some are refused (and
+        roles that already exist are fine); each refusal is reported."""
+        assert manifest.globals is not None
+        self.reporter.item_running(item_id)
+        errors: list[dict[str, str]] = []
+
+        def feed(line: str) -> None:
+            if "ERROR:" in line and "already exists" not in line:
+                errors.append({"object": "globals", "error": line.split("ERROR:", 1)[1].strip()})
+
+        run_program([tools.path("psql"), "--no-password", "-X", "-q", "-v", "ON_ERROR_STOP=0", "-f", "-"],
+                    env, log=self.log, cancel=self.cancel, on_stderr=feed, check=False,
+                    stdin_source=self.req.storage.read(manifest.globals.key))
+        status = PARTIAL if errors else COMPLETED
+        note = f"globals: {len(errors)} statements refused" if errors else ""
+        self.reporter.item_update(item_id, status=status, error=note or None, details=errors,
+                                  bytes=manifest.globals.bytes)
+        return status, note
+
+
+def _drop_database(conn: psycopg.Connection, name: str, version_num: int) -> None:
+    ident = sql.Identifier(name)
+    if version_num >= 130000:
+        conn.execute(sql.SQL("drop database if exists {} with (force)").format(ident))
+        return
+    conn.execute("select pg_terminate_backend(pid) from pg_stat_activity where datname = %s", (name,))
+    conn.execute(sql.SQL("drop database if exists {}").format(ident))
+
+
+def _one(conn: psycopg.Connection, query: str) -> object:
+    row = conn.execute(query).fetchone()  # type: ignore[arg-type]
+    assert row is not None
+    return row[0]
+
+
+def _text(exc: BaseException) -> str:
+    if isinstance(exc, PgvaultError):
+        return exc.message
+    return str(exc).strip()

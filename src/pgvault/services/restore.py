@@ -1,0 +1,201 @@
+"""Turning a restore request into a queued restore job, with every refusal made up front."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Any
+
+from sqlalchemy import ColumnElement, select
+from sqlalchemy.orm import Session
+
+from ..catalog.models import Backupset, CloudAccount, Instance, Job, JobStatus, RestorePoint, Subclient
+from ..errors import BadRequest, NotFound
+from ..schemas.restore import CreateTaskRequest, RestoreOptions
+
+RESTORE_SUBTASK, RESTORE_OPERATION = 3, 1001
+
+
+def parse_time(value: Any, field: str) -> dt.datetime | None:
+    """Command Center sends times as "YYYY-MM-DD HH:MM:SS" (taken as UTC) or Unix seconds; empty is none."""
+    if value in (None, "", 0, "0"):
+        return None
+    if isinstance(value, int) or (isinstance(value, str) and value.isdigit()):
+        return dt.datetime.fromtimestamp(int(value), dt.UTC)
+    if isinstance(value, str):
+        try:
+            parsed = dt.datetime.fromisoformat(value.strip().replace(" ", "T", 1))
+        except ValueError:
+            raise BadRequest(f"{field}: {value!r} is not a time (use 'YYYY-MM-DD HH:MM:SS' UTC or Unix seconds)") \
+                from None
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+    raise BadRequest(f"{field}: {value!r} is not a time")
+
+
+def started_by(when: dt.datetime) -> ColumnElement[bool]:
+    """Jobs that started at or before ``when``, to the second: Command Center shows whole seconds, so a
+    backup that started at 10:00:00.7 is "at or before 10:00:00" for the user who copied that time."""
+    return Job.started_at < when.replace(microsecond=0) + dt.timedelta(seconds=1)
+
+
+def _instance_by_entity(session: Session, entity: dict[str, Any], *, live_only: bool) -> Instance | None:
+    for key in ("instanceId", "subclientId", "backupsetId"):
+        value = entity.get(key)
+        if value in (None, "", 0, "0"):
+            continue
+        try:
+            ident = int(value)
+        except (TypeError, ValueError):
+            raise BadRequest(f"{key} {value!r} is not a number") from None
+        inst: Instance | None
+        if key == "instanceId":
+            inst = session.get(Instance, ident)
+        else:
+            holder: Subclient | Backupset | None = (
+                session.get(Subclient, ident) if key == "subclientId" else session.get(Backupset, ident)
+            )
+            inst = holder.instance if holder is not None else None
+        if inst is None:
+            raise NotFound(f"{key} {value} does not exist")
+        return inst
+    name = entity.get("instanceName")
+    if not name:
+        return None
+    q = select(Instance).where(Instance.name_key == str(name).lower())
+    if live_only:
+        q = q.where(Instance.deleted_at.is_(None))
+    client = entity.get("clientName")
+    if client:
+        q = q.join(CloudAccount).where(CloudAccount.name_key == str(client).lower())
+    found = session.scalars(q).all()
+    if not found:
+        raise NotFound(f"instance {name!r}{f' of {client!r}' if client else ''} does not exist")
+    if len(found) > 1:
+        raise BadRequest(f"instance name {name!r} is ambiguous; give clientName or instanceId")
+    return found[0]
+
+
+def choose_restore_point(session: Session, source: Instance, opts: RestoreOptions) -> RestorePoint:
+    if opts.jobIds:
+        if len(opts.jobIds) != 1:
+            raise BadRequest("restore from one backup job at a time")
+        try:
+            job_id = int(opts.jobIds[0])
+        except ValueError:
+            raise BadRequest(f"jobIds: {opts.jobIds[0]!r} is not a job id") from None
+        point = session.scalar(select(RestorePoint).where(RestorePoint.job_id == job_id))
+        if point is None or point.instance_id != source.id:
+            raise NotFound(f"backup job {job_id} of instance {source.name!r} has no restore point")
+        return point
+    pg = opts.postgresRstOption
+    when = (
+        parse_time(pg.refTime.get("timevalue") or pg.refTime.get("timeValue"), "postgresRstOption.refTime")
+        or parse_time(pg.pointOfTime.get("timevalue") or pg.pointOfTime.get("timeValue"), "pointOfTime")
+        or parse_time(opts.browseOption.timeRange.toTimeValue, "browseOption.timeRange.toTimeValue")
+        or parse_time(opts.browseOption.timeRange.toTime, "browseOption.timeRange.toTime")
+    )
+    q = (select(RestorePoint).join(Job, Job.id == RestorePoint.job_id)
+         .where(RestorePoint.instance_id == source.id).order_by(Job.started_at.desc(), RestorePoint.id.desc()))
+    if when is not None:
+        q = q.where(started_by(when))
+    point = session.scalars(q.limit(1)).first()
+    if point is None:
+        at = f" at or before {when.isoformat()}" if when else ""
+        raise NotFound(f"instance {source.name!r} has no restore point{at}")
+    return point
+
+
+_PATH = re.compile(r"^/([^/]+)(?:/([^/]+)/([^/]+))?/?$")
+
+
+def plan_items(opts: RestoreOptions, point: RestorePoint) -> list[dict[str, Any]]:
+    """``/appdb`` -> a whole database; ``/appdb/schema/table`` -> a table (with tableLevelRestore)."""
+    table_level = opts.postgresRstOption.tableLevelRestore
+    renames = opts.postgresRstOption.renameDatabases
+    available = list(point.databases)
+    databases: dict[str, list[list[str]] | None] = {}
+    for raw in opts.fileOption.sourceItem:
+        path = raw.strip()
+        if path in ("/", "") and not table_level:
+            for name in available:
+                databases.setdefault(name, None)
+            continue
+        m = _PATH.match(path)
+        if not m:
+            raise BadRequest(f"sourceItem {raw!r} is not /database or /database/schema/table")
+        db, schema, table = m.groups()
+        if db not in available:
+            raise BadRequest(f"database {db!r} is not in the restore point of job {point.job_id} "
+                             f"(it has: {', '.join(available) or 'none'})")
+        if table_level != (table is not None):
+            raise BadRequest(f"sourceItem {raw!r}: table-level restore names /database/schema/table items, "
+                             "a database restore names /database items; set postgresRstOption.tableLevelRestore "
+                             "accordingly")
+        if table is None:
+            databases[db] = None
+        else:
+            tables = databases.setdefault(db, [])
+            assert tables is not None
+            if [schema, table] not in tables:
+                tables.append([schema, table])
+    for source, target in renames.items():
+        if source not in databases:
+            raise BadRequest(f"renameDatabases names {source!r}, which is not being restored")
+        if not target or len(target.encode()) > 63:
+            raise BadRequest(f"renameDatabases: {target!r} is not a valid database name (1-63 bytes)")
+    targets = [renames.get(db, db) for db, tables in databases.items() if tables is None]
+    if len(set(targets)) != len(targets):
+        raise BadRequest("two databases would be restored under the same name")
+    return [{"source": db, "target": renames.get(db, db), "tables": tables} for db, tables in databases.items()]
+
+
+def create_restore_job(session: Session, body: CreateTaskRequest) -> Job:
+    sub = body.taskInfo.subTasks[0]
+    if (sub.subTask.subTaskType, sub.subTask.operationType) != (RESTORE_SUBTASK, RESTORE_OPERATION):
+        raise BadRequest(f"only restore tasks are supported (subTaskType {RESTORE_SUBTASK}, operationType "
+                         f"{RESTORE_OPERATION}); got {sub.subTask.subTaskType}/{sub.subTask.operationType}")
+    opts = sub.options.restoreOptions
+    if opts is None:
+        raise BadRequest("taskInfo.subTasks[0].options.restoreOptions is required")
+    entity: dict[str, Any] = {}
+    for assoc in body.taskInfo.associations[:1]:
+        entity.update(assoc)
+    if not entity:
+        entity = dict(opts.browseOption.backupset)
+    source = _instance_by_entity(session, entity, live_only=False)
+    if source is None:
+        raise BadRequest("name the source in taskInfo.associations (instanceId, or clientName and instanceName)")
+    dest_entity = opts.destination.destinationInstance.model_dump(exclude_none=True)
+    if "clientName" not in dest_entity and opts.destination.destClient.get("clientName"):
+        dest_entity["clientName"] = opts.destination.destClient["clientName"]
+    dest = _instance_by_entity(session, dest_entity, live_only=True) or source
+    if dest.deleted_at is not None:
+        raise BadRequest(f"instance {dest.name!r} was deleted; restore to another instance "
+                         "(destination.destinationInstance)")
+    point = choose_restore_point(session, source, opts)
+    items = plan_items(opts, point)
+    pg = opts.postgresRstOption
+    job = Job(job_type="Restore", backup_level="", status=JobStatus.WAITING, phase="Queued",
+              instance_id=dest.id, subclient_id=source.subclients[0].id, restore_point_id=point.id,
+              options={"items": items, "overwrite": opts.commonOptions.unconditionalOverwrite,
+                       "restore_globals": pg.restoreGlobals, "ownership": pg.restoreOwnership,
+                       "parallelism": pg.parallelism, "source_instance_id": source.id})
+    session.add(job)
+    session.flush()
+    return job
+
+
+def queue_verification(session: Session, point: RestorePoint, *, drill: bool,
+                       target_instance_id: int | None) -> Job:
+    if target_instance_id is not None:
+        target = session.get(Instance, target_instance_id)
+        if target is None or target.deleted_at is not None:
+            raise NotFound(f"instance {target_instance_id} does not exist")
+    source = session.get(Instance, point.instance_id)
+    assert source is not None
+    job = Job(job_type="Verify", backup_level="", status=JobStatus.WAITING, phase="Queued",
+              instance_id=target_instance_id or source.id, subclient_id=source.subclients[0].id,
+              restore_point_id=point.id, options={"drill": drill, "target_instance_id": target_instance_id})
+    session.add(job)
+    session.flush()
+    return job
