@@ -74,3 +74,67 @@ def anon(service: Service) -> Iterator[Api]:
     client = service.client()
     yield client
     client.close()
+
+
+class MotoS3:
+    """Moto's S3 server on loopback and the IAM keys it accepts. It checks SigV4 signatures, so wrong
+    keys are refused the way AWS refuses them. Every ``ThreadedMotoServer`` in this process shares one
+    in-memory backend, so a second server (one a test stops midway) sees the same buckets."""
+
+    region = "us-east-1"
+
+    def __init__(self, url: str, access_key_id: str, secret_access_key: str) -> None:
+        self.url = url
+        self.access_key_id = access_key_id
+        self.secret_access_key = secret_access_key
+
+    def client(self, service: str = "s3"):  # a boto3 client, for checks obstore cannot make
+        import boto3
+
+        return boto3.client(service, endpoint_url=self.url, region_name=self.region,
+                            aws_access_key_id=self.access_key_id, aws_secret_access_key=self.secret_access_key)
+
+    def new_bucket(self) -> str:
+        import uuid
+
+        name = f"pgvault-{uuid.uuid4().hex[:12]}"
+        self.client().create_bucket(Bucket=name)
+        return name
+
+    def config(self, bucket: str, prefix: str = "", **extra: object) -> dict:
+        return {"endpoint": self.url, "region": self.region, "bucket": bucket, "prefix": prefix,
+                "virtualHosted": False, **extra}
+
+    def secret(self) -> dict:
+        return {"accessKeyId": self.access_key_id, "secretAccessKey": self.secret_access_key}
+
+
+@pytest.fixture(scope="session")
+def s3() -> Iterator[MotoS3]:
+    """A real S3 endpoint on 127.0.0.1 for the session (moto's server mode), with signature checks on."""
+    import json
+    import logging
+
+    import boto3
+    import httpx
+    from moto.server import ThreadedMotoServer
+
+    werkzeug_log = logging.getLogger("werkzeug")
+    level = werkzeug_log.level
+    werkzeug_log.setLevel(logging.WARNING)  # one line per request otherwise
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    url = "http://{}:{}".format(*server.get_host_and_port())
+    iam = boto3.client("iam", endpoint_url=url, region_name=MotoS3.region, aws_access_key_id="bootstrap",
+                       aws_secret_access_key="bootstrap")
+    iam.create_user(UserName="pgvault")
+    iam.put_user_policy(UserName="pgvault", PolicyName="all", PolicyDocument=json.dumps(
+        {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}))
+    key = iam.create_access_key(UserName="pgvault")["AccessKey"]
+    httpx.post(f"{url}/moto-api/reset-auth", content=b"0").raise_for_status()  # from now on, keys are checked
+    try:
+        yield MotoS3(url, key["AccessKeyId"], key["SecretAccessKey"])
+    finally:
+        httpx.post(f"{url}/moto-api/reset-auth", content=b"inf")
+        server.stop()
+        werkzeug_log.setLevel(level)

@@ -24,7 +24,7 @@ def test_wrong_password_unknown_user_and_bad_base64(service, anon):
     for user, pw in (("admin", b64("nope")), ("nobody", b64(service.admin_password))):
         r = anon.post("/Login", json={"username": user, "password": pw})
         assert r.status_code == 401 and r.json()["errorCode"] != 0
-        assert "Access denied" in r.json()["errorMessage"]
+        assert "invalid user name or password" in r.json()["errorMessage"]
     r = anon.post("/Login", json={"username": "admin", "password": "%%%"})
     assert r.status_code == 400 and "base64" in r.json()["errorMessage"]
 

@@ -43,7 +43,7 @@ def make_instance(cat: Catalog, name: str = "i1") -> int:
             s.add(account)
         plan = s.scalar(select(Plan).where(Plan.name_key == "p"))
         if plan is None:
-            plan = Plan(name="p", name_key="p", storage_path="/tmp/x")
+            plan = Plan(name="p", name_key="p")
             s.add(plan)
         inst = Instance(cloud_account=account, plan=plan, name=name, name_key=name.lower(), host="h", port=5432,
                         maintenance_db="postgres", username="u", password_sealed=b"x", declared_version="18",
@@ -64,7 +64,7 @@ def test_migrations_are_idempotent_and_complete(catalog):
     catalog.migrate()
     names = set(inspect(catalog.engine).get_table_names())
     assert {"users", "auth_tokens", "cloud_accounts", "plans", "instances", "backupsets", "subclients", "jobs",
-            "job_items", "restore_points", "alembic_version"} <= names
+            "job_items", "restore_points", "credentials", "alembic_version"} <= names
 
 
 def test_naive_datetimes_are_refused_and_aware_ones_round_trip(catalog):
@@ -169,3 +169,44 @@ def test_killing_a_waiting_job_ends_it_at_once(catalog):
         assert job.status == "Killed" and job.ended_at is not None
         assert jobs.claim_next(s, "w", 60) is None
         assert s.scalar(select(func.count()).select_from(Job).where(Job.status == "Waiting")) == 0
+
+
+def test_credentials_are_sealed_and_unique_without_case(catalog, tmp_path):
+    import os
+
+    from pgvault.crypto import Sealer
+    from pgvault.errors import Conflict
+    from pgvault.services import credentials
+
+    sealer = Sealer(os.urandom(32))
+    with catalog.begin() as s:
+        credentials.create(s, sealer, name="Ops", username="backup", password="pw-Ops:1")
+    with pytest.raises(Conflict), catalog.begin() as s:
+        credentials.create(s, sealer, name="OPS", username="other", password="x")
+    with catalog.begin() as s:
+        cred = credentials.find(s, "ops")
+        assert cred.username == "backup" and b"pw-Ops:1" not in cred.password_sealed
+        assert credentials.password_of(cred, sealer) == "pw-Ops:1"
+        credentials.delete(s, "Ops")
+    with catalog.begin() as s:
+        assert credentials.list_all(s) == []
+
+
+def test_instance_id_1_is_reserved_for_command_centers_default_instance(catalog, tmp_path):
+    """cvpysdk never reads the properties of instance 1, so the first start reserves it."""
+    from pgvault.services.bootstrap import bootstrap
+
+    for _ in range(2):  # a second start changes nothing
+        with catalog.begin() as s:
+            bootstrap(s, home=tmp_path, backups_dir=tmp_path / "backups", admin_password="pw")
+    with catalog.begin() as s:
+        reserved = s.scalars(select(Instance)).all()
+        assert [(i.id, i.deleted_at is not None) for i in reserved] == [(1, True)]
+        account = s.scalar(select(CloudAccount).where(CloudAccount.name_key == "default"))
+        plan = s.scalar(select(Plan).where(Plan.name_key == "default"))
+        inst = Instance(cloud_account=account, plan=plan, name="first", name_key="first", host="h", port=5432,
+                        maintenance_db="postgres", username="u", password_sealed=b"x", declared_version="18",
+                        server_version="18.1", server_version_num=180001)
+        s.add(inst)
+        s.flush()
+        assert inst.id == 2

@@ -7,7 +7,6 @@ import time
 
 import pytest
 from psycopg import sql
-
 from tests.support.data import fill, fingerprint, recreate_database, stored_path
 from tests.support.flows import backup_now, register, restore, restore_body
 

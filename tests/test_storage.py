@@ -1,15 +1,31 @@
-"""The storage contract, run against every backend (the local folder for now)."""
+"""The storage contract, run against every backend (the local folder and S3 through moto's server on
+loopback), then what only object storage can get wrong: multipart uploads, aborts, an endpoint that
+fails midway, refused keys, addressing styles."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import random
+import socket
+import time
+
 import pytest
 
-from pgvault.storage import LocalStorage, StorageError
+from pgvault.storage import LocalStorage, StorageError, open_storage
+from pgvault.storage.s3 import S3Storage, S3Tuning, endpoint_url
+
+PREFIX = "backups/pgvault"
+QUICK = S3Tuning(connect_timeout=2, request_timeout=20, max_retries=1, retry_timeout=5)
 
 
-@pytest.fixture(params=["local"])
+@pytest.fixture(params=["local", "s3"])
 def storage(request, tmp_path):
-    return LocalStorage(tmp_path / "store")
+    if request.param == "local":
+        return LocalStorage(tmp_path / "store")
+    s3 = request.getfixturevalue("s3")
+    return S3Storage.from_config(s3.config(s3.new_bucket(), PREFIX), s3.secret())
 
 
 def test_an_object_appears_only_on_commit(storage):
@@ -33,13 +49,13 @@ def test_an_aborted_write_leaves_nothing(storage):
 
 
 def test_list_and_delete_prefix(storage):
-    for key in ("p/1", "p/sub/2", "q/3"):
+    for key in ("p/1", "p/sub/2", "q/3", "pq/4"):
         with storage.writer(key) as w:
             w.write(key.encode())
             w.commit()
     assert storage.list("p") == ["p/1", "p/sub/2"]
     assert storage.delete_prefix("p") == 2
-    assert storage.list("p") == [] and storage.exists("q/3")
+    assert storage.list("p") == [] and storage.exists("q/3") and storage.exists("pq/4")
     assert storage.delete_prefix("nothing-here") == 0
 
 
@@ -58,5 +74,268 @@ def test_uri_names_the_stored_file(storage):
     with storage.writer("x/y.dump.zst") as w:
         w.write(b"1")
         w.commit()
-    assert storage.uri("x/y.dump.zst").startswith("file:///")
-    assert storage.uri("x/y.dump.zst").endswith("/store/x/y.dump.zst")
+    uri = storage.uri("x/y.dump.zst")
+    if isinstance(storage, S3Storage):
+        assert uri == f"s3://{storage.bucket}/{PREFIX}/x/y.dump.zst"
+    else:
+        assert uri.startswith("file:///")
+        assert uri.endswith("/store/x/y.dump.zst")
+
+
+def test_an_empty_object_round_trips(storage):
+    with storage.writer("e/empty") as w:
+        w.commit()
+    assert storage.exists("e/empty")
+    assert list(storage.read("e/empty")) == []
+
+
+def test_a_second_commit_replaces_the_object(storage):
+    for data in (b"first", b"second"):
+        with storage.writer("r/obj") as w:
+            w.write(data)
+            w.commit()
+    assert b"".join(storage.read("r/obj")) == b"second"
+    assert storage.list("r") == ["r/obj"]
+
+
+def test_read_streams_in_chunks_of_the_asked_size(storage):
+    with storage.writer("c/obj") as w:
+        w.write(b"z" * 2500)
+        w.commit()
+    assert [len(c) for c in storage.read("c/obj", chunk_size=1000)] == [1000, 1000, 500]
+
+
+def test_keys_keep_their_spelling(storage):
+    """Dump names are percent-encoded database names: ``%``, ``+``, ``=`` and ``~`` must survive as is."""
+    keys = ["k/001-my%20db.dump.zst", "k/a+b=c~d.bin", "k/x%2Fy"]
+    for key in keys:
+        with storage.writer(key) as w:
+            w.write(key.encode())
+            w.commit()
+    assert storage.list("k") == sorted(keys)
+    for key in keys:
+        assert b"".join(storage.read(key)) == key.encode()
+
+
+# What only object storage can get wrong.
+
+
+def _s3_storage(s3, bucket: str, prefix: str = PREFIX, tuning: S3Tuning | None = None, **config) -> S3Storage:
+    return S3Storage.from_config(s3.config(bucket, prefix, **config), s3.secret(), tuning=tuning)
+
+
+def _uploads(s3, bucket: str) -> list[str]:
+    return [u["Key"] for u in s3.client().list_multipart_uploads(Bucket=bucket).get("Uploads", [])]
+
+
+def _chunks(count: int, seed: int = 7):
+    rnd = random.Random(seed)
+    for _ in range(count):
+        yield rnd.randbytes(1 << 20)
+
+
+def test_a_large_object_streams_as_a_multipart_upload(s3):
+    bucket = s3.new_bucket()
+    storage = _s3_storage(s3, bucket)
+    sha = hashlib.sha256()
+    with storage.writer("big/db.dump.zst") as w:
+        for n, chunk in enumerate(_chunks(40)):
+            w.write(chunk)
+            sha.update(chunk)
+            if n == 35:  # one 32 MiB part is up: an upload in progress, no object yet
+                assert _uploads(s3, bucket) == [f"{PREFIX}/big/db.dump.zst"]
+                assert not storage.exists("big/db.dump.zst")
+        w.commit()
+    assert _uploads(s3, bucket) == []
+    head = s3.client().head_object(Bucket=bucket, Key=f"{PREFIX}/big/db.dump.zst")
+    assert head["ContentLength"] == 40 << 20
+    assert head["ETag"].strip('"').endswith("-2")  # two parts of 32 MiB and 8 MiB
+    back = hashlib.sha256()
+    sizes = set()
+    for chunk in storage.read("big/db.dump.zst"):
+        back.update(chunk)
+        sizes.add(len(chunk))
+    assert back.hexdigest() == sha.hexdigest()
+    assert sizes == {1 << 20}
+
+
+def test_abort_leaves_no_object_and_no_incomplete_upload(s3):
+    bucket = s3.new_bucket()
+    storage = _s3_storage(s3, bucket, tuning=S3Tuning(part_size=5 << 20))
+    with pytest.raises(RuntimeError), storage.writer("a/db.dump.zst") as w:
+        for chunk in _chunks(12):
+            w.write(chunk)
+        assert _uploads(s3, bucket) == [f"{PREFIX}/a/db.dump.zst"]  # parts were uploaded
+        raise RuntimeError("pg_dump died")
+    assert _uploads(s3, bucket) == []
+    assert s3.client().list_objects_v2(Bucket=bucket).get("Contents") is None
+    w.abort()  # idempotent
+
+
+def test_an_endpoint_that_goes_away_midway_fails_the_write_and_leaves_no_object(s3, caplog):
+    from moto.server import ThreadedMotoServer
+
+    bucket = s3.new_bucket()
+    doomed = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    doomed.start()
+    url = "http://{}:{}".format(*doomed.get_host_and_port())
+    storage = _s3_storage(s3, bucket, tuning=S3Tuning(part_size=5 << 20, connect_timeout=2, request_timeout=20,
+                                                      max_retries=1, retry_timeout=5), endpoint=url)
+    chunks = _chunks(30)
+    stopped = False
+    try:
+        with pytest.raises(StorageError) as caught, storage.writer("gone/db.dump.zst") as w:
+            for _ in range(12):
+                w.write(next(chunks))
+            doomed.stop()
+            stopped = True
+            for chunk in chunks:
+                w.write(chunk)
+            w.commit()
+    finally:
+        if not stopped:
+            doomed.stop()
+    message = str(caught.value)
+    assert f"cannot reach {url}" in message and f"s3://{bucket}/{PREFIX}/gone/db.dump.zst" in message
+    assert s3.secret_access_key not in message
+    survivor = _s3_storage(s3, bucket)  # the same bucket through the endpoint that stayed
+    assert not survivor.exists("gone/db.dump.zst") and survivor.list("gone") == []
+    # The abort could not reach the endpoint either: the parts wait for the bucket's lifecycle rule.
+    assert "incomplete multipart upload may remain" in caplog.text
+    assert _uploads(s3, bucket) == [f"{PREFIX}/gone/db.dump.zst"]
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.parametrize(("case", "reason"), [
+    ("wrong secret", "the secret access key does not match the access key id"),
+    ("unknown key id", "the endpoint does not know the access key id"),
+    ("missing bucket", "does not exist at http://127.0.0.1"),
+    ("key without rights", "access denied"),
+    ("unreachable endpoint", "cannot reach http://127.0.0.1"),
+])
+def test_refusals_are_storage_errors_without_the_secret(s3, case, reason):
+    bucket = s3.new_bucket()
+    wrong = "wrong-secret-0123456789abcdefghijklmnopqrstuv"
+    config, secret = s3.config(bucket, PREFIX), s3.secret()
+    if case == "wrong secret":
+        secret["secretAccessKey"] = wrong
+    elif case == "unknown key id":
+        secret = {"accessKeyId": "AKIAUNKNOWNPGVAULT00", "secretAccessKey": wrong}
+    elif case == "missing bucket":
+        config["bucket"] = "pgvault-no-such-bucket"
+    elif case == "key without rights":
+        iam = s3.client("iam")
+        iam.create_user(UserName=f"other-{bucket}")
+        iam.put_user_policy(UserName=f"other-{bucket}", PolicyName="elsewhere", PolicyDocument=json.dumps({
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "arn:aws:s3:::some-other-bucket/*"}]}))
+        key = iam.create_access_key(UserName=f"other-{bucket}")["AccessKey"]
+        secret = {"accessKeyId": key["AccessKeyId"], "secretAccessKey": key["SecretAccessKey"]}
+    else:
+        config["endpoint"] = f"http://127.0.0.1:{_closed_port()}"
+    storage = S3Storage.from_config(config, secret, tuning=QUICK)
+    attempts = [
+        lambda: storage.writer("x/obj").commit(),
+        lambda: b"".join(storage.read("x/obj")),
+        lambda: storage.list("x"),
+        lambda: storage.delete_prefix("x"),
+    ]
+    for attempt in attempts:
+        with pytest.raises(StorageError) as caught:
+            attempt()
+        message = str(caught.value)
+        assert reason in message, message
+        for secret_value in (wrong, s3.secret_access_key, secret["secretAccessKey"]):
+            assert secret_value not in message
+            assert secret_value not in repr(storage)
+
+
+def test_virtual_hosted_addressing_puts_the_bucket_in_the_host_name(s3):
+    """Loopback has no wildcard DNS, so the requests go through moto as an HTTP proxy: the host name
+    never has to resolve, and moto finds the bucket in the Host header, which it only does for
+    virtual-hosted requests (a path-style request would name a bucket ``obj`` here)."""
+    bucket = s3.new_bucket()
+    port = s3.url.rsplit(":", 1)[1]
+    storage = _s3_storage(s3, bucket, endpoint=f"http://s3.pgvault.test:{port}", virtualHosted=True,
+                          allowHttp=True, proxyUrl=s3.url)
+    assert storage.endpoint_url == f"http://{bucket}.s3.pgvault.test:{port}"
+    with storage.writer("v/obj") as w:
+        w.write(b"virtual")
+        w.commit()
+    assert b"".join(storage.read("v/obj")) == b"virtual"
+    assert storage.list("v") == ["v/obj"]
+    path_style = _s3_storage(s3, bucket)  # the same object, addressed path-style
+    assert path_style.endpoint_url == s3.url
+    assert b"".join(path_style.read("v/obj")) == b"virtual"
+    assert storage.delete_prefix("v") == 1 and path_style.list("v") == []
+
+
+def test_a_bucket_without_prefix_and_open_storage(s3):
+    bucket = s3.new_bucket()
+    storage = open_storage("s3", json.dumps(s3.config(bucket)), s3.secret())
+    assert isinstance(storage, S3Storage)
+    with storage.writer("top/obj") as w:
+        w.write(b"1")
+        w.commit()
+    assert storage.uri("top/obj") == f"s3://{bucket}/top/obj"
+    assert [o["Key"] for o in s3.client().list_objects_v2(Bucket=bucket)["Contents"]] == ["top/obj"]
+
+
+@pytest.mark.parametrize(("endpoint", "region", "virtual", "expected"), [
+    (None, "eu-west-1", False, "https://s3.eu-west-1.amazonaws.com"),
+    (None, "eu-west-1", True, "https://bkt.s3.eu-west-1.amazonaws.com"),
+    ("oss-cn-hangzhou.aliyuncs.com", "oss-cn-hangzhou", True, "https://bkt.oss-cn-hangzhou.aliyuncs.com"),
+    ("https://bkt.oss-cn-hangzhou.aliyuncs.com", "oss-cn-hangzhou", True, "https://bkt.oss-cn-hangzhou.aliyuncs.com"),
+    ("http://minio.lan:9000/", "us-east-1", False, "http://minio.lan:9000"),
+    ("https://minio.lan:9000", "us-east-1", True, "https://bkt.minio.lan:9000"),
+])
+def test_endpoint_and_addressing_mapping(endpoint, region, virtual, expected):
+    assert endpoint_url(endpoint, region, "bkt", virtual) == expected
+
+
+@pytest.mark.parametrize(("config", "secret", "error"), [
+    ({"bucket": "bkt", "endpoint": "https://minio.lan/some/path"}, {}, "without a path"),
+    ({"bucket": "bkt", "endpoint": "https://10.0.0.5:9000", "virtualHosted": True}, {}, "IP address"),
+    ({"bucket": "bkt", "endpoint": "http://minio.lan:9000"}, {}, "plain HTTP"),
+    ({"bucket": "Not_A_Bucket"}, {}, "invalid S3 bucket name"),
+    ({"bucket": "bkt", "prefix": "a/../b"}, {}, "invalid object key"),
+    ({"endpoint": "https://minio.lan"}, {}, "needs a bucket"),
+    ({"bucket": "bkt"}, {"accessKeyId": "AKIA"}, "or neither"),
+])
+def test_bad_configurations_are_refused_up_front(config, secret, error):
+    with pytest.raises(StorageError, match=error):
+        S3Storage.from_config(config, secret)
+
+
+def test_plain_http_is_allowed_to_loopback_and_when_asked():
+    assert S3Storage.from_config({"bucket": "bkt", "endpoint": "http://127.0.0.1:9000"}, {}).endpoint_url \
+        == "http://127.0.0.1:9000"
+    assert S3Storage.from_config({"bucket": "bkt", "endpoint": "http://localhost:9000"}, {})
+    assert S3Storage.from_config({"bucket": "bkt", "endpoint": "http://minio.lan:9000", "allowHttp": True}, {})
+    storage = S3Storage.from_config({"bucket": "bkt", "prefix": "/a/b/"}, {"accessKeyId": "AKIA",
+                                                                          "secretAccessKey": "s3cr3t-value"})
+    assert storage.location == "s3://bkt/a/b" and "s3cr3t-value" not in repr(storage)
+
+
+@pytest.mark.skipif(not os.environ.get("PGVAULT_STORAGE_THROUGHPUT"),
+                    reason="a measurement, not a check: set PGVAULT_STORAGE_THROUGHPUT=1 and run with -s")
+def test_throughput_of_a_200_mb_stream(s3, tmp_path):
+    block = random.Random(1).randbytes(1 << 20)
+    for name, storage in (("local", LocalStorage(tmp_path / "store")),
+                          ("s3 (moto, in-process)", _s3_storage(s3, s3.new_bucket()))):
+        started = time.perf_counter()
+        with storage.writer("bench/obj") as w:
+            for _ in range(200):
+                w.write(block)
+            w.commit()
+        up = time.perf_counter() - started
+        started = time.perf_counter()
+        size = sum(len(c) for c in storage.read("bench/obj"))
+        down = time.perf_counter() - started
+        assert size == 200 << 20
+        print(f"\n{name}: upload {200 / up:.0f} MiB/s, download {200 / down:.0f} MiB/s")

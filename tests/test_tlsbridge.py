@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import os
 import resource
+import shutil
 import socket
 import struct
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -150,19 +152,25 @@ def v6_ca(tmp_path_factory: pytest.TempPathFactory) -> certs.TestCA:
 
 
 @pytest.fixture(scope="module")
-def pg_v6(tmp_path_factory: pytest.TempPathFactory, v6_ca: certs.TestCA) -> Iterator[LocalServer]:
+def pg_v6(v6_ca: certs.TestCA) -> Iterator[LocalServer]:
+    """Listens on 127.0.0.1 and ::1. Its folder is not under pytest's basetemp: every pytest session that
+    starts on the machine resets /tmp/pytest-of-<user> to 0700, which locks the server's unprivileged
+    account out of the folder of a session still running (its pg_ctl stop then fails)."""
     bin_dir = system_pg_bin()
     if bin_dir is None:
         pytest.skip("no SSL-capable PostgreSQL server installed (run scripts/test-deps.sh as root)")
     v6 = _ipv6_loopback()
+    base = Path(tempfile.mkdtemp(prefix="pgvault-test-v6-"))
     server = LocalServer(
-        tmp_path_factory.mktemp("pg-v6"), bin_dir=bin_dir, ssl_cert=v6_ca.server_cert,
-        ssl_key=v6_ca.server_key,
+        base, bin_dir=bin_dir, ssl_cert=v6_ca.server_cert, ssl_key=v6_ca.server_key,
         hba=["hostssl all all 127.0.0.1/32 scram-sha-256", "hostssl all all ::1/128 scram-sha-256"],
         settings={"listen_addresses": "'127.0.0.1,::1'" if v6 else "'127.0.0.1'"},
     )
-    with server:
-        yield server
+    try:
+        with server:
+            yield server
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 # -- it works ---------------------------------------------------------------------------------------------
@@ -275,6 +283,26 @@ def test_server_errors_reach_the_client(pg_ssl: LocalServer, test_ca: certs.Test
     assert wrong not in caplog.text and pg_ssl.password not in caplog.text
 
 
+def test_cancel_request_goes_through(pg_ssl: LocalServer, test_ca: certs.TestCA) -> None:
+    """Ctrl-C in psql (and pg_dump stopping its workers) sends a CancelRequest on a new connection to the
+    same socket; the bridge carries it inside TLS like any other first packet."""
+    with TlsBridge("127.0.0.1", pg_ssl.port, ca_file=test_ca.ca_cert) as bridge, subprocess.Popen(
+        [tool("psql"), "-X", "-c", "select pg_sleep(60) /* tlsbridge cancel test */"],
+        env=bridge_env(bridge, pg_ssl), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    ) as proc, pg_ssl.connect() as conn:
+        deadline = time.monotonic() + 30
+        while not conn.execute("select 1 from pg_stat_activity where query like '%tlsbridge cancel test%' "
+                               "and pid <> pg_backend_pid()").fetchone():
+            assert time.monotonic() < deadline, "the query never started"
+            time.sleep(0.05)
+        started = time.monotonic()
+        proc.send_signal(2)  # SIGINT, what Ctrl-C sends
+        _, err = proc.communicate(timeout=20)
+        elapsed = time.monotonic() - started
+    assert "canceling statement due to user request" in err
+    assert elapsed < 10
+
+
 def test_last_words_of_a_closing_server_are_delivered(pg_ssl: LocalServer, test_ca: certs.TestCA) -> None:
     """The server sends 800 kB and its FATAL, then hangs up, while psql is busy elsewhere (``\\!``) and
     reads nothing: the bridge has to keep what it could not deliver yet and hand it over afterwards."""
@@ -377,14 +405,17 @@ def _read_message(sock: socket.socket) -> tuple[bytes, bytes]:
 
 def test_error_response_is_well_formed(pg: LocalServer) -> None:
     """Byte level, as any driver would see it: an SSL request to the bridge is declined with 'N', and the
-    refusal is one ErrorResponse followed by the end of the stream."""
+    refusal is one ErrorResponse followed by a clean end of stream, even though the client had sent more
+    than its startup packet (a bridge that closed on unread bytes would hand it ECONNRESET instead, and
+    libpq may then lose the message)."""
     with TlsBridge("127.0.0.1", pg.port, ca_file=None) as bridge, \
             socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(20)
         sock.connect(os.path.join(bridge.socket_dir, f".s.PGSQL.{bridge.port}"))
         sock.sendall(struct.pack("!ii", 8, 80877103))
         assert sock.recv(1) == b"N"
-        sock.sendall(_startup_packet())
+        sock.sendall(_startup_packet() + b"X\0\0\0\4")  # and a Terminate right behind it
+        time.sleep(0.5)  # let the bridge answer and hang up before we read anything
         kind, body = _read_message(sock)
         assert sock.recv(1) == b""
     assert kind == b"E"
@@ -392,6 +423,28 @@ def test_error_response_is_well_formed(pg: LocalServer) -> None:
     fields = {f[:1].decode(): f[1:].decode() for f in body[:-1].split(b"\0") if f}
     assert fields["S"] == "FATAL" and fields["V"] == "FATAL" and fields["C"] == "08006"
     assert "does not support SSL" in fields["M"]
+
+
+def test_server_hang_up_is_a_clean_end_of_stream(pg_ssl: LocalServer, test_ca: certs.TestCA) -> None:
+    """Byte level through a live TLS session: the SASL offer comes without channel binding, and when the
+    server refuses and hangs up, a client that is still writing (as psql does) neither gets EPIPE nor
+    loses the server's last message."""
+    with TlsBridge("127.0.0.1", pg_ssl.port, ca_file=test_ca.ca_cert) as bridge, \
+            socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(20)
+        sock.connect(os.path.join(bridge.socket_dir, f".s.PGSQL.{bridge.port}"))
+        sock.sendall(_startup_packet())
+        kind, body = _read_message(sock)
+        assert (kind, struct.unpack("!i", body[:4])[0]) == (b"R", 10)  # AuthenticationSASL
+        assert body[4:] == b"SCRAM-SHA-256\0\0"  # the server offered -PLUS too; the bridge hid it
+        mechanism, no_data = b"NO-SUCH-MECHANISM\0", struct.pack("!i", -1)
+        sock.sendall(b"p" + struct.pack("!i", 4 + len(mechanism) + len(no_data)) + mechanism + no_data)
+        time.sleep(0.5)  # the server refuses and hangs up meanwhile
+        sock.sendall(b"X\0\0\0\4")
+        kind, body = _read_message(sock)
+        assert sock.recv(1) == b""
+    assert kind == b"E"
+    assert b"invalid SASL authentication mechanism" in body
 
 
 def test_bad_ca_file_fails_at_start(tmp_path: Path) -> None:

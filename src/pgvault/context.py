@@ -1,4 +1,4 @@
-"""Everything a running pgvault holds: settings, catalog, the secret sealer and the worker pool."""
+"""Everything a running pgvault holds: settings, catalog, the secret sealer, the worker pool and the scheduler."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from .catalog.db import Catalog
 from .crypto import Sealer, load_or_create_master_key
 from .logs import configure as configure_logging
+from .scheduler import Scheduler
 from .services.bootstrap import bootstrap
 from .settings import Settings
 from .worker import WorkerPool
@@ -22,6 +23,7 @@ class Context:
     catalog: Catalog
     sealer: Sealer
     pool: WorkerPool
+    scheduler: Scheduler
 
     @classmethod
     def open(cls, settings: Settings) -> Context:
@@ -37,9 +39,11 @@ class Context:
         with catalog.begin() as s:
             bootstrap(s, home=home, backups_dir=settings.backups_dir, admin_password=admin)
         log.info("catalog %s ready (%s)", catalog.dialect, _safe_url(catalog.url))
-        return cls(settings, catalog, sealer, WorkerPool(settings, catalog, sealer))
+        pool = WorkerPool(settings, catalog, sealer)
+        return cls(settings, catalog, sealer, pool, Scheduler(catalog, settings.scheduler_seconds, pool.wake))
 
     def close(self) -> None:
+        self.scheduler.stop()
         self.pool.stop()
         self.catalog.dispose()
 

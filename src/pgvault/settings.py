@@ -25,6 +25,7 @@ class Settings(BaseSettings):
     connect_timeout_seconds: int = Field(10, ge=1)
     job_lease_seconds: int = Field(60, ge=5)
     job_poll_seconds: float = Field(2.0, gt=0)
+    scheduler_seconds: float = Field(30.0, gt=0, description="how often the scheduler looks for due backups")
     log_level: str = "INFO"
 
     @cached_property

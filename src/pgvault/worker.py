@@ -15,16 +15,24 @@ import os
 import socket
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from .backup.engine import BackupOutcome, BackupRequest, BackupRun
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from .backup.encryption import new_data_key
+from .backup.engine import BackupRequest, BackupRun
 from .catalog.db import Catalog
-from .catalog.models import Job, JobStatus, RestorePoint
+from .catalog.models import Instance, Job, JobStatus, RestorePoint
 from .crypto import Sealer
+from .errors import PgvaultError
 from .pgtools.runner import CancelToken
-from .services import instances, jobs
+from .restore.engine import RestoreItem, RestoreRequest, RestoreRun
+from .restore.verify import VerifyRequest, VerifyRun
+from .services import aging, destinations, instances, jobs, restore
 from .settings import Settings
-from .storage import open_storage
+from .storage import Storage
 
 log = logging.getLogger("pgvault.worker")
 
@@ -56,6 +64,10 @@ class CatalogReporter:
     def item_failed(self, item_id: int, error: str, status: str = "Failed") -> None:
         with self.catalog.begin() as s:
             jobs.update_item(s, item_id, status=status, error=error)
+
+    def item_update(self, item_id: int, **values: object) -> None:
+        with self.catalog.begin() as s:
+            jobs.update_item(s, item_id, **values)
 
     def warn(self, message: str) -> None:
         with self.catalog.begin() as s:
@@ -165,21 +177,23 @@ class WorkerPool:
         with self._lock:
             self._running[job_id] = state
         job_log = logging.getLogger(f"pgvault.job.{job_id}")
-        restore_point: RestorePoint | None = None
         try:
-            outcome, restore_point = self._execute(job_id, state.cancel, job_log)
+            result = self._execute(job_id, state.cancel, job_log)
         except Exception as exc:  # a bug: the job must still end, and say so
             job_log.exception("job %s failed unexpectedly", job_id)
-            outcome = BackupOutcome(JobStatus.FAILED.value, f"internal error: {type(exc).__name__}: {exc}")
+            result = _Result(JobStatus.FAILED.value, f"internal error: {type(exc).__name__}: {exc}")
         finally:
             with self._lock:
                 self._running.pop(job_id, None)
-        if state.shutdown and outcome.status == JobStatus.KILLED:
+        if state.shutdown and result.status == JobStatus.KILLED:
             self._requeue(job_id)
             return
         with self.catalog.begin() as s:
-            jobs.finish(s, job_id, self.owner, outcome.status, outcome.message, restore_point)
-        job_log.info("job %s ended: %s (%s)", job_id, outcome.status, outcome.message)
+            if jobs.finish(s, job_id, self.owner, result.status, result.message) and result.record is not None:
+                result.record(s)
+        job_log.info("job %s ended: %s (%s)", job_id, result.status, result.message)
+        if result.after is not None:
+            result.after()
 
     def _requeue(self, job_id: int) -> None:
         with self.catalog.begin() as s:
@@ -191,39 +205,141 @@ class WorkerPool:
                 for item in list(job.items):
                     s.delete(item)
             elif job is not None:
-                jobs.finish(s, job_id, self.owner, JobStatus.KILLED.value, "killed", None)
+                jobs.finish(s, job_id, self.owner, JobStatus.KILLED.value, "killed")
 
-    def _execute(self, job_id: int, cancel: CancelToken,
-                 job_log: logging.Logger) -> tuple[BackupOutcome, RestorePoint | None]:
+    def _execute(self, job_id: int, cancel: CancelToken, job_log: logging.Logger) -> _Result:
+        with self.catalog.begin() as s:
+            job = s.get(Job, job_id)
+            assert job is not None
+            kind = job.job_type
+        runner = {"Backup": self._backup, "Restore": self._restore, "Verify": self._verify,
+                  "DataAging": self._aging}.get(kind)
+        if runner is None:
+            return _Result(JobStatus.FAILED.value, f"unknown job type {kind!r}")
+        return runner(job_id, cancel, job_log)
+
+    def _backup(self, job_id: int, cancel: CancelToken, job_log: logging.Logger) -> _Result:
         with self.catalog.begin() as s:
             job = s.get(Job, job_id)
             assert job is not None
             inst = job.instance
             plan = inst.plan
-            address = instances.address_of(inst, self.sealer, self.settings.connect_timeout_seconds)
             stamp = (job.started_at or dt.datetime.now(dt.UTC)).strftime("%Y%m%dT%H%M%SZ")
+            data_key, data_key_sealed = new_data_key(self.sealer) if plan.encrypt else (None, None)
             req = BackupRequest(
                 job_id=job_id,
                 instance={"id": inst.id, "name": inst.name, "client": inst.cloud_account.name,
                           "host": inst.host, "port": inst.port},
-                address=address,
-                storage=open_storage(plan.storage_kind, plan.storage_path),
+                address=instances.address_of(inst, self.sealer, self.settings.connect_timeout_seconds),
+                storage=destinations.open_plan(plan, self.sealer),
                 prefix=f"instance-{inst.id}/{stamp}-job-{job_id}",
                 compression_level=plan.compression_level,
                 parallelism=self.settings.dump_parallelism,
                 pg_bin=self.settings.pg_bin,
+                data_key=data_key,
+                data_key_sealed=data_key_sealed,
             )
-            storage_kind, storage_location = plan.storage_kind, plan.storage_path
-            instance_id = inst.id
+            copies = destinations.copies_for(plan)
+            instance_id, drill_every = inst.id, plan.drill_every
         with contextlib.suppress(Exception):
             req.storage.delete_prefix(req.prefix)  # a requeued job starts clean
         outcome = BackupRun(req, CatalogReporter(self.catalog, job_id), cancel, job_log).run()
-        if outcome.manifest is None or outcome.manifest_sha256 is None:
-            return outcome, None
-        return outcome, RestorePoint(
-                job_id=job_id, instance_id=instance_id, storage_kind=storage_kind,
-                storage_location=storage_location, prefix=req.prefix, manifest_sha256=outcome.manifest_sha256,
-                server_version=outcome.manifest.server_version, total_bytes=outcome.manifest.total_bytes,
-                database_count=len(outcome.manifest.databases),
-                databases=[d.name for d in outcome.manifest.databases],
-        )
+        manifest, manifest_sha = outcome.manifest, outcome.manifest_sha256
+        if manifest is None or manifest_sha is None:
+            return _Result(outcome.status, outcome.message)
+
+        def record(s: Session) -> None:
+            point = RestorePoint(
+                job_id=job_id, instance_id=instance_id, copies=copies, prefix=req.prefix, manifest_sha256=manifest_sha,
+                server_version=manifest.server_version, total_bytes=manifest.total_bytes,
+                database_count=len(manifest.databases), databases=[d.name for d in manifest.databases],
+                data_key_sealed=req.data_key_sealed,
+            )
+            s.add(point)
+            s.flush()
+            inst = s.get(Instance, instance_id)
+            if inst is not None:
+                aging.queue_aging(s, inst)  # the new point may let older ones go
+            if drill_every > 0:
+                count = s.scalar(select(func.count()).select_from(RestorePoint)
+                                 .where(RestorePoint.instance_id == instance_id))
+                if count and count % drill_every == 0:
+                    restore.queue_verification(s, point, drill=True, target_instance_id=None)
+
+        return _Result(outcome.status, outcome.message, record, self.wake)
+
+    def _restore_point(self, s: Session, job: Job) -> tuple[RestorePoint, Storage]:
+        point = s.get(RestorePoint, job.restore_point_id) if job.restore_point_id else None
+        if point is None:
+            raise PgvaultError("the restore point of this job no longer exists")
+        return point, destinations.open_point(point, self.sealer)
+
+    def _restore(self, job_id: int, cancel: CancelToken, job_log: logging.Logger) -> _Result:
+        with self.catalog.begin() as s:
+            job = s.get(Job, job_id)
+            assert job is not None
+            point, storage = self._restore_point(s, job)
+            opts = job.options
+            req = RestoreRequest(
+                job_id=job_id, storage=storage, prefix=point.prefix, manifest_sha256=point.manifest_sha256,
+                address=instances.address_of(job.instance, self.sealer, self.settings.connect_timeout_seconds),
+                items=[RestoreItem(i["source"], i["target"],
+                                   [tuple(t) for t in i["tables"]] if i["tables"] is not None else None)  # type: ignore[misc]
+                       for i in opts["items"]],
+                overwrite=bool(opts.get("overwrite")), restore_globals=bool(opts.get("restore_globals")),
+                ownership=bool(opts.get("ownership")), parallelism=int(opts.get("parallelism", 2)),
+                pg_bin=self.settings.pg_bin, data_key_sealed=point.data_key_sealed, sealer=self.sealer,
+            )
+        outcome = RestoreRun(req, CatalogReporter(self.catalog, job_id), cancel, job_log).run()
+        return _Result(outcome.status, outcome.message)
+
+    def _verify(self, job_id: int, cancel: CancelToken, job_log: logging.Logger) -> _Result:
+        with self.catalog.begin() as s:
+            job = s.get(Job, job_id)
+            assert job is not None
+            point, storage = self._restore_point(s, job)
+            target_id = job.options.get("target_instance_id")
+            address = None
+            if target_id is not None:
+                address = instances.address_of(job.instance, self.sealer, self.settings.connect_timeout_seconds)
+            req = VerifyRequest(job_id=job_id, storage=storage, prefix=point.prefix,
+                                manifest_sha256=point.manifest_sha256, drill=bool(job.options.get("drill")),
+                                drill_address=address, scratch_dir=self.settings.home_dir / "drills",
+                                pg_bin=self.settings.pg_bin, data_key_sealed=point.data_key_sealed,
+                                sealer=self.sealer)
+            point_id = point.id
+        outcome = VerifyRun(req, CatalogReporter(self.catalog, job_id), cancel, job_log).run()
+
+        def record(s: Session) -> None:
+            point = s.get(RestorePoint, point_id)
+            if point is None or outcome.verify_status is None:
+                return
+            now = dt.datetime.now(dt.UTC)
+            point.verified_at, point.verify_status = now, outcome.verify_status
+            point.verify_message = outcome.message
+            if outcome.drill_status is not None:
+                point.drill_at, point.drill_status = now, outcome.drill_status
+                point.drill_seconds, point.drill_message = outcome.drill_seconds, outcome.drill_message
+
+        return _Result(outcome.status, outcome.message, record)
+
+
+    def _aging(self, job_id: int, cancel: CancelToken, job_log: logging.Logger) -> _Result:
+        with self.catalog.begin() as s:
+            job = s.get(Job, job_id)
+            assert job is not None
+            instance_id = job.instance_id
+        report = aging.Aging(self.catalog, self.sealer, instance_id, job_log).run()
+        for stray in report.strays:
+            with self.catalog.begin() as s:
+                jobs.add_warning(s, job_id, f"stray backup folder (no catalog entry): {stray}")
+        status = JobStatus.COMPLETED_WITH_ERRORS if report.errors else JobStatus.COMPLETED
+        return _Result(status.value, report.message)
+
+
+@dataclass
+class _Result:
+    status: str
+    message: str
+    record: Callable[[Session], None] | None = None  # runs in the transaction that ends the job
+    after: Callable[[], None] | None = None  # runs after that commit

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from pgvault.pgtools.localserver import LocalServer
 from tests.support.service import Api, seed_body
+
+from pgvault.pgtools.localserver import LocalServer
 
 
 def register(api: Api, server: LocalServer, name: str, *, user: str = "postgres", password: str | None = None,

@@ -105,6 +105,9 @@ class Api:
     def post(self, path: str, **kw: Any) -> httpx.Response:
         return self.request("POST", path, **kw)
 
+    def put(self, path: str, **kw: Any) -> httpx.Response:
+        return self.request("PUT", path, **kw)
+
     def delete(self, path: str, **kw: Any) -> httpx.Response:
         return self.request("DELETE", path, **kw)
 

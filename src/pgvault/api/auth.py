@@ -33,6 +33,21 @@ def login(ctx: ContextDep, body: Annotated[LoginRequest, Body()]) -> dict:
         return {"token": token, "userName": user.username, "userId": user.id, "aliasName": str(user.id)}
 
 
+class RenewRequest(WireModel):
+    sessionId: StrictStr | None = None  # the token to renew; the Authtoken header when absent
+    deviceId: StrictStr | None = None
+
+
+@router.post("/RenewLoginToken", summary="Trade a live (or lately expired) token for a fresh one")
+def renew_login_token(
+    ctx: ContextDep, token: Annotated[str | None, Security(authtoken_header)],
+    body: Annotated[RenewRequest | None, Body()] = None,
+) -> dict:
+    with ctx.catalog.begin() as s:
+        new_token, user = auth.renew(s, (body.sessionId if body else None) or token, ctx.settings.token_ttl_seconds)
+        return {"token": new_token, "userName": user.username, "userId": user.id}
+
+
 @router.post("/Logout", summary="End the session of the Authtoken sent")
 def logout(ctx: ContextDep, token: Annotated[str | None, Security(authtoken_header)]) -> dict:
     with ctx.catalog.begin() as s:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body
+from fastapi import APIRouter, Body, Query
 from pydantic import Field, StrictStr
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -23,8 +23,13 @@ class CreateClientRequest(WireModel):
     description: StrictStr = ""
 
 
-@router.get("/Client", summary="List cloud accounts")
-def list_clients(ctx: ContextDep, _: UserDep) -> dict:
+@router.get("/Client", summary="List cloud accounts (?PseudoClientType=: pseudo-clients, of which pgvault has none)")
+def list_clients(
+    ctx: ContextDep, _: UserDep,
+    pseudo_client_type: Annotated[str | None, Query(alias="PseudoClientType")] = None,
+) -> dict:
+    if pseudo_client_type is not None:  # virtualization (VSA) pseudo-clients: not something pgvault has
+        return {"VSPseudoClientsList": []}
     with ctx.catalog.begin() as s:
         accounts = s.scalars(select(CloudAccount).order_by(CloudAccount.id)).all()
         return {"clientProperties": [{"client": {"clientEntity": client_entity(a)}} for a in accounts]}
@@ -53,3 +58,8 @@ def create_client(ctx: ContextDep, _: UserDep, body: Annotated[CreateClientReque
     except IntegrityError:
         raise Conflict(f"a cloud account named {body.clientName!r} already exists") from None
     return {"response": {"errorCode": 0, "entity": entity}}
+
+
+@router.get("/VSAClientAndClientGroupList", summary="Virtualization access nodes: pgvault has none")
+def vsa_access_nodes(_: UserDep) -> dict:
+    return {"clients": [], "clientGroups": []}

@@ -14,7 +14,7 @@ from ..services import auth
 authtoken_header = APIKeyHeader(name="Authtoken", auto_error=False, description="the token from POST /Login")
 
 
-def get_context(request: Request) -> Context:
+async def get_context(request: Request) -> Context:  # async: no threadpool hop for a lookup
     return request.app.state.context  # type: ignore[no-any-return]
 
 
@@ -22,7 +22,7 @@ def current_user(
     ctx: Annotated[Context, Depends(get_context)],
     token: Annotated[str | None, Security(authtoken_header)],
 ) -> User:
-    with ctx.catalog.begin() as s:
+    with ctx.catalog.read() as s:
         user = auth.authenticate(s, token)
         s.expunge(user)
         return user

@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import NotAuthenticated, PgvaultError
-from ..schemas.instance import instance_entity
+from ..schemas.instance import SDK_SHAPE, SEED_SHAPE, instance_entity
 from ..services import auth
 
 log = logging.getLogger("pgvault.api")
@@ -25,6 +25,22 @@ log = logging.getLogger("pgvault.api")
 def envelope(status: int, code: int, message: str, entity: dict[str, Any] | None = None) -> JSONResponse:
     return JSONResponse(status_code=status,
                         content={"errorCode": code, "errorMessage": message, "entity": entity or {}})
+
+
+def reply_errors_in_body(request: Request) -> None:
+    """Refuse this request the way Command Center refuses cvpysdk's instance add: HTTP 200 with
+    ``response.errorCode`` and ``response.errorString``, which is the only refusal the SDK reads (it turns
+    any other status into "Response was not success")."""
+    request.state.errors_in_body = True
+
+
+def _refusal(request: Request, status: int, code: int, message: str, entity: dict[str, Any]) -> JSONResponse:
+    if getattr(request.state, "errors_in_body", False):
+        return JSONResponse(status_code=200, content={
+            "errorCode": code, "errorMessage": message, "entity": entity,
+            "response": {"errorCode": code, "errorString": message, "entity": entity},
+        })
+    return envelope(status, code, message, entity)
 
 
 def _default_entity(request: Request) -> dict[str, Any]:
@@ -36,6 +52,8 @@ def describe_validation(errors: list[Any]) -> str:
     parts = []
     for err in errors:
         loc = [str(p) for p in err.get("loc", ()) if p != "body"]
+        if loc and loc[0] in (SEED_SHAPE, SDK_SHAPE):  # which of POST /Instance's two shapes was read
+            loc = loc[1:]
         msg = str(err.get("msg", "invalid"))
         msg = msg.removeprefix("Value error, ")
         if err.get("type") == "json_invalid":
@@ -57,7 +75,7 @@ def install(app: FastAPI, public_paths: frozenset[str]) -> None:
     @app.exception_handler(PgvaultError)
     async def _pgvault(request: Request, exc: PgvaultError) -> JSONResponse:
         entity = exc.entity if exc.entity is not None else _default_entity(request)
-        return envelope(exc.http_status, exc.error_code, exc.message, entity)
+        return _refusal(request, exc.http_status, exc.error_code, exc.message, entity)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -68,7 +86,10 @@ def install(app: FastAPI, public_paths: frozenset[str]) -> None:
                 await run_in_threadpool(_check_token, request)
             except NotAuthenticated as denied:
                 return envelope(denied.http_status, denied.error_code, denied.message, _default_entity(request))
-        return envelope(400, 2, describe_validation(list(exc.errors())), _default_entity(request))
+        errors = list(exc.errors())
+        if any(tuple(e.get("loc", ()))[:2] == ("body", SDK_SHAPE) for e in errors):
+            reply_errors_in_body(request)
+        return _refusal(request, 400, 2, describe_validation(errors), _default_entity(request))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

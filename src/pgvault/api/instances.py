@@ -1,27 +1,42 @@
-"""Protected instances: POST /instance (the seed), GET /Instance, GET and DELETE /Instance/{id}."""
+"""Protected instances: POST /instance (the seed's body, or cvpysdk's), GET /Instance, GET, PUT/POST
+(move to another plan) and DELETE /Instance/{id}."""
 
 from __future__ import annotations
 
 import logging
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Query
+from fastapi import APIRouter, Body, Query, Request
 from sqlalchemy import select
 
-from ..catalog.models import RestorePoint
-from ..errors import PgvaultError
+from ..catalog.models import Instance, Job, RestorePoint
+from ..catalog.types import utcnow
+from ..errors import NotFound, PgvaultError
 from ..pgtools.connection import probe
-from ..schemas.instance import CreateInstanceRequest, instance_entity, instance_properties
-from ..services import instances
-from ..storage import open_storage
+from ..scheduler import next_backup_times
+from ..schemas.instance import (
+    AnyCreateInstanceRequest,
+    SdkCreateInstanceRequest,
+    UpdateInstanceRequest,
+    instance_entity,
+    instance_properties,
+)
+from ..services import aging, destinations, instances, plans
 from .deps import ContextDep, UserDep
+from .errors import reply_errors_in_body
 
 router = APIRouter(tags=["instances"])
 log = logging.getLogger("pgvault.api.instances")
 
 
 @router.post("/Instance", summary="Create Instance: register a PostgreSQL instance and back up every database")
-def create_instance(ctx: ContextDep, _: UserDep, body: Annotated[CreateInstanceRequest, Body()]) -> dict:
+def create_instance(
+    request: Request, ctx: ContextDep, _: UserDep, body: Annotated[AnyCreateInstanceRequest, Body()],
+) -> dict:
+    if isinstance(body, SdkCreateInstanceRequest):  # cvpysdk's add_postgresql_instance: see docs/api.md
+        reply_errors_in_body(request)
+        with ctx.catalog.begin() as s:
+            body = instances.from_sdk_request(s, body, ctx.sealer)
     reg = instances.check_request(body, ctx.settings.connect_timeout_seconds)
     entity = instance_entity(name=reg.name)
     try:
@@ -62,15 +77,30 @@ def list_instances(
     offset: Annotated[int, Query(ge=0)] = 0,
     limit: Annotated[int | None, Query(ge=1, le=10000)] = None,
 ) -> dict:
-    with ctx.catalog.begin() as s:
+    with ctx.catalog.read() as s:
         rows = instances.list_live(s, client_id, offset=offset, limit=limit)
-        return {"instanceProperties": [instance_properties(i) for i in rows]}
+        due = next_backup_times(s, rows, utcnow())
+        return {"instanceProperties": [instance_properties(i, due[i.id]) for i in rows]}
 
 
 @router.get("/Instance/{instance_id}", summary="One instance")
 def get_instance(ctx: ContextDep, _: UserDep, instance_id: int) -> dict:
+    with ctx.catalog.read() as s:
+        inst = instances.get(s, instance_id)
+        return {"instanceProperties": [instance_properties(inst, next_backup_times(s, [inst], utcnow())[inst.id])]}
+
+
+@router.put("/Instance/{instance_id}", summary="Move an instance to another plan (from its next backup)")
+@router.post("/Instance/{instance_id}", summary="Move an instance to another plan (Command Center updates with POST)")
+def update_instance(
+    ctx: ContextDep, _: UserDep, instance_id: int, body: Annotated[UpdateInstanceRequest, Body()],
+) -> dict:
+    """A running backup keeps the plan it started with; the scheduler reads the new plan at its next
+    tick, so the next due time follows the new schedule from the last backup's start."""
     with ctx.catalog.begin() as s:
-        return {"instanceProperties": [instance_properties(instances.get(s, instance_id))]}
+        inst = instances.get(s, instance_id)
+        plans.move_instance(s, inst, body.instanceProperties.planEntity.planName)
+    return {"response": [{"errorCode": 0, "errorString": ""}]}
 
 
 @router.delete("/Instance/{instance_id}", summary="Delete an instance; its backups stay unless deleteBackups=true")
@@ -82,23 +112,38 @@ def delete_instance(
         inst = instances.delete(s, instance_id)
         entity = instance_entity(inst.id, inst.cloud_account_id, inst.name)
         doomed = []
+        point_count = 0
         if delete_backups:
             points = s.scalars(select(RestorePoint).where(RestorePoint.instance_id == inst.id)).all()
-            doomed = [(p.storage_kind, p.storage_location, p.prefix) for p in points]
+            point_count = len(points)
+            doomed = [(destinations.open_copy(c, ctx.sealer), p.prefix) for p in points for c in p.copies]
             for p in points:
                 s.delete(p)
     for job_id in _running_jobs(ctx, instance_id):
         ctx.pool.kill(job_id)
     removed = 0
-    for kind, location, prefix in doomed:  # after the commit: a crash here leaves files, never dangling rows
-        removed += open_storage(kind, location).delete_prefix(prefix)
+    for storage, prefix in doomed:  # after the commit: a crash here leaves files, never dangling rows
+        removed += storage.delete_prefix(prefix)
     return {"response": {"errorCode": 0, "errorString": "", "entity": entity,
-                         "deletedRestorePoints": len(doomed), "deletedFiles": removed}}
+                         "deletedRestorePoints": point_count, "deletedFiles": removed}}
+
+
+@router.post("/Instance/{instance_id}/action/dataAging",
+             summary="Run Data Aging now: drop copies past their retention, report stray folders")
+def data_aging(ctx: ContextDep, _: UserDep, instance_id: int) -> dict:
+    with ctx.catalog.begin() as s:
+        inst = s.get(Instance, instance_id)
+        if inst is None:
+            raise NotFound(f"instance {instance_id} does not exist")
+        job = aging.queue_aging(s, inst) or s.scalar(
+            select(Job).where(Job.instance_id == inst.id, Job.job_type == "DataAging", Job.status == "Waiting"))
+        assert job is not None
+        job_id = job.id
+    ctx.pool.wake()
+    return {"jobIds": [str(job_id)]}
 
 
 def _running_jobs(ctx: ContextDep, instance_id: int) -> list[int]:
-    from ..catalog.models import Job
-
     with ctx.catalog.begin() as s:
         return list(s.scalars(select(Job.id).where(Job.instance_id == instance_id, Job.kill_requested.is_(True),
                                                    Job.status == "Running")))

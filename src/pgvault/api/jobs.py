@@ -1,10 +1,13 @@
-"""Jobs: GET /Job/{id} in Command Center's shape, POST /Job/{id}/action/kill."""
+"""Jobs: GET /Job/{id} in Command Center's shape, POST /Job/{id}/action/kill; POST /Jobs (lists) and
+POST /JobDetails, as cvpysdk's ``JobController`` and ``Job`` call them."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
 
-from ..schemas.jobs import job_response
+from fastapi import APIRouter, Body
+
+from ..schemas.jobs import JOB_CATEGORIES, JobDetailsRequest, JobsRequest, job_details, job_response, job_summary
 from ..services import jobs
 from .deps import ContextDep, UserDep
 
@@ -13,7 +16,7 @@ router = APIRouter(tags=["jobs"])
 
 @router.get("/Job/{job_id}", summary="One job, with what it did per database")
 def get_job(ctx: ContextDep, _: UserDep, job_id: int) -> dict:
-    with ctx.catalog.begin() as s:
+    with ctx.catalog.read() as s:
         return job_response(jobs.get_job(s, job_id))
 
 
@@ -23,3 +26,24 @@ def kill_job(ctx: ContextDep, _: UserDep, job_id: int) -> dict:
         jobs.request_kill(s, job_id)
     ctx.pool.kill(job_id)
     return {"errorCode": 0, "errorMessage": ""}
+
+
+@router.post("/Jobs", summary="List jobs: category 0 all, 1 active, 2 finished; filters and paging")
+def list_jobs(ctx: ContextDep, _: UserDep, body: Annotated[JobsRequest, Body()]) -> dict:
+    f, page = body.jobFilter, body.pagingConfig
+    entity = f.entity
+    client_ids = [c.clientId for c in f.clientList] + ([entity.clientId] if entity and entity.clientId else [])
+    with ctx.catalog.begin() as s:
+        rows, total = jobs.list_jobs(
+            s, category=JOB_CATEGORIES[body.category], finished_within_seconds=f.completedJobLookupTime,
+            client_ids=client_ids, job_types=f.jobTypeList,
+            subclient_id=entity.subclientId if entity else None, instance_id=entity.instanceId if entity else None,
+            offset=page.offset, limit=page.limit, newest_first=page.sortDirection != 0,
+        )
+        return {"totalRecordsWithoutPaging": total, "jobs": [{"jobSummary": job_summary(j)} for j in rows]}
+
+
+@router.post("/JobDetails", summary="One job's progress, counts and attempts")
+def get_job_details(ctx: ContextDep, _: UserDep, body: Annotated[JobDetailsRequest, Body()]) -> dict:
+    with ctx.catalog.begin() as s:
+        return job_details(jobs.get_job(s, body.jobId))

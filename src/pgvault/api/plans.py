@@ -1,44 +1,23 @@
-"""Plans: GET /V2/Plan, GET /V2/Plan/{id} in Command Center's shapes; POST /V2/Plan with a small body.
-
-The schedule and retention are stored now and enforced by a later release (the scheduler issue).
-"""
+"""Plans: GET /V2/Plan, GET/DELETE /V2/Plan/{id} in Command Center's shapes; POST and PUT with
+pgvault's small documented body (docs/api.md)."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Body
-from pydantic import Field, StrictInt, StrictStr, field_validator
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from ..catalog.models import Plan
 from ..errors import Conflict, NotFound
-from ..schemas.common import WireModel
-from ..schemas.plans import plan_detail, plan_summary
+from ..schemas.backupsets import subclient_entity
+from ..schemas.plans import PlanBody, plan_detail, plan_summary, server_plan_v4
+from ..services import backupsets, plans
 from .deps import ContextDep, UserDep
 
 router = APIRouter(tags=["plans"])
-
-
-class PlanStorage(WireModel):
-    path: StrictStr
-
-    @field_validator("path")
-    @classmethod
-    def _absolute(cls, v: str) -> str:
-        if not Path(v).is_absolute():
-            raise ValueError("must be an absolute path")
-        return v
-
-
-class CreatePlanRequest(WireModel):
-    planName: Annotated[StrictStr, Field(min_length=1, max_length=255, pattern=r"^\S(.*\S)?$")]
-    storage: PlanStorage | None = None
-    rpoMinutes: Annotated[StrictInt, Field(ge=1)] = 1440
-    retentionDays: Annotated[StrictInt, Field(ge=1)] = 30
-    compressionLevel: Annotated[StrictInt, Field(ge=1, le=19)] = 1
 
 
 @router.get("/V2/Plan", summary="List plans")
@@ -50,24 +29,53 @@ def list_plans(ctx: ContextDep, _: UserDep) -> dict:
 @router.get("/V2/Plan/{plan_id}", summary="One plan")
 def get_plan(ctx: ContextDep, _: UserDep, plan_id: int) -> dict:
     with ctx.catalog.begin() as s:
-        plan = s.get(Plan, plan_id)
-        if plan is None:
-            raise NotFound(f"plan {plan_id} does not exist")
-        return plan_detail(plan)
+        return plan_detail(plans.get(s, plan_id))
 
 
-@router.post("/V2/Plan", summary="Create a plan (local storage): see docs/api.md")
-def create_plan(ctx: ContextDep, _: UserDep, body: Annotated[CreatePlanRequest, Body()]) -> dict:
-    path = body.storage.path if body.storage else str(ctx.settings.backups_dir)
+@router.post("/V2/Plan", summary="Create a plan: schedule, retention, destinations (see docs/api.md)")
+def create_plan(ctx: ContextDep, _: UserDep, body: Annotated[PlanBody, Body()]) -> dict:
     try:
         with ctx.catalog.begin() as s:
-            if s.scalar(select(Plan.id).where(Plan.name_key == body.planName.lower())):
-                raise Conflict(f"a plan named {body.planName!r} already exists")
-            plan = Plan(name=body.planName, name_key=body.planName.lower(), storage_kind="local",
-                        storage_path=path, rpo_minutes=body.rpoMinutes, retention_days=body.retentionDays,
-                        compression_level=body.compressionLevel)
-            s.add(plan)
+            return plan_detail(plans.create(s, body, ctx.sealer, ctx.settings.backups_dir))
+    except IntegrityError:
+        raise Conflict(f"a plan named {body.planName!r} already exists") from None
+
+
+@router.put("/V2/Plan/{plan_id}", summary="Change a plan (only the fields given); effective from each next backup")
+def update_plan(ctx: ContextDep, _: UserDep, plan_id: int, body: Annotated[PlanBody, Body()]) -> dict:
+    try:
+        with ctx.catalog.begin() as s:
+            plan = plans.get(s, plan_id)
+            plans.apply(s, plan, body, ctx.sealer)
             s.flush()
             return plan_detail(plan)
     except IntegrityError:
         raise Conflict(f"a plan named {body.planName!r} already exists") from None
+
+
+@router.delete("/V2/Plan/{plan_id}", summary="Delete a plan no instance uses (409 names the instances)")
+def delete_plan(ctx: ContextDep, _: UserDep, plan_id: int) -> dict:
+    with ctx.catalog.begin() as s:
+        plans.delete(s, plan_id)
+    return {"errorCode": 0, "errorMessage": ""}
+
+
+def _plan(s: Session, plan_id: int) -> Plan:
+    plan = s.get(Plan, plan_id)
+    if plan is None:
+        raise NotFound(f"plan {plan_id} does not exist")
+    return plan
+
+
+@router.get("/V2/Plan/{plan_id}/AssociatedEntities", summary="The subclients (of live instances) on a plan")
+def plan_entities(ctx: ContextDep, _: UserDep, plan_id: int) -> dict:
+    with ctx.catalog.begin() as s:
+        _plan(s, plan_id)
+        subs = backupsets.list_subclients(s, plan_id=plan_id)
+        return {"totalEntities": len(subs), "entities": [subclient_entity(sub) for sub in subs]}
+
+
+@router.get("/V4/ServerPlan/{plan_id}", summary="One plan, V4 shape")
+def get_server_plan(ctx: ContextDep, _: UserDep, plan_id: int) -> dict:
+    with ctx.catalog.begin() as s:
+        return server_plan_v4(_plan(s, plan_id))

@@ -10,13 +10,13 @@ from pydantic import StrictBool, StrictInt
 from sqlalchemy import func, select
 
 from ..catalog.models import Job, RestorePoint
-from ..errors import BadRequest, NotFound
+from ..errors import BadRequest, NotFound, PgvaultError
 from ..restore.archive import IntegrityError, load_manifest
 from ..schemas.common import WireModel
 from ..schemas.restore_points import browse_entries, files_of, restore_point_summary
-from ..services import restore
+from ..services import destinations, restore
 from ..services.restore import parse_time, started_by
-from ..storage import StorageError, open_storage
+from ..storage import StorageError
 from .deps import ContextDep, UserDep
 
 router = APIRouter(tags=["restore points"])
@@ -58,7 +58,11 @@ def get_restore_point(ctx: ContextDep, _: UserDep, point_id: int) -> dict:
         job = s.get(Job, point.job_id)
         assert job is not None
         out = restore_point_summary(point, job)
-    storage = open_storage(point.storage_kind, point.storage_location)
+        try:
+            storage = destinations.open_point(point, ctx.sealer)
+        except PgvaultError as exc:
+            out["files"], out["manifestError"] = [], exc.message
+            return out
     try:
         manifest = load_manifest(storage, point.prefix, point.manifest_sha256)
     except (IntegrityError, StorageError) as exc:
@@ -110,12 +114,16 @@ def do_browse(ctx: ContextDep, _: UserDep, body: Annotated[dict[str, Any], Body(
         if row is None:
             return {"browseResponses": [{"browseResult": {"dataResultSet": [], "totalItemsFound": 0}}]}
         point, job = row
+        try:
+            storage = destinations.open_point(point, ctx.sealer)
+        except PgvaultError:
+            storage = None
     manifest = None
-    try:
-        manifest = load_manifest(open_storage(point.storage_kind, point.storage_location), point.prefix,
-                                 point.manifest_sha256)
-    except (IntegrityError, StorageError):
-        manifest = None
+    if storage is not None:
+        try:
+            manifest = load_manifest(storage, point.prefix, point.manifest_sha256)
+        except (IntegrityError, StorageError):
+            manifest = None
     entries = browse_entries(point, job, manifest)
     return {"browseResponses": [{"respType": 0, "browseResult": {
         "dataResultSet": entries, "totalItemsFound": len(entries), "restorePointsOfInstance": count}}]}

@@ -1,4 +1,5 @@
-"""Subclients: the on-demand backup, ``POST /Subclient/{id}/action/backup`` (Command Center's shape)."""
+"""Subclients: the on-demand backup, ``POST /Subclient/{id}/action/backup`` (Command Center's shape);
+``GET /Subclient?...`` and ``GET /Subclient/{id}`` (each instance has one, ``default``: every database)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from fastapi import APIRouter, Query
 
 from ..catalog.models import Subclient
 from ..errors import BadRequest, NotFound
-from ..services import jobs
+from ..schemas.backupsets import subclient_properties
+from ..schemas.common import POSTGRESQL_APP_ID
+from ..services import backupsets, jobs
 from .deps import ContextDep, UserDep
 
 router = APIRouter(tags=["subclients"])
@@ -32,3 +35,24 @@ def backup_now(
         job_id = job.id
     ctx.pool.wake()
     return {"jobIds": [str(job_id)]}
+
+
+@router.get("/Subclient", summary="List subclients of live instances (filters: clientId, instanceId, backupsetId)")
+def list_subclients(
+    ctx: ContextDep, _: UserDep,
+    client_id: Annotated[int | None, Query(alias="clientId")] = None,
+    instance_id: Annotated[int | None, Query(alias="instanceId")] = None,
+    backupset_id: Annotated[int | None, Query(alias="backupsetId")] = None,
+    application_id: Annotated[int | None, Query(alias="applicationId")] = None,
+) -> dict:
+    if application_id is not None and application_id != POSTGRESQL_APP_ID:
+        return {"subClientProperties": []}
+    with ctx.catalog.begin() as s:
+        rows = backupsets.list_subclients(s, client_id=client_id, instance_id=instance_id, backupset_id=backupset_id)
+        return {"subClientProperties": [subclient_properties(sub) for sub in rows]}
+
+
+@router.get("/Subclient/{subclient_id}", summary="One subclient")
+def get_subclient(ctx: ContextDep, _: UserDep, subclient_id: int) -> dict:
+    with ctx.catalog.begin() as s:
+        return {"subClientProperties": [subclient_properties(backupsets.get_subclient(s, subclient_id))]}

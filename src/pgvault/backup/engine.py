@@ -1,5 +1,6 @@
 """One backup of one instance: discover, dump every database (a few at a time) and the globals, stream
-each through zstd and sha256 into storage, then write the manifest.
+each through zstd (and, for an encrypted plan, AES-256-GCM) and sha256 into storage, then write the
+manifest.
 
 The catalog is reached only through a ``Reporter``, so this module knows nothing of sessions; the worker
 supplies one that writes progress in short transactions.
@@ -27,6 +28,7 @@ from ..pgtools.connection import ServerAddress, ServerInfo
 from ..pgtools.runner import Cancelled, CancelToken, client_env, run_program
 from ..storage import Storage, StorageError
 from .discovery import Database, connection_budget, discover, row_counts
+from .encryption import DATA_KEY_OBJECT, FILE_SUFFIX, FORMAT_SUFFIX, ChunkEncryptor, data_key_document
 from .manifest import DatabaseEntry, FileEntry, Manifest
 
 
@@ -49,6 +51,10 @@ class BackupRequest:
     compression_level: int = 1
     parallelism: int = 2
     pg_bin: Path | None = None
+    # An encrypted plan: the restore point's data key, and the same key sealed by the master key (written
+    # beside the backup as datakey.json; the worker records it in the catalog).
+    data_key: bytes | None = None
+    data_key_sealed: bytes | None = None
 
 
 @dataclass
@@ -60,28 +66,45 @@ class BackupOutcome:
     manifest_sha256: str | None = None
 
 
-class _HashingCompressor:
-    """pg_dump's output -> zstd -> sha256 + storage, in the reading thread (zstd releases the GIL, so
-    two dumps at a time use both cores)."""
+class _HashingWriter:
+    """Bytes -> (AES-256-GCM when given a data key) -> sha256 + storage: the manifest's sha256 is that of
+    the stored bytes, so checking a file never needs a key."""
 
-    def __init__(self, writer: object, level: int) -> None:
+    def __init__(self, writer: object, data_key: bytes | None) -> None:
         self._writer = writer
-        self._zstd = zstandard.ZstdCompressor(level=level).compressobj()
+        self._encryptor = ChunkEncryptor(data_key) if data_key is not None else None
         self._sha = hashlib.sha256()
         self.bytes = 0
 
-    def _emit(self, data: bytes) -> None:
+    def _store(self, data: bytes) -> None:
         if data:
             self._sha.update(data)
             self.bytes += len(data)
             self._writer.write(data)  # type: ignore[attr-defined]
 
-    def __call__(self, chunk: bytes) -> None:
-        self._emit(self._zstd.compress(chunk))
+    def __call__(self, data: bytes) -> None:
+        self._store(self._encryptor.update(data) if self._encryptor is not None and data else data)
 
     def finish(self) -> str:
-        self._emit(self._zstd.flush())
+        if self._encryptor is not None:
+            self._store(self._encryptor.finish())
         return self._sha.hexdigest()
+
+
+class _HashingCompressor(_HashingWriter):
+    """pg_dump's output -> zstd -> (encryption) -> sha256 + storage, in the reading thread (zstd and
+    AES-GCM release the GIL, so two dumps at a time use both cores)."""
+
+    def __init__(self, writer: object, level: int, data_key: bytes | None = None) -> None:
+        super().__init__(writer, data_key)
+        self._zstd = zstandard.ZstdCompressor(level=level).compressobj()
+
+    def __call__(self, chunk: bytes) -> None:
+        super().__call__(self._zstd.compress(chunk))
+
+    def finish(self) -> str:
+        super().__call__(self._zstd.flush())
+        return super().finish()
 
 
 def object_name(index: int, database: str) -> str:
@@ -150,6 +173,8 @@ class BackupRun:
             ended_at=started,
             skipped=[{"name": d.name, "reason": "no CONNECT privilege"} for d in skipped],
         )
+        if req.data_key_sealed is not None:
+            manifest.encryption = self._write_data_key(req.data_key_sealed)
         self.reporter.phase("Backup", 2)
         with client_env(req.address) as env:
             manifest.globals = self._dump_globals(globals_id, tools, env, manifest)
@@ -185,6 +210,20 @@ class BackupRun:
         message = f"{len(manifest.databases)} databases backed up"
         return BackupOutcome("Completed", message, manifest, key, hashlib.sha256(data).hexdigest())
 
+    def _write_data_key(self, sealed: bytes) -> dict[str, str]:
+        """The sealed data key beside the backup, first of its objects, so that storage plus the master
+        key can restore without the catalog (``pgvault keys rotate`` re-wraps it)."""
+        with self.req.storage.writer(f"{self.req.prefix}/{DATA_KEY_OBJECT}") as w:
+            w.write(data_key_document(sealed))
+            w.commit()
+        return {"algorithm": "AES-256-GCM", "format": FORMAT_SUFFIX, "dataKey": DATA_KEY_OBJECT}
+
+    def _suffixes(self, name: str, fmt: str) -> tuple[str, str]:
+        """The stored name and format of a file, encrypted or not."""
+        if self.req.data_key is None:
+            return name, fmt
+        return name + FILE_SUFFIX, f"{fmt}+{FORMAT_SUFFIX}"
+
     def _advance(self, weight: int) -> None:
         with self._lock:
             self._done_weight += weight
@@ -195,20 +234,15 @@ class BackupRun:
         """Roles and tablespaces, without role passwords. Managed services often deny even that; the job
         records a warning and goes on, since the databases matter more."""
         self.reporter.item_running(item_id)
-        key = f"{self.req.prefix}/globals.sql"
+        name, fmt = self._suffixes("globals.sql", "sql")
+        key = f"{self.req.prefix}/{name}"
         argv = [tools.path("pg_dumpall"), "--globals-only", "--no-role-passwords", "--no-password",
                 "-l", self.req.address.dbname]
-        sha = hashlib.sha256()
-        size = 0
         try:
             with self.req.storage.writer(key) as w:
-                def sink(chunk: bytes) -> None:
-                    nonlocal size
-                    sha.update(chunk)
-                    size += len(chunk)
-                    w.write(chunk)
-
+                sink = _HashingWriter(w, self.req.data_key)
                 run_program(argv, env, log=self.log, cancel=self.cancel, stdout_sink=sink)
+                sha = sink.finish()
                 w.commit()
         except ToolError as exc:
             message = f"globals (roles) not backed up: {exc}"
@@ -216,8 +250,8 @@ class BackupRun:
             self.reporter.warn(message)
             manifest.warnings.append(message)
             return None
-        entry = FileEntry(key=key, bytes=size, sha256=sha.hexdigest(), format="sql")
-        self.reporter.item_done(item_id, size, entry.sha256, self.req.storage.uri(key))
+        entry = FileEntry(key=key, bytes=sink.bytes, sha256=sha, format=fmt)
+        self.reporter.item_done(item_id, sink.bytes, entry.sha256, self.req.storage.uri(key))
         return entry
 
     def _dump_database(self, item_id: int, index: int, db: Database, tools: Toolset,
@@ -230,7 +264,8 @@ class BackupRun:
         if self.cancel.cancelled:
             return "cancelled"
         self.reporter.item_running(item_id)
-        key = f"{self.req.prefix}/databases/{object_name(index, db.name)}.dump.zst"
+        name, fmt = self._suffixes(f"{object_name(index, db.name)}.dump.zst", "custom+zstd")
+        key = f"{self.req.prefix}/databases/{name}"
         counts: dict[str, int] | None = None
         count_errors: list[str] = []
         try:
@@ -254,7 +289,7 @@ class BackupRun:
                 counter.start()
                 try:
                     with self.req.storage.writer(key) as w:
-                        sink = _HashingCompressor(w, self.req.compression_level)
+                        sink = _HashingCompressor(w, self.req.compression_level, self.req.data_key)
                         run_program(argv, {**env, "PGDATABASE": db.name}, log=self.log, cancel=self.cancel,
                                     stdout_sink=sink)
                         sha = sink.finish()
@@ -270,7 +305,7 @@ class BackupRun:
             return self._db_failed(item_id, db, str(exc))
         if count_errors:
             self.reporter.warn(f"row counts of {db.name!r} incomplete: {'; '.join(count_errors)[:500]}")
-        entry = DatabaseEntry(db.name, FileEntry(key=key, bytes=sink.bytes, sha256=sha, format="custom+zstd"),
+        entry = DatabaseEntry(db.name, FileEntry(key=key, bytes=sink.bytes, sha256=sha, format=fmt),
                               encoding=db.encoding, collate=db.collate, ctype=db.ctype, row_counts=counts)
         self.reporter.item_done(item_id, sink.bytes, sha, self.req.storage.uri(key))
         self._advance(max(db.size, 1))

@@ -15,7 +15,9 @@ class FileEntry:
     key: str
     bytes: int
     sha256: str
-    format: str  # "custom+zstd" (pg_dump -Fc -Z0, zstd-compressed) or "sql"
+    # What was done to the program's output, in order: "custom+zstd" (pg_dump -Fc -Z0, zstd-compressed),
+    # "sql" (pg_dumpall); "+aes256gcm" when then encrypted (backup/encryption.py).
+    format: str
 
 
 @dataclass
@@ -43,6 +45,8 @@ class Manifest:
     failed: list[dict[str, str]] = field(default_factory=list)
     skipped: list[dict[str, str]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # Encrypted backups: the scheme and the object beside the manifest holding the sealed data key.
+    encryption: dict[str, Any] | None = None
 
     @classmethod
     def from_json(cls, data: bytes) -> Manifest:

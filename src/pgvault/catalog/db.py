@@ -13,6 +13,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+READ_ONLY = "pgvault_read_only"  # execution option of the sessions Catalog.read hands out
 
 
 def make_engine(url: str) -> Engine:
@@ -40,7 +41,9 @@ def _sqlite_tuning(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # Catalog.read's transactions only read: a deferred BEGIN takes no lock (WAL gives them a snapshot)
+        # and cannot deadlock, since they never upgrade to write.
+        conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(READ_ONLY) else "BEGIN IMMEDIATE")
 
 
 def migrate(engine: Engine) -> None:
@@ -59,6 +62,8 @@ class Catalog:
         self.url = url
         self.engine = make_engine(url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._read_sessions = sessionmaker(self.engine.execution_options(**{READ_ONLY: True}),
+                                           expire_on_commit=False)
 
     @property
     def dialect(self) -> str:
@@ -70,6 +75,15 @@ class Catalog:
     @contextmanager
     def begin(self) -> Iterator[Session]:
         with self._sessions() as session, session.begin():
+            yield session
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        """A transaction that only reads (GETs, and the token check of every request). On SQLite it takes
+        no write lock, so reads run side by side instead of queueing behind one another and behind the
+        workers' progress updates (with BEGIN IMMEDIATE, 32 concurrent GETs waited in SQLite's busy
+        handler and failed with "database is locked"). Writing in it is a bug."""
+        with self._read_sessions() as session, session.begin():
             yield session
 
     def dispose(self) -> None:

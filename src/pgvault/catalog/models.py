@@ -18,6 +18,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
+    false,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -71,17 +72,45 @@ class CloudAccount(Base):
 
 
 class Plan(Base):
+    """When backups run (schedule), how long they stay (retention) and where they go (destinations)."""
+
     __tablename__ = "plans"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(255))
     name_key: Mapped[str] = mapped_column(String(255), unique=True)
-    storage_kind: Mapped[str] = mapped_column(String(32), default="local")
-    storage_path: Mapped[str] = mapped_column(Text)
+    schedule_kind: Mapped[str] = mapped_column(String(16), default="rpo", server_default="rpo")  # rpo | cron
     rpo_minutes: Mapped[int] = mapped_column(Integer, default=1440)
+    cron: Mapped[str | None] = mapped_column(String(255))
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC", server_default="UTC")
+    window_start: Mapped[str | None] = mapped_column(String(5))  # "HH:MM" in the plan's time zone
+    window_end: Mapped[str | None] = mapped_column(String(5))
     retention_days: Mapped[int] = mapped_column(Integer, default=30)
+    keep_min: Mapped[int] = mapped_column(Integer, default=3, server_default="3")
+    gfs_daily: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    gfs_weekly: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    gfs_monthly: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     compression_level: Mapped[int] = mapped_column(Integer, default=1)
+    encrypt: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     drill_every: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # 0: no drills
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    destinations: Mapped[list[PlanDestination]] = relationship(
+        back_populates="plan", order_by="PlanDestination.position", cascade="all, delete-orphan"
+    )
+
+
+class PlanDestination(Base):
+    """One place a plan's backups go, with its own retention (None: the plan's)."""
+
+    __tablename__ = "plan_destinations"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    plan_id: Mapped[int] = mapped_column(ForeignKey("plans.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(255))
+    kind: Mapped[str] = mapped_column(String(16))  # local | s3
+    config: Mapped[dict[str, Any]] = mapped_column(JSON)  # {"path"} or {"endpoint","region","bucket",...}
+    secret_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)  # S3 access keys, sealed
+    retention_days: Mapped[int | None] = mapped_column(Integer)
+    position: Mapped[int] = mapped_column(Integer, default=0)
+    plan: Mapped[Plan] = relationship(back_populates="destinations")
 
 
 class Instance(Base):
@@ -171,6 +200,7 @@ class Job(Base):
     percent_complete: Mapped[int] = mapped_column(Integer, default=0)
     instance_id: Mapped[int] = mapped_column(ForeignKey("instances.id"))
     subclient_id: Mapped[int] = mapped_column(ForeignKey("subclients.id"))
+    trigger: Mapped[str] = mapped_column(String(16), default="manual", server_default="manual")
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     started_at: Mapped[dt.datetime | None]
     ended_at: Mapped[dt.datetime | None]
@@ -216,9 +246,7 @@ class RestorePoint(Base):
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), unique=True)
     instance_id: Mapped[int] = mapped_column(ForeignKey("instances.id"), index=True)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
-    storage_kind: Mapped[str] = mapped_column(String(32))
-    storage_location: Mapped[str] = mapped_column(Text)  # where it lives, even if the plan moves on
-    prefix: Mapped[str] = mapped_column(Text)  # every object of the backup is under it
+    prefix: Mapped[str] = mapped_column(Text)  # every object of the backup is under it, in every copy
     manifest_sha256: Mapped[str] = mapped_column(String(64))
     server_version: Mapped[str] = mapped_column(String(64))
     total_bytes: Mapped[int] = mapped_column(BigInteger)
@@ -231,3 +259,43 @@ class RestorePoint(Base):
     drill_status: Mapped[str | None] = mapped_column(String(40))
     drill_seconds: Mapped[float | None] = mapped_column(Float)
     drill_message: Mapped[str | None] = mapped_column(Text)
+    data_key_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)  # encrypted backups: the wrapped key
+    copies: Mapped[list[RestorePointCopy]] = relationship(
+        back_populates="restore_point", order_by="RestorePointCopy.id", cascade="all, delete-orphan"
+    )
+
+
+class RestorePointCopy(Base):
+    """One destination's copy of a restore point. It carries what it needs to be read (the storage kind,
+    its configuration and sealed credentials as they were when written), so it stays readable after its
+    plan changes. ``deleting`` marks a copy whose objects retention is removing (crash-safe: the mark is
+    committed first, the row goes last)."""
+
+    __tablename__ = "restore_point_copies"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    restore_point_id: Mapped[int] = mapped_column(ForeignKey("restore_points.id", ondelete="CASCADE"), index=True)
+    destination_id: Mapped[int | None] = mapped_column(ForeignKey("plan_destinations.id", ondelete="SET NULL"))
+    kind: Mapped[str] = mapped_column(String(16))
+    config: Mapped[dict[str, Any]] = mapped_column(JSON)
+    secret_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
+    retention_days: Mapped[int | None] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16), default="present")  # present | deleting
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    restore_point: Mapped[RestorePoint] = relationship(back_populates="copies")
+
+
+class Credential(Base):
+    """A named database login (Command Center's credential manager). The password is sealed under the
+    master key, never stored or returned in clear."""
+
+    __tablename__ = "credentials"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255))
+    name_key: Mapped[str] = mapped_column(String(255), unique=True)  # names match without case
+    account_type: Mapped[str] = mapped_column(String(64), default="DATABASE_ACCOUNT")
+    database_type: Mapped[str] = mapped_column(String(64), default="POSTGRESQL")
+    username: Mapped[str] = mapped_column(String(255))
+    password_sealed: Mapped[bytes] = mapped_column(LargeBinary)
+    description: Mapped[str] = mapped_column(Text, default="")
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)

@@ -132,7 +132,9 @@ def run_program(
 ) -> ProgramResult:
     """Run one program to its end. stdout goes to ``stdout_sink`` in 1 MiB chunks (or is discarded);
     stderr lines go to ``log`` (and ``on_stderr``), the last of them into the result and any ``ToolError``;
-    ``stdin_source`` feeds the program's stdin from another thread."""
+    ``stdin_source`` feeds the program's stdin from another thread. When the source itself fails (a
+    stored file that does not decrypt or cannot be read), the program is stopped rather than left to
+    take a cut-short input for a whole one, and the source's exception is raised here."""
     name = Path(argv[0]).name
     if cancel is not None:
         cancel.raise_if_cancelled()
@@ -153,13 +155,19 @@ def run_program(
                 if on_stderr is not None:
                     on_stderr(line)
 
+    source_failed: list[BaseException] = []
+
     def feed_stdin() -> None:
         assert proc.stdin is not None and stdin_source is not None
         try:
             for chunk in stdin_source:
-                proc.stdin.write(chunk)
-        except (BrokenPipeError, OSError):
-            pass
+                try:
+                    proc.stdin.write(chunk)
+                except OSError:  # the program stopped reading (it exited): its exit code tells
+                    return
+        except Exception as exc:
+            source_failed.append(exc)
+            _terminate(proc)
         finally:
             with contextlib.suppress(OSError):
                 proc.stdin.close()
@@ -192,6 +200,8 @@ def run_program(
                     stream.close()
     if cancel is not None:
         cancel.raise_if_cancelled()
+    if source_failed:
+        raise source_failed[0]
     result = ProgramResult(proc.returncode, "\n".join(tail))
     if check and proc.returncode != 0:
         raise ToolError(f"{name} exited with code {proc.returncode}: {result.stderr or 'no message'}")

@@ -51,6 +51,7 @@ _CHUNK = 256 * 1024
 _HIGH_WATER = 1024 * 1024
 _STARTUP_TIMEOUT = 30.0
 _FLUSH_TIMEOUT = 10.0
+_LINGER_TIMEOUT = 5.0
 _SUN_PATH_MAX = 100  # sun_path is 104-108 bytes depending on the platform
 
 _POLLIN = select.POLLIN
@@ -305,6 +306,7 @@ class _Tunnel:
             log.warning("TLS bridge: %s", message)
             with contextlib.suppress(TimeoutError, OSError):
                 self._send_all(self.client, _error_response(message), time.monotonic() + _FLUSH_TIMEOUT)
+                self._linger(self.client)
             return
         self._pump(sslobj, incoming, outgoing, startup)
 
@@ -337,6 +339,27 @@ class _Tunnel:
                 return None
             data += chunk
         return data
+
+    def _linger(self, sock: socket.socket) -> None:
+        """Hangs up the way a server does: end of stream first, then wait for the peer to close.
+
+        Closing a socket outright while the peer's last bytes are still unread in it (psql sends a Sync
+        at the end of a pipeline, for instance) turns the peer's end of stream into ECONNRESET, and libpq
+        then drops whatever it has not parsed yet: the server's final error message, or the end of a
+        result. Reading and discarding until the peer closes avoids that.
+        """
+        deadline = time.monotonic() + _LINGER_TIMEOUT
+        try:
+            sock.shutdown(socket.SHUT_WR)
+            while True:
+                try:
+                    if not sock.recv(_CHUNK):
+                        return
+                except (BlockingIOError, InterruptedError):
+                    if not self._wait(sock, _POLLIN, deadline):
+                        return
+        except OSError:
+            return
 
     def _send_all(self, sock: socket.socket, data: bytes, deadline: float) -> None:
         view = memoryview(data)
@@ -507,6 +530,8 @@ class _Tunnel:
         while True:
             if not reading:
                 if (not to_client or not client_open) and (not to_server or not server_open):
+                    if client_open != server_open:  # the survivor has everything that was meant for it
+                        self._linger(client if client_open else server)
                     return
                 timeout_ms = int((deadline - time.monotonic()) * 1000)
                 if timeout_ms <= 0:
@@ -617,7 +642,6 @@ class _Tunnel:
             to_server += outgoing.read()  # a TLS 1.3 key update, for instance
         return alive
 
-
     def _deliver(self, data: memoryview, to_client: bytearray) -> None:
         """Hides channel binding from the client while it authenticates.
 
@@ -634,7 +658,7 @@ class _Tunnel:
             (length,) = struct.unpack_from("!i", buf, 1)
             if length < 4:  # not PostgreSQL's protocol: stop interpreting it
                 done = True
-                break
+                continue
             if len(buf) < 1 + length:
                 return  # the rest of this message is still on its way
             message = bytes(buf[: 1 + length])

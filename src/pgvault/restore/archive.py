@@ -1,5 +1,10 @@
 """Reading a stored backup back: the manifest (checked against the catalog's sha256), file checksums,
-and a database archive decompressed as a stream for pg_restore."""
+and a stored file decrypted (encrypted plans) and decompressed as a stream for pg_restore or psql.
+
+A file's ``format`` names what the backup did to the program's output, in order ("custom+zstd+aes256gcm":
+pg_dump's custom archive, zstd, AES-256-GCM); reading undoes it in reverse. Only authenticated plaintext
+ever leaves ``decoded_stream``: a wrong data key fails at the first chunk, before a byte reaches a program.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,9 @@ from collections.abc import Callable, Iterator
 
 import zstandard
 
+from ..backup.encryption import FORMAT_SUFFIX, DecryptionError, decrypt_stream, open_data_key
 from ..backup.manifest import FileEntry, Manifest
+from ..crypto import Sealer
 from ..storage import Storage, StorageError
 
 
@@ -24,18 +31,51 @@ def load_manifest(storage: Storage, prefix: str, expected_sha256: str) -> Manife
     return Manifest.from_json(data)
 
 
-def check_file(storage: Storage, entry: FileEntry, progress: Callable[[int], None] | None = None) -> None:
-    """Re-read a stored file whole and compare its size and sha256 with the manifest's."""
+def data_key(sealer: Sealer | None, sealed: bytes | None) -> bytes | None:
+    """A restore point's data key (None when it is not encrypted), or an ``IntegrityError`` saying why it
+    cannot be had (its master key is missing from the keyring, or the sealed value was altered)."""
+    if sealed is None:
+        return None
+    if sealer is None:
+        raise IntegrityError("the restore point is encrypted and no master key was given")
+    try:
+        return open_data_key(sealer, sealed)
+    except DecryptionError as exc:
+        raise IntegrityError(str(exc)) from None
+
+
+def is_encrypted(entry: FileEntry) -> bool:
+    return entry.format.split("+")[-1] == FORMAT_SUFFIX
+
+
+def check_file(storage: Storage, entry: FileEntry, progress: Callable[[int], None] | None = None,
+               data_key: bytes | None = None) -> None:
+    """Re-read a stored file whole and compare its size and sha256 with the manifest's. Given the data key,
+    an encrypted file is also authenticated chunk by chunk in the same pass (that the key opens it, and
+    that it is complete), without decompressing it."""
     sha = hashlib.sha256()
     size = 0
-    try:
+
+    def stored() -> Iterator[bytes]:
+        nonlocal size
         for chunk in storage.read(entry.key):
             sha.update(chunk)
             size += len(chunk)
             if progress is not None:
                 progress(len(chunk))
+            yield chunk
+
+    try:
+        if data_key is not None and is_encrypted(entry):
+            for _ in decrypt_stream(data_key, stored()):
+                pass
+        else:
+            for _ in stored():
+                pass
     except StorageError as exc:
         raise IntegrityError(f"{entry.key}: {exc}") from exc
+    except DecryptionError as exc:
+        raise IntegrityError(f"{entry.key}: {exc}") from None
     if size != entry.bytes or sha.hexdigest() != entry.sha256:
         raise IntegrityError(
             f"{entry.key}: sha256 mismatch (manifest {entry.sha256[:12]}… {entry.bytes} bytes, "
@@ -43,15 +83,48 @@ def check_file(storage: Storage, entry: FileEntry, progress: Callable[[int], Non
         )
 
 
-def archive_stream(storage: Storage, entry: FileEntry, progress: Callable[[int], None] | None = None
-                   ) -> Iterator[bytes]:
-    """The pg_dump archive of a stored database, decompressed on the fly, for pg_restore's stdin."""
-    if entry.format != "custom+zstd":
+def decoded_stream(storage: Storage, entry: FileEntry, progress: Callable[[int], None] | None = None,
+                   data_key: bytes | None = None) -> Iterator[bytes]:
+    """A stored file as the program wrote it (pg_dump's archive, pg_dumpall's SQL), decrypted and
+    decompressed on the fly. Raises ``IntegrityError`` for an unknown format, an encrypted file without
+    its key, or a chunk that does not authenticate."""
+    base, *layers = entry.format.split("+")
+    if base not in ("custom", "sql") or any(layer not in ("zstd", FORMAT_SUFFIX) for layer in layers):
         raise IntegrityError(f"{entry.key}: unknown format {entry.format!r}")
+    if FORMAT_SUFFIX in layers and data_key is None:
+        raise IntegrityError(f"{entry.key}: the file is encrypted and the restore point has no data key")
+
+    def read() -> Iterator[bytes]:
+        for chunk in storage.read(entry.key):
+            if progress is not None:
+                progress(len(chunk))
+            yield chunk
+
+    stream: Iterator[bytes] = read()
+    for layer in reversed(layers):
+        stream = _decrypted(stream, data_key, entry.key) if layer == FORMAT_SUFFIX else _decompressed(stream)
+    return stream
+
+
+def archive_stream(storage: Storage, entry: FileEntry, progress: Callable[[int], None] | None = None,
+                   data_key: bytes | None = None) -> Iterator[bytes]:
+    """The pg_dump archive of a stored database, for pg_restore's stdin."""
+    if not entry.format.startswith("custom+"):
+        raise IntegrityError(f"{entry.key}: unknown format {entry.format!r}")
+    return decoded_stream(storage, entry, progress, data_key)
+
+
+def _decompressed(stream: Iterator[bytes]) -> Iterator[bytes]:
     decompressor = zstandard.ZstdDecompressor().decompressobj()
-    for chunk in storage.read(entry.key):
-        if progress is not None:
-            progress(len(chunk))
+    for chunk in stream:
         out = decompressor.decompress(chunk)
         if out:
             yield out
+
+
+def _decrypted(stream: Iterator[bytes], key: bytes | None, name: str) -> Iterator[bytes]:
+    assert key is not None
+    try:
+        yield from decrypt_stream(key, stream)
+    except DecryptionError as exc:
+        raise IntegrityError(f"{name}: {exc}") from None

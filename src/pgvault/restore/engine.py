@@ -1,8 +1,9 @@
 """One restore job: verify every file it needs, check the target, then restore database by database.
 
 Guarantees:
-- nothing on the target is touched until every needed file matched its sha256 and the target checks
-  passed (an existing database is replaced only with ``overwrite``);
+- nothing on the target is touched until every needed file matched its sha256 (and, when encrypted,
+  authenticated under the restore point's data key) and the target checks passed (an existing database is
+  replaced only with ``overwrite``);
 - a whole database is restored into a scratch database and renamed into place only at the end, so a kill
   or a failure never leaves a half-restored database under the requested name;
 - tables are restored in one transaction (``--single-transaction``): all of them or none;
@@ -26,13 +27,14 @@ import psycopg
 from psycopg import sql
 
 from ..backup.engine import Reporter
-from ..backup.manifest import DatabaseEntry, Manifest
+from ..backup.manifest import DatabaseEntry, FileEntry, Manifest
+from ..crypto import Sealer
 from ..errors import ConnectionFailed, PgvaultError, ToolError
 from ..pgtools.binaries import Toolset, toolset_for_server
 from ..pgtools.connection import ServerAddress
 from ..pgtools.runner import Cancelled, CancelToken, client_env, dbname_arg, run_program
 from ..storage import Storage, StorageError
-from .archive import IntegrityError, archive_stream, check_file, load_manifest
+from .archive import IntegrityError, archive_stream, check_file, data_key, decoded_stream, is_encrypted, load_manifest
 from .pgrestore import RestoreErrors
 from .toc import select_entries
 
@@ -63,6 +65,8 @@ class RestoreRequest:
     ownership: bool = False
     parallelism: int = 2
     pg_bin: Path | None = None
+    data_key_sealed: bytes | None = None  # an encrypted restore point's data key, sealed by the master key
+    sealer: Sealer | None = None  # opens it
 
 
 @dataclass
@@ -90,6 +94,7 @@ class RestoreRun:
         self._lock = threading.Lock()
         self._done = 0
         self._total = 1
+        self._key: bytes | None = None
 
     def run(self) -> RestoreOutcome:
         try:
@@ -110,13 +115,14 @@ class RestoreRun:
         self.reporter.phase("Verify", 1)
         manifest = load_manifest(req.storage, req.prefix, req.manifest_sha256)
         entries = self._entries(manifest)
+        self._key = data_key(req.sealer, req.data_key_sealed)
         for entry in entries:
             self.cancel.raise_if_cancelled()
-            check_file(req.storage, entry.file)
+            self._check(entry.file)
         if req.restore_globals:
             if manifest.globals is None:
                 raise _Failed("the backup holds no globals (roles) file; nothing on the target was touched")
-            check_file(req.storage, manifest.globals)
+            self._check(manifest.globals)
 
         ids = self.reporter.items(
             [("database" if i.tables is None else "tables", i.source) for i in req.items]
@@ -171,6 +177,11 @@ class RestoreRun:
             return RestoreOutcome(FAILED, "; ".join(notes))
         return RestoreOutcome(PARTIAL, "; ".join(notes))
 
+    def _check(self, file: FileEntry) -> None:
+        if is_encrypted(file) and self._key is None:
+            raise IntegrityError(f"{file.key}: the file is encrypted and the restore point has no data key")
+        check_file(self.req.storage, file, data_key=self._key)
+
     def _entries(self, manifest: Manifest) -> list[DatabaseEntry]:
         out = []
         for item in self.req.items:
@@ -214,7 +225,7 @@ class RestoreRun:
         except Cancelled:
             self.reporter.item_update(item_id, status=KILLED, error="killed")
             raise
-        except (ToolError, ConnectionFailed, psycopg.Error, StorageError) as exc:
+        except (ToolError, ConnectionFailed, psycopg.Error, StorageError, IntegrityError) as exc:
             status, note, details = FAILED, f"{item.source}: {_text(exc)}", []
         self.reporter.item_update(item_id, status=status, error=note or None, details=details,
                                   bytes=entry.file.bytes)
@@ -233,7 +244,7 @@ class RestoreRun:
             argv += ["--no-owner", "--no-privileges"]
         try:
             result = run_program(argv, {**env, "PGDATABASE": scratch}, log=self.log, cancel=self.cancel,
-                                 stdin_source=archive_stream(self.req.storage, entry.file, self._progress),
+                                 stdin_source=archive_stream(self.req.storage, entry.file, self._progress, self._key),
                                  on_stderr=errors.feed, check=False)
         except BaseException:
             with contextlib.suppress(Exception), self.req.address.connect() as conn:
@@ -286,7 +297,8 @@ class RestoreRun:
         assert item.tables is not None
         listing: list[bytes] = []
         run_program([tools.path("pg_restore"), "--list"], env, log=self.log, cancel=self.cancel,
-                    stdin_source=archive_stream(self.req.storage, entry.file), stdout_sink=listing.append)
+                    stdin_source=archive_stream(self.req.storage, entry.file, data_key=self._key),
+                    stdout_sink=listing.append)
         chosen, missing = select_entries(b"".join(listing).decode("utf-8", "replace"), item.tables)
         if missing:
             names = ", ".join(f"{s}.{t}" for s, t in missing)
@@ -303,7 +315,7 @@ class RestoreRun:
             if self.req.overwrite:
                 argv += ["--clean", "--if-exists"]
             result = run_program(argv, {**env, "PGDATABASE": item.target}, log=self.log, cancel=self.cancel,
-                                 stdin_source=archive_stream(self.req.storage, entry.file, self._progress),
+                                 stdin_source=archive_stream(self.req.storage, entry.file, self._progress, self._key),
                                  on_stderr=errors.feed, check=False)
         if result.returncode != 0:
             return (FAILED, f"{item.source}: table restore rolled back: {result.stderr[-800:]}", errors.objects)
@@ -323,7 +335,7 @@ class RestoreRun:
 
         run_program([tools.path("psql"), "--no-password", "-X", "-q", "-v", "ON_ERROR_STOP=0", "-f", "-"],
                     env, log=self.log, cancel=self.cancel, on_stderr=feed, check=False,
-                    stdin_source=self.req.storage.read(manifest.globals.key))
+                    stdin_source=decoded_stream(self.req.storage, manifest.globals, data_key=self._key))
         status = PARTIAL if errors else COMPLETED
         note = f"globals: {len(errors)} statements refused" if errors else ""
         self.reporter.item_update(item_id, status=status, error=note or None, details=errors,

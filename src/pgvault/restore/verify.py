@@ -1,4 +1,6 @@
-"""Verification of a restore point: every stored file re-read against its sha256 (cheap), and on request
+"""Verification of a restore point: every stored file re-read against its sha256 (cheap; for an encrypted
+restore point also authenticated under its data key in the same pass: a backup whose key is lost does not
+pass), and on request
 a restore drill: each database restored into a scratch database, its rows counted per table and compared
 with the counts recorded at backup time from the snapshot pg_dump used, then the scratch dropped.
 
@@ -21,11 +23,12 @@ from psycopg import sql
 
 from ..backup.discovery import row_counts
 from ..backup.manifest import DatabaseEntry
+from ..crypto import Sealer
 from ..pgtools.binaries import toolset_for_server
 from ..pgtools.connection import ServerAddress
 from ..pgtools.runner import Cancelled, CancelToken, client_env, dbname_arg, run_program
 from ..storage import Storage, StorageError
-from .archive import IntegrityError, archive_stream, check_file, load_manifest
+from .archive import IntegrityError, archive_stream, check_file, data_key, is_encrypted, load_manifest
 from .engine import RestoreReporter, _drop_database
 from .pgrestore import RestoreErrors
 
@@ -40,6 +43,8 @@ class VerifyRequest:
     drill_address: ServerAddress | None  # None: a throwaway server
     scratch_dir: Path
     pg_bin: Path | None = None
+    data_key_sealed: bytes | None = None  # an encrypted restore point's data key, sealed by the master key
+    sealer: Sealer | None = None  # opens it
 
 
 @dataclass
@@ -59,6 +64,7 @@ class VerifyRun:
         self.reporter = reporter
         self.cancel = cancel
         self.log = log
+        self._key: bytes | None = None
 
     def run(self) -> VerifyOutcome:
         try:
@@ -73,12 +79,15 @@ class VerifyRun:
         self.reporter.phase("Verify files", 1)
         manifest = load_manifest(req.storage, req.prefix, req.manifest_sha256)
         files = [d.file for d in manifest.databases] + ([manifest.globals] if manifest.globals else [])
+        self._key = data_key(req.sealer, req.data_key_sealed)
+        if self._key is None and any(is_encrypted(f) for f in files):
+            raise IntegrityError("the files are encrypted and the restore point has no data key")
         ids = self.reporter.items([("file", f.key.rsplit("/", 1)[-1]) for f in files])
         bad: list[str] = []
         for n, (item_id, entry) in enumerate(zip(ids, files, strict=True)):
             self.cancel.raise_if_cancelled()
             try:
-                check_file(req.storage, entry)
+                check_file(req.storage, entry, data_key=self._key)
             except IntegrityError as exc:
                 bad.append(str(exc))
                 self.reporter.item_update(item_id, status="Failed", error=str(exc))
@@ -89,7 +98,9 @@ class VerifyRun:
         if bad:
             return VerifyOutcome("Failed", "verification failed: " + "; ".join(bad), verify_status="Failed")
         if not req.drill:
-            return VerifyOutcome("Completed", f"{len(files)} files match their sha256", verify_status="Passed")
+            decrypted = " and decrypt under the restore point's data key" if self._key is not None else ""
+            return VerifyOutcome("Completed", f"{len(files)} files match their sha256{decrypted}",
+                                 verify_status="Passed")
 
         self.reporter.phase("Restore drill", 50)
         started = time.monotonic()
@@ -138,8 +149,8 @@ class VerifyRun:
             errors = RestoreErrors()
             result = run_program([pg_restore, "--no-password", dbname_arg(scratch), "--no-owner", "--no-privileges"],
                                  {**env, "PGDATABASE": scratch}, log=self.log, cancel=self.cancel,
-                                 stdin_source=archive_stream(self.req.storage, entry.file), on_stderr=errors.feed,
-                                 check=False)
+                                 stdin_source=archive_stream(self.req.storage, entry.file, data_key=self._key),
+                                 on_stderr=errors.feed, check=False)
             if result.returncode != 0 and not errors.ignored:
                 return [f"{entry.name}: pg_restore failed: {result.stderr[-300:]}"]
             problems = [f"{entry.name}: {o['object']}: {o['error']}" for o in errors.objects]

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import base64
 import binascii
+import datetime as dt
 import ipaddress
 import re
 from typing import Annotated, Any
 
-from pydantic import Field, StrictBool, StrictInt, StrictStr, field_validator
+from pydantic import Discriminator, Field, StrictBool, StrictInt, StrictStr, Tag, field_validator
 
 from ..catalog.models import Instance
-from .common import ENTITY_INSTANCE, POSTGRESQL_APP_ID, WireModel
+from .common import ENTITY_INSTANCE, POSTGRESQL_APP_ID, WireModel, epoch
 
 
 class InstanceRef(WireModel):
@@ -114,6 +115,16 @@ class CreateInstanceRequest(WireModel):
     instanceProperties: InstanceProperties
 
 
+class InstanceChanges(WireModel):
+    planEntity: PlanRef
+
+
+class UpdateInstanceRequest(WireModel):
+    """``PUT``/``POST /Instance/{id}``: what may change, which is the plan (other fields are ignored)."""
+
+    instanceProperties: InstanceChanges
+
+
 def instance_entity(instance_id: int = 0, client_id: int = 0, name: str = "", subclient_id: int = 0) -> dict[str, Any]:
     return {"subclientId": subclient_id, "clientId": client_id, "instanceName": name, "instanceId": instance_id,
             "_type_": ENTITY_INSTANCE}
@@ -123,8 +134,9 @@ def format_host_port(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def instance_properties(inst: Instance) -> dict[str, Any]:
-    """An instance as Command Center lists it (``instanceProperties[]``); never the password."""
+def instance_properties(inst: Instance, next_backup: dt.datetime | None = None) -> dict[str, Any]:
+    """An instance as Command Center lists it (``instanceProperties[]``); never the password.
+    ``nextBackupTime`` (pgvault's) is when the scheduler will next queue its backup (0: unknown)."""
     backupset = inst.backupsets[0] if inst.backupsets else None
     return {
         "instance": {
@@ -152,4 +164,104 @@ def instance_properties(inst: Instance) -> dict[str, Any]:
         "defaultBackupsetId": backupset.id if backupset else 0,
         "defaultSubclientId": inst.subclients[0].id if inst.subclients else 0,
         "createdTime": int(inst.created_at.timestamp()),
+        "nextBackupTime": epoch(next_backup),
     }
+
+
+# cvpysdk's ``Instances.add_postgresql_instance`` sends an on-premises body: a credential and a storage
+# policy instead of the seed's SAUser password and planEntity, no cloudDBEngineType, dbEngine or sslOpt.
+# ``POST /Instance`` takes either shape; a body whose postGreSQLInstance names a credentialEntity is the
+# SDK's (see services.instances.from_sdk_request for the mapping, docs/api.md for the rules).
+
+SEED_SHAPE, SDK_SHAPE = "seed", "cvpysdk"
+
+
+class CredentialRef(WireModel):
+    credentialName: StrictStr = ""
+
+
+class StoragePolicyRef(WireModel):
+    storagePolicyName: StrictStr = ""
+
+
+class SdkInstanceRef(WireModel):
+    instanceName: Annotated[StrictStr, Field(min_length=1)]
+    clientName: StrictStr | None = None
+    appName: StrictStr = "PostgreSQL"
+    applicationId: StrictInt = POSTGRESQL_APP_ID
+
+    @field_validator("appName")
+    @classmethod
+    def _postgresql(cls, v: str) -> str:
+        if v.lower() != "postgresql":
+            raise ValueError(f"must be PostgreSQL, not {v!r}")
+        return v
+
+    @field_validator("applicationId")
+    @classmethod
+    def _postgresql_only(cls, v: int) -> int:
+        if v != POSTGRESQL_APP_ID:
+            raise ValueError(f"must be {POSTGRESQL_APP_ID} (PostgreSQL), not {v}")
+        return v
+
+
+class SdkPostgreSQLInstance(WireModel):
+    MaintainenceDB: Annotated[StrictStr, Field(min_length=1)] = "postgres"
+    port: StrictStr | StrictInt
+    credentialEntity: CredentialRef
+    logStoragePolicy: StoragePolicyRef = StoragePolicyRef()
+    cloudDBEngineType: StrictStr = "POSTGRESQL"
+    sslOpt: SslOpt = SslOpt()
+
+    @field_validator("port")
+    @classmethod
+    def _host_port(cls, v: str | int) -> str:
+        if isinstance(v, int) or ":" not in v:
+            raise ValueError(f"{v!r} is not in hostname:port format: a cloud instance is reached over the "
+                             "network, so give its endpoint (an IPv6 address goes in brackets)")
+        parse_host_port(v)
+        return v
+
+    @field_validator("cloudDBEngineType")
+    @classmethod
+    def _engine(cls, v: str) -> str:
+        if v != "POSTGRESQL":
+            raise ValueError(f"must be POSTGRESQL, not {v!r}")
+        return v
+
+
+class SdkInstanceProperties(WireModel):
+    instance: SdkInstanceRef
+    version: Annotated[StrictStr, Field(min_length=1)]
+    postGreSQLInstance: SdkPostgreSQLInstance
+    planEntity: PlanRef | None = None
+    dbEngine: StrictStr = "PostgreSQL"
+
+    @field_validator("dbEngine")
+    @classmethod
+    def _db_engine(cls, v: str) -> str:
+        if v != "PostgreSQL":
+            raise ValueError(f"must be PostgreSQL, not {v!r}")
+        return v
+
+
+class SdkCreateInstanceRequest(WireModel):
+    instanceProperties: SdkInstanceProperties
+
+
+def request_shape(body: Any) -> str:
+    """Which shape a ``POST /Instance`` body has: the SDK's names a credentialEntity."""
+    if isinstance(body, SdkCreateInstanceRequest):
+        return SDK_SHAPE
+    if isinstance(body, dict):
+        props = body.get("instanceProperties")
+        pg = props.get("postGreSQLInstance") if isinstance(props, dict) else None
+        if isinstance(pg, dict) and "credentialEntity" in pg:
+            return SDK_SHAPE
+    return SEED_SHAPE
+
+
+AnyCreateInstanceRequest = Annotated[
+    Annotated[CreateInstanceRequest, Tag(SEED_SHAPE)] | Annotated[SdkCreateInstanceRequest, Tag(SDK_SHAPE)],
+    Discriminator(request_shape),
+]

@@ -6,6 +6,7 @@ from typing import Any
 
 from ..backup.manifest import Manifest
 from ..catalog.models import Job, RestorePoint
+from ..services.destinations import describe
 from .common import epoch
 
 
@@ -20,7 +21,10 @@ def restore_point_summary(point: RestorePoint, job: Job) -> dict[str, Any]:
         "serverVersion": point.server_version,
         "totalBytes": point.total_bytes,
         "databases": list(point.databases),
-        "storage": {"kind": point.storage_kind, "location": point.storage_location, "prefix": point.prefix},
+        "prefix": point.prefix,
+        "copies": [{**describe(c.kind, c.config), "state": c.state, "destinationId": c.destination_id,
+                    "retentionDays": c.retention_days} for c in point.copies],
+        "encrypted": point.data_key_sealed is not None,
         "verification": {
             "status": point.verify_status, "time": epoch(point.verified_at), "message": point.verify_message,
         },

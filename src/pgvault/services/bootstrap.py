@@ -9,7 +9,8 @@ from pathlib import Path
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from ..catalog.models import CloudAccount, Plan, User
+from ..catalog.models import CloudAccount, Instance, Plan, PlanDestination, User
+from ..catalog.types import utcnow
 from ..files import write_private_file
 from .auth import create_user
 
@@ -31,6 +32,27 @@ def bootstrap(session: Session, *, home: Path, backups_dir: Path, admin_password
     if session.scalar(select(CloudAccount).where(CloudAccount.name_key == "default")) is None:
         session.add(CloudAccount(name="default", name_key="default", description="created at first start"))
     if session.scalar(select(Plan).where(Plan.name_key == "default")) is None:
-        session.add(Plan(name="default", name_key="default", storage_kind="local",
-                         storage_path=str(backups_dir), rpo_minutes=1440, retention_days=30))
+        session.add(Plan(name="default", name_key="default", rpo_minutes=1440, retention_days=30, destinations=[
+            PlanDestination(name="primary", kind="local", config={"path": str(backups_dir)}, position=0)]))
+    session.flush()
+    _reserve_instance_one(session)
+
+
+RESERVED_INSTANCE = "DefaultInstanceName"
+
+
+def _reserve_instance_one(session: Session) -> None:
+    """Instance id 1 is Command Center's ``DefaultInstanceName``, and cvpysdk never reads the properties
+    of an instance with id 1 (it fills them in itself), so the first real instance must not get it. On a
+    catalog without instances, a deleted placeholder takes id 1 (the next id is then 2 on both dialects)."""
+    if session.scalar(select(func.count()).select_from(Instance)) != 0:
+        return
+    account = session.scalar(select(CloudAccount).where(CloudAccount.name_key == "default"))
+    plan = session.scalar(select(Plan).where(Plan.name_key == "default"))
+    assert account is not None and plan is not None
+    session.add(Instance(
+        cloud_account=account, plan=plan, name=RESERVED_INSTANCE, name_key=RESERVED_INSTANCE.lower(), host="",
+        port=0, maintenance_db="", username="", password_sealed=b"", declared_version="", server_version="",
+        server_version_num=0, deleted_at=utcnow(),
+    ))
     session.flush()

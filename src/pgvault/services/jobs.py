@@ -7,27 +7,33 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import select, update
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy import ColumnElement, func, select, update
+from sqlalchemy.orm import Session, aliased, joinedload, selectinload
 
-from ..catalog.models import Instance, Job, JobItem, JobStatus, RestorePoint, Subclient
+from ..catalog.models import Instance, Job, JobItem, JobStatus, Subclient
 from ..catalog.types import utcnow
 from ..errors import BadRequest, NotFound
 
 MAX_ATTEMPTS = 2
 
 
-def queue_backup(session: Session, instance: Instance, subclient: Subclient | None = None) -> Job:
+def queue_backup(session: Session, instance: Instance, subclient: Subclient | None = None, *,
+                 trigger: str = "manual") -> Job:
     subclient = subclient or instance.subclients[0]
     job = Job(job_type="Backup", backup_level="Full", status=JobStatus.WAITING, phase="Queued",
-              instance_id=instance.id, subclient_id=subclient.id)
+              instance_id=instance.id, subclient_id=subclient.id, trigger=trigger)
     session.add(job)
     session.flush()
     return job
 
 
 def get_job(session: Session, job_id: int) -> Job:
-    job = session.get(Job, job_id)
+    # What job_summary reads, in two queries rather than six lazy loads.
+    job = session.get(Job, job_id, options=[
+        joinedload(Job.instance).joinedload(Instance.cloud_account),
+        joinedload(Job.subclient).joinedload(Subclient.backupset),
+        selectinload(Job.items),
+    ])
     if job is None:
         raise NotFound(f"job {job_id} does not exist")
     return job
@@ -113,11 +119,11 @@ def request_kill(session: Session, job_id: int) -> Job:
     return job
 
 
-def finish(session: Session, job_id: int, owner: str, status: str, message: str,
-           restore_point: RestorePoint | None) -> None:
+def finish(session: Session, job_id: int, owner: str, status: str, message: str) -> bool:
+    """End a job this owner holds; False if it no longer does (its lease ran out and it was reaped)."""
     job = session.get(Job, job_id)
     if job is None or job.lease_owner != owner:
-        return
+        return False
     now = utcnow()
     job.status = status
     job.phase = status if status in (JobStatus.KILLED, JobStatus.FAILED) else "Completed"
@@ -128,13 +134,12 @@ def finish(session: Session, job_id: int, owner: str, status: str, message: str,
     job.updated_at = now
     job.lease_owner = None
     job.lease_expires_at = None
-    if restore_point is not None:
-        session.add(restore_point)
     for item in job.items:
         if item.status in (JobStatus.WAITING, JobStatus.RUNNING):
             item.status = JobStatus.KILLED if status == JobStatus.KILLED else JobStatus.FAILED
             item.error = item.error or ("killed" if status == JobStatus.KILLED else message)
     session.flush()
+    return True
 
 
 def add_items(session: Session, job_id: int, names: list[tuple[str, str]]) -> list[int]:
@@ -159,3 +164,29 @@ def add_warning(session: Session, job_id: int, message: str) -> None:
     job = session.get(Job, job_id)
     if job is not None:
         job.warnings = [*job.warnings, message]
+
+
+def list_jobs(session: Session, *, category: str = "all", finished_within_seconds: int = 0,
+              client_ids: list[int] | None = None, job_types: list[str] | None = None,
+              subclient_id: int | None = None, instance_id: int | None = None,
+              offset: int = 0, limit: int = 20, newest_first: bool = True) -> tuple[list[Job], int]:
+    """Jobs for ``POST /Jobs``: ``active`` (waiting, running), ``finished`` (ended within the look-up
+    time, 0 for no limit) or ``all`` (both). Returns one page and the total without paging."""
+    active: ColumnElement[bool] = Job.status.in_([JobStatus.WAITING, JobStatus.RUNNING])
+    finished: ColumnElement[bool] = ~active
+    if finished_within_seconds > 0:
+        since = utcnow() - dt.timedelta(seconds=finished_within_seconds)
+        finished = finished & (func.coalesce(Job.ended_at, Job.updated_at) >= since)
+    where = {"active": active, "finished": finished, "all": active | finished}[category]
+    q = select(Job).where(where)
+    if client_ids:
+        q = q.join(Instance, Instance.id == Job.instance_id).where(Instance.cloud_account_id.in_(client_ids))
+    if job_types:
+        q = q.where(func.lower(Job.job_type).in_([t.lower() for t in job_types]))
+    if subclient_id is not None:
+        q = q.where(Job.subclient_id == subclient_id)
+    if instance_id is not None:
+        q = q.where(Job.instance_id == instance_id)
+    total = session.scalar(select(func.count()).select_from(q.subquery())) or 0
+    order = Job.id.desc() if newest_first else Job.id.asc()
+    return list(session.scalars(q.order_by(order).offset(offset).limit(limit))), total

@@ -1,0 +1,1 @@
+"""pgvault's benchmark harness (``make bench``; see docs/performance.md)."""

@@ -1,0 +1,22 @@
+"""``GET /CommServ``: the service's own identity (cvpysdk reads it lazily for ``commcell.version``,
+``commserv_name``, ``commserv_timezone``, and in ``repr(plan)``)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import socket
+
+from fastapi import APIRouter
+
+from .. import __version__
+from ..schemas.commserv import commserv
+from .deps import UserDep
+
+router = APIRouter(tags=["service"])
+
+
+@router.get("/CommServ", summary="This pgvault: name, host, version, time zone")
+def get_commserv(_: UserDep) -> dict:
+    host = socket.getfqdn()
+    return commserv(name=socket.gethostname(), host=host, version=__version__,
+                    now=dt.datetime.now().astimezone())

@@ -1,0 +1,15 @@
+"""``GET /Schedules?...``: schedule tasks. pgvault keeps none: an instance's schedule is its plan's
+(``GET /V2/Plan/{id}``, ``GET /V4/ServerPlan/{id}``)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from .deps import UserDep
+
+router = APIRouter(tags=["schedules"])
+
+
+@router.get("/Schedules", summary="Schedule tasks (pgvault has none: backups follow the plan)")
+def list_schedules(_: UserDep) -> dict:
+    return {"taskDetail": []}

@@ -1,0 +1,83 @@
+"""Credentials in Command Center's shapes: ``//CommCell/Credentials`` records, ``V4/Credential`` and
+``V5/credential/{id}``. Never the password, in any shape."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Annotated, Any
+
+from pydantic import Field, StrictStr, field_validator
+
+from ..catalog.models import Credential
+from .common import WireModel, epoch
+
+
+class CreateCredentialRequest(WireModel):
+    """``POST V4/Credential`` as cvpysdk's ``add_postgres_database_creds`` sends it."""
+
+    accountType: StrictStr = "DATABASE_ACCOUNT"
+    databaseCredentialType: StrictStr = "POSTGRESQL"
+    name: Annotated[StrictStr, Field(min_length=1, max_length=255, pattern=r"^\S(.*\S)?$")]
+    username: Annotated[StrictStr, Field(min_length=1, max_length=255)]
+    password: StrictStr  # base64 of the UTF-8 password
+    description: StrictStr | None = None
+
+    @field_validator("password")
+    @classmethod
+    def _base64(cls, v: str) -> str:
+        _decode(v)
+        return v
+
+    @property
+    def plain_password(self) -> str:
+        return _decode(self.password)
+
+
+def _decode(value: str) -> str:
+    try:
+        return base64.b64decode(value, validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        raise ValueError("must be base64-encoded UTF-8") from None
+
+
+class CredentialName(WireModel):
+    credentialName: Annotated[StrictStr, Field(min_length=1)]
+
+
+class CredentialRecordRef(WireModel):
+    credentialRecord: CredentialName
+
+
+class DeleteCredentialRequest(WireModel):
+    """``POST /Commcell/Credentials/action/delete``."""
+
+    credentialRecordInfo: Annotated[list[CredentialRecordRef], Field(min_length=1)]
+
+
+def credential_record(c: Credential) -> dict[str, Any]:
+    """One entry of ``credentialRecordInfo`` (``GET //CommCell/Credentials``)."""
+    return {
+        "credentialRecord": {"credentialId": c.id, "credentialName": c.name},
+        "accountType": c.account_type,
+        "databaseCredentialType": c.database_type,
+        "record": {"userName": c.username},
+        "description": c.description,
+        "createdTime": epoch(c.created_at),
+    }
+
+
+def credential_v4(c: Credential) -> dict[str, Any]:
+    """One entry of ``credentialManager`` (``GET V4/Credential``)."""
+    return {"id": c.id, "name": c.name, "accountType": c.account_type,
+            "databaseCredentialType": c.database_type, "userAccount": c.username, "description": c.description}
+
+
+def credential_v5(c: Credential, owner: str | None) -> dict[str, Any]:
+    """``GET V5/credential/{id}``: cvpysdk's ``Credential`` reads ``id``, ``name``, ``userAccount``,
+    ``accountType`` and ``security.associations[].user.name``."""
+    return {
+        **credential_v4(c),
+        "createdTime": epoch(c.created_at),
+        "security": {"associations": [{"user": {"name": owner}}] if owner else []},
+    }

@@ -1,0 +1,172 @@
+"""The Data Aging job of one instance: drop restore point copies past their destination's retention
+(rules in ``pgvault.retention``), crash-safely, and report stray backup folders."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from ..catalog.db import Catalog
+from ..catalog.models import Instance, Job, JobStatus, RestorePoint, RestorePointCopy
+from ..crypto import Sealer
+from ..retention import PointFacts, Rules, backup_prefixes, expired
+from ..storage import Storage, StorageError
+from .destinations import open_copy, open_destination
+
+READERS = ("Restore", "Verify")
+
+
+@dataclass
+class AgingReport:
+    deleted_copies: int = 0
+    deleted_points: int = 0
+    strays: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def message(self) -> str:
+        parts = [f"{self.deleted_copies} restore point copies deleted ({self.deleted_points} restore points gone)"]
+        if self.strays:
+            parts.append(f"{len(self.strays)} stray backup folders without a catalog entry: {', '.join(self.strays)}")
+        if self.errors:
+            parts.append("errors: " + "; ".join(self.errors))
+        return "; ".join(parts)
+
+
+def queue_aging(session: Session, inst: Instance) -> Job | None:
+    """One waiting aging job per instance is enough."""
+    waiting = session.scalar(select(Job.id).where(Job.instance_id == inst.id, Job.job_type == "DataAging",
+                                                  Job.status == JobStatus.WAITING))
+    if waiting is not None:
+        return None
+    job = Job(job_type="DataAging", backup_level="", status=JobStatus.WAITING, phase="Queued",
+              instance_id=inst.id, subclient_id=inst.subclients[0].id, trigger="auto")
+    session.add(job)
+    session.flush()
+    return job
+
+
+def _key(copy: RestorePointCopy) -> str:
+    return f"{copy.kind}:{json.dumps(copy.config, sort_keys=True)}"
+
+
+class Aging:
+    def __init__(self, catalog: Catalog, sealer: Sealer, instance_id: int, log: logging.Logger,
+                 now: dt.datetime | None = None) -> None:
+        self.catalog = catalog
+        self.sealer = sealer
+        self.instance_id = instance_id
+        self.log = log
+        self.now = now or dt.datetime.now(dt.UTC)
+        self.report = AgingReport()
+
+    def run(self) -> AgingReport:
+        self._finish_interrupted()
+        self._expire()
+        self._sweep()
+        return self.report
+
+    # -- deletion, in three committed steps -------------------------------------------------------
+    def _drop(self, copy_id: int) -> None:
+        with self.catalog.begin() as s:
+            copy = s.get(RestorePointCopy, copy_id)
+            if copy is None:
+                return
+            copy.state = "deleting"
+            storage, prefix = open_copy(copy, self.sealer), copy.restore_point.prefix
+        try:
+            storage.delete_prefix(prefix)
+        except StorageError as exc:  # the mark stays; the next run tries again
+            self.report.errors.append(f"{prefix}: {exc}")
+            return
+        with self.catalog.begin() as s:
+            copy = s.get(RestorePointCopy, copy_id)
+            if copy is None:
+                return
+            point = copy.restore_point
+            s.delete(copy)
+            s.flush()
+            self.report.deleted_copies += 1
+            if not s.scalar(select(RestorePointCopy.id).where(RestorePointCopy.restore_point_id == point.id)):
+                s.execute(update(Job).where(Job.restore_point_id == point.id).values(restore_point_id=None))
+                s.delete(point)
+                self.report.deleted_points += 1
+        self.log.info("deleted %s", prefix)
+
+    def _finish_interrupted(self) -> None:
+        with self.catalog.begin() as s:
+            ids = s.scalars(select(RestorePointCopy.id).join(RestorePoint)
+                            .where(RestorePoint.instance_id == self.instance_id,
+                                   RestorePointCopy.state == "deleting")).all()
+        for copy_id in ids:
+            self.log.info("finishing an interrupted deletion (copy %s)", copy_id)
+            self._drop(copy_id)
+
+    def _expire(self) -> None:
+        with self.catalog.begin() as s:
+            inst = s.get(Instance, self.instance_id)
+            assert inst is not None
+            plan = inst.plan
+            rows = s.execute(
+                select(RestorePoint, Job).join(Job, Job.id == RestorePoint.job_id)
+                .where(RestorePoint.instance_id == inst.id)
+            ).all()
+            readers = set(s.scalars(select(Job.restore_point_id).where(
+                Job.job_type.in_(READERS), Job.status.in_([JobStatus.WAITING, JobStatus.RUNNING]),
+                Job.restore_point_id.is_not(None))))
+            groups: dict[str, list[tuple[int, PointFacts]]] = defaultdict(list)
+            days: dict[str, int] = {}
+            for point, job in rows:
+                facts = PointFacts(
+                    id=point.id, time=job.started_at or point.created_at,
+                    good=job.status == JobStatus.COMPLETED and point.verify_status != "Failed",
+                    in_use=point.id in readers,
+                )
+                for copy in point.copies:
+                    if copy.state != "present":
+                        continue
+                    key = _key(copy)
+                    groups[key].append((copy.id, facts))
+                    days[key] = copy.retention_days or plan.retention_days
+            rules_of = {
+                key: Rules(days=days[key], keep_min=plan.keep_min, daily=plan.gfs_daily, weekly=plan.gfs_weekly,
+                           monthly=plan.gfs_monthly, timezone=plan.timezone)
+                for key in groups
+            }
+        for key, members in groups.items():
+            by_point = {facts.id: copy_id for copy_id, facts in members}
+            for point_id in expired([f for _, f in members], rules_of[key], self.now):
+                self._drop(by_point[point_id])
+
+    # -- strays -----------------------------------------------------------------------------------
+    def _sweep(self) -> None:
+        """Report backup folders of this instance that no copy row points at and no live job writes."""
+        with self.catalog.begin() as s:
+            inst = s.get(Instance, self.instance_id)
+            assert inst is not None
+            places: dict[str, tuple[Storage, set[str]]] = {}
+            for dest in inst.plan.destinations:
+                key = f"{dest.kind}:{json.dumps(dest.config, sort_keys=True)}"
+                places.setdefault(key, (open_destination(dest, self.sealer), set()))
+            copies = s.execute(select(RestorePointCopy, RestorePoint.prefix).join(RestorePoint)
+                               .where(RestorePoint.instance_id == inst.id)).all()
+            for copy, prefix in copies:
+                entry = places.setdefault(_key(copy), (open_copy(copy, self.sealer), set()))
+                entry[1].add(prefix)
+            live = set(s.scalars(select(Job.id).where(Job.instance_id == inst.id, Job.job_type == "Backup",
+                                                      Job.status.in_([JobStatus.WAITING, JobStatus.RUNNING]))))
+        for storage, known in places.values():
+            try:
+                keys = storage.list(f"instance-{self.instance_id}")
+            except StorageError as exc:
+                self.report.errors.append(str(exc))
+                continue
+            for prefix, job_id in sorted(backup_prefixes(keys).items()):
+                if prefix not in known and job_id not in live:
+                    self.report.strays.append(storage.uri(prefix))

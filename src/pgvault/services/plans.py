@@ -1,0 +1,127 @@
+"""Creating, changing and deleting plans. A plan in use cannot be deleted; a change takes effect from
+each instance's next backup (a job reads its plan when it starts)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ..catalog.models import Instance, Plan, PlanDestination
+from ..crypto import Sealer
+from ..errors import BadRequest, Conflict, NotFound
+from ..schemas.plans import DestinationBody, PlanBody
+from ..storage import StorageError
+from .destinations import open_destination, seal_secret
+
+
+def get(session: Session, plan_id: int) -> Plan:
+    plan = session.get(Plan, plan_id)
+    if plan is None:
+        raise NotFound(f"plan {plan_id} does not exist")
+    return plan
+
+
+def _name_free(session: Session, name: str, except_id: int | None = None) -> None:
+    clash = session.scalar(select(Plan.id).where(Plan.name_key == name.lower()))
+    if clash is not None and clash != except_id:
+        raise Conflict(f"a plan named {name!r} already exists")
+
+
+def create(session: Session, body: PlanBody, sealer: Sealer, default_path: Path) -> Plan:
+    if not body.planName:
+        raise BadRequest("planName is required")
+    _name_free(session, body.planName)
+    plan = Plan(name=body.planName, name_key=body.planName.lower(), rpo_minutes=1440, retention_days=30,
+                compression_level=1)
+    if body.destinations is None and body.storage is None:
+        body = body.model_copy(update={"destinations": [DestinationBody(name="primary", kind="local",
+                                                                        path=str(default_path))]})
+    apply(session, plan, body, sealer)
+    session.add(plan)
+    session.flush()
+    return plan
+
+
+def apply(session: Session, plan: Plan, body: PlanBody, sealer: Sealer) -> None:
+    """Set what the body gives; leave the rest as it is."""
+    if body.planName is not None and body.planName != plan.name:
+        _name_free(session, body.planName, plan.id)
+        plan.name, plan.name_key = body.planName, body.planName.lower()
+    if body.schedule is not None:
+        sch = body.schedule
+        plan.schedule_kind = "rpo" if sch.rpoMinutes is not None else "cron"
+        plan.rpo_minutes = sch.rpoMinutes or plan.rpo_minutes
+        plan.cron = sch.cron
+        plan.timezone = sch.timeZone
+        plan.window_start = sch.window.start if sch.window else None
+        plan.window_end = sch.window.end if sch.window else None
+    if body.rpoMinutes is not None:
+        plan.schedule_kind, plan.rpo_minutes, plan.cron = "rpo", body.rpoMinutes, None
+    if body.retention is not None:
+        r = body.retention
+        plan.retention_days, plan.keep_min = r.days, r.keepMin
+        plan.gfs_daily, plan.gfs_weekly, plan.gfs_monthly = r.gfs.daily, r.gfs.weekly, r.gfs.monthly
+    if body.retentionDays is not None:
+        plan.retention_days = body.retentionDays
+    if body.compressionLevel is not None:
+        plan.compression_level = body.compressionLevel
+    if body.encryption is not None:
+        plan.encrypt = body.encryption
+    if body.drillEvery is not None:
+        plan.drill_every = body.drillEvery
+    wanted = body.destinations
+    if body.storage is not None:
+        wanted = [DestinationBody(name="primary", kind="local", path=body.storage.path)]
+    if wanted is not None:
+        new = [PlanDestination(name=d.name, kind=d.kind, config=d.config(), retention_days=d.retentionDays,
+                               secret_sealed=seal_secret(sealer, d.secret()), position=n)
+               for n, d in enumerate(wanted)]
+        for dest in new:
+            check_reachable(dest, sealer)
+        plan.destinations = new  # old destination rows go; copies keep what they need to be read
+
+
+def check_reachable(dest: PlanDestination, sealer: Sealer) -> None:
+    """Refuse a destination pgvault cannot write to now, rather than fail every backup later."""
+    try:
+        storage = open_destination(dest, sealer)
+        if dest.kind == "local":
+            path = Path(dest.config["path"])
+            path.mkdir(parents=True, exist_ok=True)
+            if not os.access(path, os.W_OK):
+                raise StorageError(f"{path} is not writable")
+        probe = f".pgvault-probe-{uuid.uuid4().hex}"
+        with storage.writer(f"{probe}/probe") as w:
+            w.write(b"probe")
+            w.commit()
+        storage.delete_prefix(probe)
+    except (StorageError, OSError) as exc:
+        raise BadRequest(f"destination {dest.name!r} cannot be written: {exc}") from None
+
+
+def delete(session: Session, plan_id: int) -> None:
+    plan = get(session, plan_id)
+    users = session.scalars(select(Instance.name).where(Instance.plan_id == plan.id, Instance.deleted_at.is_(None))
+                            .order_by(Instance.name)).all()
+    if users:
+        raise Conflict(f"plan {plan.name!r} is used by instances: {', '.join(users)}")
+    if plan.name_key == "default":
+        raise Conflict("the default plan cannot be deleted")
+    deleted_users = session.scalars(select(Instance).where(Instance.plan_id == plan.id)).all()
+    if deleted_users:
+        raise Conflict(f"plan {plan.name!r} is still referenced by {len(deleted_users)} deleted instances "
+                       "whose backups it ages; delete their backups first")
+    session.delete(plan)
+    session.flush()
+
+
+def move_instance(session: Session, inst: Instance, plan_name: str) -> None:
+    plan = session.scalar(select(Plan).where(Plan.name_key == plan_name.lower()))
+    if plan is None:
+        raise NotFound(f"plan {plan_name!r} does not exist")
+    inst.plan = plan
+    session.flush()
