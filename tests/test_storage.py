@@ -172,6 +172,39 @@ def test_abort_leaves_no_object_and_no_incomplete_upload(s3):
     w.abort()  # idempotent
 
 
+def test_reads_come_in_windows_of_one_version_of_the_object(s3):
+    """Each window is its own ranged GET (nothing held open while pg_restore pauses), pinned by ETag,
+    so an object replaced midway fails the read instead of splicing two versions together."""
+    bucket = s3.new_bucket()
+    storage = _s3_storage(s3, bucket, tuning=S3Tuning(read_window=1 << 20))
+    data = b"".join(_chunks(3))
+    with storage.writer("w/obj") as w:
+        w.write(data)
+        w.commit()
+    assert b"".join(storage.read("w/obj", chunk_size=300_000)) == data
+    reader = storage.read("w/obj")
+    assert next(reader) == data[: 1 << 20]
+    with storage.writer("w/obj") as w:
+        w.write(b"another backup")
+        w.commit()
+    with pytest.raises(StorageError, match="replaced while being read"):
+        next(reader)
+
+
+def test_the_aws_environment_cannot_redirect_or_unsign_a_configured_destination(s3, monkeypatch):
+    bucket = s3.new_bucket()
+    for name, value in {"AWS_ENDPOINT": "http://127.0.0.1:9", "AWS_ENDPOINT_URL": "http://127.0.0.1:9",
+                        "AWS_SKIP_SIGNATURE": "true", "AWS_UNSIGNED_PAYLOAD": "true", "AWS_REGION": "eu-west-3",
+                        "AWS_VIRTUAL_HOSTED_STYLE_REQUEST": "true", "AWS_ACCESS_KEY_ID": "AKIAFROMENV",
+                        "AWS_SECRET_ACCESS_KEY": "from-env", "AWS_SESSION_TOKEN": "from-env"}.items():
+        monkeypatch.setenv(name, value)
+    storage = _s3_storage(s3, bucket)
+    with storage.writer("env/obj") as w:
+        w.write(b"signed")
+        w.commit()
+    assert b"".join(storage.read("env/obj")) == b"signed"
+
+
 def test_an_endpoint_that_goes_away_midway_fails_the_write_and_leaves_no_object(s3, caplog):
     from moto.server import ThreadedMotoServer
 

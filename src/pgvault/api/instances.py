@@ -118,7 +118,7 @@ def delete_instance(
             point_count = len(points)
             doomed = [(destinations.open_copy(c, ctx.sealer), p.prefix) for p in points for c in p.copies]
             for p in points:
-                s.delete(p)
+                destinations.forget_point(s, p)
     for job_id in _running_jobs(ctx, instance_id):
         ctx.pool.kill(job_id)
     removed = 0

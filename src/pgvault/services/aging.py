@@ -9,7 +9,7 @@ import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..catalog.db import Catalog
@@ -17,7 +17,7 @@ from ..catalog.models import Instance, Job, JobStatus, RestorePoint, RestorePoin
 from ..crypto import Sealer
 from ..retention import PointFacts, Rules, backup_prefixes, expired
 from ..storage import Storage, StorageError
-from .destinations import open_copy, open_destination
+from .destinations import forget_point, open_copy, open_destination
 
 READERS = ("Restore", "Verify")
 
@@ -94,8 +94,7 @@ class Aging:
             s.flush()
             self.report.deleted_copies += 1
             if not s.scalar(select(RestorePointCopy.id).where(RestorePointCopy.restore_point_id == point.id)):
-                s.execute(update(Job).where(Job.restore_point_id == point.id).values(restore_point_id=None))
-                s.delete(point)
+                forget_point(s, point)
                 self.report.deleted_points += 1
         self.log.info("deleted %s", prefix)
 

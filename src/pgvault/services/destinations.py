@@ -6,7 +6,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ..catalog.models import Plan, PlanDestination, RestorePoint, RestorePointCopy
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from ..catalog.models import Job, Plan, PlanDestination, RestorePoint, RestorePointCopy
 from ..crypto import Sealer
 from ..errors import PgvaultError
 from ..storage import FanOutStorage, Storage, open_location
@@ -54,3 +57,9 @@ def open_point(point: RestorePoint, sealer: Sealer) -> Storage:
 def describe(kind: str, config: dict[str, Any]) -> dict[str, Any]:
     """A destination or copy for API output: its configuration, never its secret."""
     return {"kind": kind, **{k: v for k, v in config.items() if k not in ("accessKeyId", "secretAccessKey")}}
+
+
+def forget_point(session: Session, point: RestorePoint) -> None:
+    """Remove a restore point's row; jobs that read it (restores, verifications) keep their history."""
+    session.execute(update(Job).where(Job.restore_point_id == point.id).values(restore_point_id=None))
+    session.delete(point)

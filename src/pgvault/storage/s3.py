@@ -3,13 +3,15 @@
 Writes stream through obstore's buffered writer: nothing is staged on disk, at most ``part_size`` bytes
 wait in memory plus ``max_concurrency`` parts in flight, and an object larger than one part becomes a
 multipart upload that S3 shows under its key only once completed, which is the contract's commit. Abort
-aborts the multipart upload, so no hidden parts are left to bill. Reads fetch bounded byte ranges rather
+aborts the multipart upload, so no hidden parts are left to bill (only a crash or an endpoint that is
+gone can strand parts: buckets need a lifecycle rule for incomplete uploads). Reads fetch bounded byte ranges rather
 than holding one GET open for the whole object: pg_restore may stop reading for minutes while it builds
 an index, and a long-lived response would hit the request timeout or a dropped connection midway.
 
-The configuration is the only source of truth: endpoint, region and addressing are always passed
+The configuration is the only source of truth: endpoint, region, addressing and signing are always passed
 explicitly and keys through a credential provider, so ``AWS_*`` variables on an access node cannot
-silently redirect or re-sign a plan's backups.
+silently redirect or unsign a plan's backups. Only a destination without keys uses the node's own AWS
+credentials (environment, instance profile).
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ _CAUSES = re.compile(
 _REASONS = {
     "NoSuchBucket": "bucket {bucket!r} does not exist at {endpoint}",
     "NoSuchKey": "no such object",
+    "PreconditionFailed": "the object was replaced while being read",
     "InvalidAccessKeyId": "the endpoint does not know the access key id",
     "SignatureDoesNotMatch": "the secret access key does not match the access key id",
     "AccessDenied": "access denied: the access key may not use this bucket or prefix",
@@ -125,8 +128,8 @@ def _is_ip(host: str) -> bool:
     return True
 
 
-def is_loopback(endpoint: str | None) -> bool:
-    host = urlsplit(endpoint if endpoint and "://" in endpoint else f"https://{endpoint or ''}").hostname or ""
+def _is_loopback(endpoint: str) -> bool:
+    host = urlsplit(endpoint if "://" in endpoint else f"https://{endpoint}").hostname or ""
     if host == "localhost" or host.endswith(".localhost"):
         return True
     return _is_ip(host) and ipaddress.ip_address(host).is_loopback
@@ -178,13 +181,13 @@ class _S3Writer(ObjectWriter):
 class S3Storage(Storage):
     """A bucket, or a folder (``prefix``) inside one, on any S3-compatible endpoint."""
 
-    def __init__(self, bucket: str, *, region: str = "us-east-1", endpoint: str | None = None, prefix: str = "",
+    def __init__(self, bucket: str, *, region: str | None = None, endpoint: str | None = None, prefix: str = "",
                  access_key_id: str | None = None, secret_access_key: str | None = None,
                  virtual_hosted: bool = False, allow_http: bool = False, proxy_url: str | None = None,
                  tuning: S3Tuning | None = None) -> None:
         if not _BUCKET.match(bucket):
             raise StorageError(f"invalid S3 bucket name {bucket!r}")
-        if (access_key_id is None) != (secret_access_key is None):
+        if bool(access_key_id) != bool(secret_access_key):
             raise StorageError("give both the access key id and the secret access key, or neither")
         self.bucket = bucket
         self.region = region or "us-east-1"
@@ -208,7 +211,8 @@ class S3Storage(Storage):
         try:
             self.store = S3Store(
                 bucket, prefix=self.prefix or None, endpoint=self.endpoint_url, region=self.region,
-                virtual_hosted_style_request=virtual_hosted, credential_provider=keys, client_options=client,
+                virtual_hosted_style_request=virtual_hosted, skip_signature=False, unsigned_payload=False,
+                request_payer=False, credential_provider=keys, client_options=client,
                 retry_config={"max_retries": t.max_retries, "retry_timeout": dt.timedelta(seconds=t.retry_timeout)},
             )
         except _ERRORS as exc:
@@ -225,10 +229,10 @@ class S3Storage(Storage):
             raise StorageError("an S3 destination needs a bucket")
         endpoint = config.get("endpoint") or None
         return cls(
-            config["bucket"], region=config.get("region") or "us-east-1", endpoint=endpoint,
+            config["bucket"], region=config.get("region"), endpoint=endpoint,
             prefix=config.get("prefix") or "", access_key_id=secret.get("accessKeyId"),
             secret_access_key=secret.get("secretAccessKey"), virtual_hosted=bool(config.get("virtualHosted")),
-            allow_http=bool(config.get("allowHttp")) or (endpoint is not None and is_loopback(endpoint)),
+            allow_http=bool(config.get("allowHttp")) or (endpoint is not None and _is_loopback(endpoint)),
             proxy_url=config.get("proxyUrl") or None, tuning=tuning,
         )
 
