@@ -42,6 +42,8 @@ def test_create_read_update_delete(api, tmp_path):
 
 @pytest.mark.parametrize("body", [
     {"planName": "x", "schedule": {"cron": "not a cron"}},
+    {"planName": "x", "schedule": {"cron": "0 0 30 2 *"}},
+    {"planName": "x", "schedule": {"cron": "*/5 * * * * 10"}},
     {"planName": "x", "schedule": {"cron": "0 2 * * *", "timeZone": "Mars/Olympus"}},
     {"planName": "x", "schedule": {"cron": "0 2 * * *", "rpoMinutes": 5}},
     {"planName": "x", "schedule": {}},

@@ -168,3 +168,38 @@ def test_an_interrupted_deletion_is_finished_and_strays_are_reported(api, servic
     assert sorted(p["jobId"] for p in points) == sorted(int(j) for j in jobs[1:])
     assert any("20200101T000000Z-job-999999" in w for w in done["warnings"]), done
     assert stray.exists()  # reported, not deleted
+
+
+def test_instances_without_new_backups_are_aged_periodically(tmp_path):
+    """Aging follows every backup; the scheduler also queues it for instances whose backups stopped."""
+    from pgvault.catalog.db import Catalog
+    from pgvault.catalog.models import Backupset, CloudAccount, Instance, Job, Plan, RestorePoint, Subclient
+    from pgvault.services import aging
+
+    cat = Catalog(f"sqlite:///{tmp_path / 'c.db'}")
+    cat.migrate()
+    with cat.begin() as s:
+        inst = Instance(cloud_account=CloudAccount(name="a", name_key="a"), plan=Plan(name="p", name_key="p"),
+                        name="i", name_key="i", host="h", port=1, maintenance_db="postgres", username="u",
+                        password_sealed=b"x", declared_version="18", server_version="18", server_version_num=180000)
+        bs = Backupset(instance=inst)
+        sub = Subclient(instance=inst, backupset=bs)
+        s.add(sub)
+        s.flush()
+        job = Job(job_type="Backup", status="Completed", instance_id=inst.id, subclient_id=sub.id)
+        s.add(job)
+        s.flush()
+        s.add(RestorePoint(job_id=job.id, instance_id=inst.id, prefix="p", manifest_sha256="x", server_version="18",
+                           total_bytes=1, database_count=1))
+    every = dt.timedelta(hours=24)
+    with cat.begin() as s:
+        first = aging.queue_periodic(s, NOW, every)
+    assert len(first) == 1
+    with cat.begin() as s:
+        assert aging.queue_periodic(s, NOW, every) == []  # one is waiting already
+        s.get(Job, first[0]).status = "Completed"
+    with cat.begin() as s:
+        assert aging.queue_periodic(s, dt.datetime.now(dt.UTC), every) == []  # aged within the day
+    with cat.begin() as s:
+        assert len(aging.queue_periodic(s, dt.datetime.now(dt.UTC) + dt.timedelta(days=2), every)) == 1
+    cat.dispose()

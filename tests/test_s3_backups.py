@@ -6,7 +6,6 @@ from __future__ import annotations
 import time
 
 from psycopg import sql
-
 from tests.support.data import fill, fingerprint, recreate_database
 from tests.support.flows import backup_now, register, restore, restore_body
 

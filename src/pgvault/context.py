@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 from dataclasses import dataclass
 
 from .catalog.db import Catalog
-from .crypto import Sealer, load_or_create_master_key
+from .crypto import Keyring, Sealer
 from .logs import configure as configure_logging
 from .scheduler import Scheduler
 from .services.bootstrap import bootstrap
@@ -32,7 +33,7 @@ class Context:
         os.chmod(home, 0o700)
         configure_logging(settings.log_level, home)
         master = settings.master_key.get_secret_value() if settings.master_key else None
-        sealer = Sealer(load_or_create_master_key(home, master))
+        sealer = Keyring.open_home(home, master, create=True)  # follows `pgvault keys rotate` while running
         catalog = Catalog(settings.effective_catalog_url)
         catalog.migrate()
         admin = settings.admin_password.get_secret_value() if settings.admin_password else None
@@ -40,7 +41,8 @@ class Context:
             bootstrap(s, home=home, backups_dir=settings.backups_dir, admin_password=admin)
         log.info("catalog %s ready (%s)", catalog.dialect, _safe_url(catalog.url))
         pool = WorkerPool(settings, catalog, sealer)
-        return cls(settings, catalog, sealer, pool, Scheduler(catalog, settings.scheduler_seconds, pool.wake))
+        return cls(settings, catalog, sealer, pool, Scheduler(catalog, settings.scheduler_seconds, pool.wake,
+                                                             aging_every=dt.timedelta(hours=settings.aging_hours)))
 
     def close(self) -> None:
         self.scheduler.stop()

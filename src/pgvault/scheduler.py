@@ -26,7 +26,8 @@ Decisions (docs/api.md says them to users):
   one more hour and runs too, so that hourly jobs stay hourly.
 - A window ``start``-``end`` ("HH:MM", the plan's zone) is half open, may cross midnight, and
   ``start == end`` means all day. A due time outside it moves to the next window start; a backup that
-  is overdue (downtime, a full queue) waits for the window too.
+  is overdue (after downtime) is queued only while the window is open. The window governs queueing: a
+  queued backup that waits for a free worker is not held back by it.
 - A failed or killed backup counts as the last backup: the next attempt is the next slot, not at once.
 """
 
@@ -38,7 +39,7 @@ import math
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
 from sqlalchemy import func, select
@@ -47,7 +48,7 @@ from sqlalchemy.orm import Session, selectinload
 from .catalog.db import Catalog
 from .catalog.models import Instance, Job, JobStatus, Plan
 from .catalog.types import utcnow
-from .services import jobs
+from .services import aging, jobs
 
 log = logging.getLogger("pgvault.scheduler")
 
@@ -56,6 +57,9 @@ ACTIVE = (JobStatus.WAITING.value, JobStatus.RUNNING.value)
 # as the instants they stand for.
 _DST_SPAN = dt.timedelta(hours=3)
 _TICK = dt.timedelta(microseconds=1)
+# A plan that cannot be followed (a cron that never fires, a zone gone from the tz database) is logged
+# and left out; it must not stop the others.
+_UNSCHEDULABLE = (ValueError, ZoneInfoNotFoundError)
 
 
 # -- pure timing ---------------------------------------------------------------------------------------
@@ -186,24 +190,23 @@ class _Last:
     end: dt.datetime | None
 
 
-def _last_backups(session: Session, instance_ids: Iterable[int]) -> dict[int, _Last]:
-    """Each instance's newest backup job: its start (or its queueing, if it never started) and end."""
-    ids = list(instance_ids)
-    if not ids:
-        return {}
-    newest = (select(func.max(Job.id)).where(Job.job_type == "Backup", Job.instance_id.in_(ids))
-              .group_by(Job.instance_id))
+def _last_backups(session: Session, instance_ids: Iterable[int] | None) -> dict[int, _Last]:
+    """Each instance's newest backup job (of the given instances, or of all): its start (or its
+    queueing, if it never started) and its end."""
+    newest = select(func.max(Job.id)).where(Job.job_type == "Backup").group_by(Job.instance_id)
+    if instance_ids is not None:
+        newest = newest.where(Job.instance_id.in_(list(instance_ids)))
     rows = session.execute(select(Job.instance_id, Job.started_at, Job.created_at, Job.ended_at)
                            .where(Job.id.in_(newest)))
     return {iid: _Last(started or created, ended) for iid, started, created, ended in rows}
 
 
-def _active_instances(session: Session, instance_ids: Iterable[int]) -> set[int]:
-    ids = list(instance_ids)
-    if not ids:
-        return set()
-    return set(session.scalars(select(Job.instance_id).where(Job.instance_id.in_(ids), Job.job_type == "Backup",
-                                                             Job.status.in_(ACTIVE)).distinct()))
+def _active_instances(session: Session, instance_ids: Iterable[int] | None) -> set[int]:
+    """The instances (of those given, or of all) with a backup waiting or running."""
+    q = select(Job.instance_id).where(Job.job_type == "Backup", Job.status.in_(ACTIVE)).distinct()
+    if instance_ids is not None:
+        q = q.where(Job.instance_id.in_(list(instance_ids)))
+    return set(session.scalars(q))
 
 
 def _due_of(inst: Instance, last: _Last | None, busy: bool, end_if_busy: dt.datetime | None) -> dt.datetime:
@@ -213,14 +216,14 @@ def _due_of(inst: Instance, last: _Last | None, busy: bool, end_if_busy: dt.date
 
 def next_backup_times(session: Session, instances: list[Instance], now: dt.datetime) -> dict[int, dt.datetime | None]:
     """When each instance's next scheduled backup will be queued, as far as can be told at ``now`` (a
-    running job is taken to end now). None for a plan whose cron never fires."""
+    running job is taken to end now). None for a plan that cannot be followed."""
     ids = [i.id for i in instances]
     last, busy = _last_backups(session, ids), _active_instances(session, ids)
     out: dict[int, dt.datetime | None] = {}
     for inst in instances:
         try:
             out[inst.id] = runs_at(inst.plan, _due_of(inst, last.get(inst.id), inst.id in busy, now), now)
-        except ValueError:
+        except _UNSCHEDULABLE:
             out[inst.id] = None
     return out
 
@@ -230,13 +233,12 @@ def due_instances(session: Session, now: dt.datetime) -> list[int]:
     under the row lock)."""
     live = list(session.scalars(select(Instance).where(Instance.deleted_at.is_(None))
                                 .options(selectinload(Instance.plan)).order_by(Instance.id)))
-    ids = [i.id for i in live]
-    last, busy = _last_backups(session, ids), _active_instances(session, ids)
+    last, busy = _last_backups(session, None), _active_instances(session, None)
     due = []
     for inst in live:
         try:
             when = _due_of(inst, last.get(inst.id), inst.id in busy, None)
-        except ValueError as exc:
+        except _UNSCHEDULABLE as exc:
             log.warning("instance %s: plan %r has no next backup time: %s", inst.id, inst.plan.name, exc)
             continue
         if when <= now and in_window(inst.plan, now):
@@ -272,6 +274,7 @@ def check_instance(session: Session, instance_id: int, now: dt.datetime) -> Job 
             log.info("instance %s: %s (job %s)", inst.id, message, blocker.id)
         return None
     job = jobs.queue_backup(session, inst, trigger="scheduled")
+    job.created_at = job.updated_at = now  # queued on the scheduler's clock, which its due times follow
     log.info("instance %s: scheduled backup due at %s queued as job %s", inst.id, due.isoformat(), job.id)
     return job
 
@@ -279,12 +282,14 @@ def check_instance(session: Session, instance_id: int, now: dt.datetime) -> Job 
 # -- the thread ----------------------------------------------------------------------------------------
 
 class Scheduler:
-    """Every ``interval`` seconds, queue the backups that are due. Runs inside ``pgvault serve``, next to
-    the worker pool, which it wakes after queueing."""
+    """Every ``interval`` seconds, queue the backups that are due, and a Data Aging job for every instance
+    with restore points not aged within ``aging_every`` (aging also follows every backup). Runs inside
+    ``pgvault serve``, next to the worker pool, which it wakes after queueing."""
 
     def __init__(self, catalog: Catalog, interval: float, wake: Callable[[], None],
-                 clock: Callable[[], dt.datetime] = utcnow) -> None:
+                 clock: Callable[[], dt.datetime] = utcnow, aging_every: dt.timedelta = dt.timedelta(hours=24)) -> None:
         self.catalog = catalog
+        self.aging_every = aging_every
         self.interval = interval
         self.wake = wake
         self.clock = clock
@@ -330,6 +335,11 @@ class Scheduler:
                         queued.append(job.id)
             except Exception:
                 log.exception("could not check the schedule of instance %s", instance_id)
+        try:
+            with self.catalog.begin() as s:
+                queued += aging.queue_periodic(s, self.clock(), self.aging_every)
+        except Exception:
+            log.exception("could not queue data aging")
         if queued:
             self.wake()
         return queued

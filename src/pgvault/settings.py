@@ -26,6 +26,7 @@ class Settings(BaseSettings):
     job_lease_seconds: int = Field(60, ge=5)
     job_poll_seconds: float = Field(2.0, gt=0)
     scheduler_seconds: float = Field(30.0, gt=0, description="how often the scheduler looks for due backups")
+    aging_hours: float = Field(24, gt=0, description="how often Data Aging runs for instances without new backups")
     log_level: str = "INFO"
 
     @cached_property

@@ -191,7 +191,10 @@ FINISHED = frozenset({JobStatus.COMPLETED, JobStatus.COMPLETED_WITH_ERRORS, JobS
 
 class Job(Base):
     __tablename__ = "jobs"
-    __table_args__ = (Index("ix_jobs_status_id", "status", "id"),)
+    __table_args__ = (
+        Index("ix_jobs_status_id", "status", "id"),
+        Index("ix_jobs_instance_type_id", "instance_id", "job_type", "id"),  # the scheduler's "newest backup"
+    )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     job_type: Mapped[str] = mapped_column(String(32))  # Backup
     backup_level: Mapped[str] = mapped_column(String(32), default="Full")

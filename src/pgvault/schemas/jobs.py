@@ -18,6 +18,7 @@ def job_summary(job: Job) -> dict[str, Any]:
         "jobId": job.id,
         "jobType": job.job_type,
         "backupLevelName": job.backup_level,
+        "trigger": job.trigger,
         "status": job.status,
         "percentComplete": job.percent_complete,
         "currentPhaseName": job.phase,

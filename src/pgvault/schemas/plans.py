@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 from pydantic import Field, StrictBool, StrictInt, StrictStr, field_validator, model_validator
 
 from ..catalog.models import Plan
@@ -93,8 +94,14 @@ class ScheduleBody(WireModel):
             ZoneInfo(self.timeZone)
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"timeZone {self.timeZone!r} is not an IANA time zone") from None
-        if self.cron is not None and not croniter.is_valid(self.cron):
-            raise ValueError(f"cron {self.cron!r} is not a valid cron expression")
+        if self.cron is not None:
+            if len(self.cron.split()) != 5 or not croniter.is_valid(self.cron):
+                raise ValueError(f"cron {self.cron!r} is not a five-field cron expression (minute hour day month "
+                                 "weekday)")
+            try:
+                croniter(self.cron, dt.datetime(2026, 1, 1), max_years_between_matches=8).get_next(dt.datetime)
+            except CroniterBadDateError:
+                raise ValueError(f"cron {self.cron!r} never fires") from None
         return self
 
 

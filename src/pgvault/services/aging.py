@@ -52,6 +52,25 @@ def queue_aging(session: Session, inst: Instance) -> Job | None:
     return job
 
 
+def queue_periodic(session: Session, now: dt.datetime, every: dt.timedelta) -> list[int]:
+    """Aging jobs for instances that have restore points and have not been aged within ``every``: an
+    instance whose backups stopped (or that was deleted, keeping its backups) still ages them."""
+    with_points = set(session.scalars(select(RestorePoint.instance_id).distinct()))
+    if not with_points:
+        return []
+    recent = set(session.scalars(select(Job.instance_id).where(
+        Job.job_type == "DataAging", Job.instance_id.in_(with_points),
+        (Job.status.in_([JobStatus.WAITING, JobStatus.RUNNING])) | (Job.created_at >= now - every))))
+    queued = []
+    for instance_id in sorted(with_points - recent):
+        inst = session.get(Instance, instance_id)
+        if inst is not None and inst.subclients:
+            job = queue_aging(session, inst)
+            if job is not None:
+                queued.append(job.id)
+    return queued
+
+
 def _key(copy: RestorePointCopy) -> str:
     return f"{copy.kind}:{json.dumps(copy.config, sort_keys=True)}"
 
