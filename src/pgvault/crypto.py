@@ -135,9 +135,10 @@ class Keyring(Sealer):
     name). When the environment provides the active key, a ``master.key`` file holding another key is an
     older key too, so moving from the file to the environment needs no copying.
 
-    A running service picks up a rotation done by ``pgvault keys rotate`` without a restart: ``seal``
-    re-reads the key files when ``master.key`` or the ``keys`` folder changed (two ``stat`` calls), and
-    ``open`` re-reads them when a value names a key it does not know yet.
+    A running service picks up a rotation done by ``pgvault keys rotate`` without a restart: ``seal`` and
+    ``open`` re-read the key files when ``master.key`` or the ``keys`` folder changed (two ``stat`` calls,
+    cheap beside what a seal protects), so the keyring in memory is always the one on disk: a retired
+    key is gone from the service too, and a key put back is found again.
     """
 
     def __init__(self, home: Path, given: str | None) -> None:
@@ -161,10 +162,7 @@ class Keyring(Sealer):
 
     # -- Sealer --------------------------------------------------------------------------------
     def seal(self, plaintext: bytes, context: str) -> bytes:
-        keys = self._keys
-        if keys.signature != self._signature():
-            keys = self.reload()
-        return keys.active.seal(plaintext, context)
+        return self._current().active.seal(plaintext, context)
 
     def open(self, sealed: bytes, context: str) -> bytes:
         return self._sealer_for(sealed).open(sealed, context)
@@ -178,7 +176,7 @@ class Keyring(Sealer):
     def env_provided(self) -> bool:
         return bool(self._given)
 
-    def keys(self) -> tuple[KeyInfo, ...]:
+    def known_keys(self) -> tuple[KeyInfo, ...]:
         return self._keys.infos
 
     def reseal(self, sealed: bytes, context: str) -> bytes:
@@ -191,11 +189,15 @@ class Keyring(Sealer):
             self.key_id = self._keys.active.key_id
             return self._keys
 
+    def _current(self) -> _Keys:
+        keys = self._keys
+        return keys if keys.signature == self._signature() else self.reload()
+
     def _sealer_for(self, sealed: bytes) -> Sealer:
         if sealed[:1] != _VERSION or len(sealed) < 1 + _KEY_ID:
             raise MasterKeyError("unknown sealed-value format")
         key_id = sealed[1 : 1 + _KEY_ID]
-        sealer = self._keys.by_id.get(key_id) or self.reload().by_id.get(key_id)
+        sealer = self._current().by_id.get(key_id)
         if sealer is None:
             raise MasterKeyError(
                 f"this value was sealed under master key {key_id.hex()}, which is not in the keyring "
@@ -203,6 +205,8 @@ class Keyring(Sealer):
         return sealer
 
     def _signature(self) -> tuple[object, ...]:
+        """What changes when a key file is written, replaced, added or removed (names too: a folder's
+        mtime can miss two changes within one clock tick)."""
         out: list[object] = []
         for path in (self.home / MASTER_FILE, self.home / KEYS_DIR):
             try:
@@ -210,6 +214,8 @@ class Keyring(Sealer):
                 out.append((st.st_ino, st.st_mtime_ns, st.st_size))
             except OSError:
                 out.append(None)
+        with contextlib.suppress(OSError):
+            out.append(tuple(sorted(os.listdir(self.home / KEYS_DIR))))
         return tuple(out)
 
     def _load(self) -> _Keys:

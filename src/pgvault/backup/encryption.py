@@ -28,6 +28,8 @@ import os
 import secrets
 import struct
 from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import BinaryIO
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -227,3 +229,22 @@ def parse_data_key_document(data: bytes) -> bytes:
         return base64.b64decode(doc["sealed"], validate=True)
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise DecryptionError(f"not a pgvault datakey.json: {exc}") from None
+
+
+def decrypt_local_file(path: Path, sealer: Sealer, out: BinaryIO, data_key_file: Path | None = None) -> int:
+    """Decrypt one stored file of a local backup folder to ``out`` without the catalog: its data key from
+    the ``datakey.json`` of its backup (found above the file unless given), opened by the keyring. What
+    comes out is what was encrypted (a ``.dump.zst`` stays zstd). Returns the bytes written; raises
+    ``DecryptionError`` when the file does not authenticate, after writing what did."""
+    if data_key_file is None:
+        data_key_file = next((p / DATA_KEY_OBJECT for p in list(path.parents)[:3] if (p / DATA_KEY_OBJECT).exists()),
+                             None)
+        if data_key_file is None:
+            raise DecryptionError(f"no {DATA_KEY_OBJECT} found above {path}; give its path")
+    key = open_data_key(sealer, parse_data_key_document(data_key_file.read_bytes()))
+    written = 0
+    with open(path, "rb") as fh:
+        for plain in decrypt_stream(key, iter(lambda: fh.read(CHUNK_SIZE), b"")):
+            out.write(plain)
+            written += len(plain)
+    return written
