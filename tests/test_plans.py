@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from tests.support.data import stored_path
 from tests.support.flows import register
@@ -105,3 +107,24 @@ def test_a_backup_goes_to_every_destination(api, pg, tmp_path):
     r = api.delete(f"/Instance/{entity['instanceId']}", params={"deleteBackups": "true"})
     assert r.json()["response"]["deletedRestorePoints"] == 1
     assert not first.exists() and not second.exists()
+
+
+def test_a_plan_can_ask_for_a_drill_after_every_nth_backup(api, pg, tmp_path):
+    name = f"drilled-{tmp_path.name}"
+    r = api.post("/V2/Plan", json={"planName": name, "storage": {"path": str(tmp_path)}, "drillEvery": 2})
+    assert r.status_code == 200, r.text
+    entity, job = register(api, pg, name, plan=name)
+    assert api.wait_job(job)["status"] == "Completed"
+    points = api.get("/RestorePoints", params={"instanceId": entity["instanceId"]}).json()["restorePoints"]
+    assert points[0]["drill"]["status"] is None  # the first backup: no drill yet
+    second = api.post(f"/Subclient/{entity['subclientId']}/action/backup")
+    assert api.wait_job(second.json()["jobIds"][0])["status"] == "Completed"
+    deadline = time.monotonic() + 180
+    while True:
+        latest = api.get("/RestorePoints", params={"instanceId": entity["instanceId"]}).json()["restorePoints"][0]
+        if latest["drill"]["status"] is not None or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert latest["drill"]["status"] == "Passed", latest
+    assert latest["verification"]["status"] == "Passed" and latest["drill"]["seconds"] > 0
+    api.delete(f"/Instance/{entity['instanceId']}", params={"deleteBackups": "true"})
