@@ -210,3 +210,26 @@ def test_instance_id_1_is_reserved_for_command_centers_default_instance(catalog,
         s.add(inst)
         s.flush()
         assert inst.id == 2
+
+
+def test_a_claim_in_flight_keeps_the_instances_next_job_waiting(catalog):
+    """Worker A has claimed an instance's first job but not committed; worker B must not take the same
+    instance's second job meanwhile (on PostgreSQL, A's claim is invisible to B until A commits)."""
+    iid = make_instance(catalog)
+    first, second = queue(catalog, iid), queue(catalog, iid)
+    got: list[int | None] = []
+
+    def worker_b() -> None:
+        with catalog.begin() as s:
+            job = jobs.claim_next(s, "b", 60)
+            got.append(job.id if job else None)
+
+    with catalog.begin() as s:
+        assert jobs.claim_next(s, "a", 60).id == first
+        b = threading.Thread(target=worker_b)
+        b.start()
+        b.join(0.5)  # B runs while A's claim is still uncommitted
+    b.join(30)
+    assert got == [None]
+    with catalog.begin() as s:
+        assert s.get(Job, second).status == "Waiting"

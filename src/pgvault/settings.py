@@ -23,6 +23,7 @@ class Settings(BaseSettings):
     workers: int = Field(2, ge=0, description="backup/restore jobs run at once by this process")
     dump_parallelism: int = Field(2, ge=1, description="databases of one instance dumped at once")
     connect_timeout_seconds: int = Field(10, ge=1)
+    lock_wait_seconds: int = Field(600, ge=1, description="how long pg_dump waits for a table lock")
     job_lease_seconds: int = Field(60, ge=5)
     job_poll_seconds: float = Field(2.0, gt=0)
     scheduler_seconds: float = Field(30.0, gt=0, description="how often the scheduler looks for due backups")

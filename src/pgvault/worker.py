@@ -77,6 +77,7 @@ class CatalogReporter:
 @dataclass
 class _Running:
     cancel: CancelToken
+    lease: str  # this claim's own lease token: a job reaped and claimed again is a different run
     shutdown: bool = False
 
 
@@ -128,9 +129,10 @@ class WorkerPool:
     # -- loops ---------------------------------------------------------------------------------
     def _loop(self) -> None:
         while not self._stop.is_set():
+            lease = f"{self.owner}:{uuid.uuid4().hex[:8]}"
             try:
                 with self.catalog.begin() as s:
-                    job = jobs.claim_next(s, self.owner, self.settings.job_lease_seconds)
+                    job = jobs.claim_next(s, lease, self.settings.job_lease_seconds)
                     job_id = job.id if job else None
             except Exception:
                 log.exception("could not claim a job")
@@ -139,7 +141,10 @@ class WorkerPool:
                 self._wake.wait(self.settings.job_poll_seconds)
                 self._wake.clear()
                 continue
-            self._run(job_id)
+            try:
+                self._run(job_id, lease)
+            except Exception:  # never lose a worker thread; the lease reaper ends a job left behind
+                log.exception("worker error around job %s", job_id)
 
     def _heartbeat(self) -> None:
         interval = max(0.5, min(2.0, self.settings.job_lease_seconds / 4))
@@ -151,7 +156,7 @@ class WorkerPool:
             for job_id, state in running.items():
                 try:
                     with self.catalog.begin() as s:
-                        kill = jobs.renew_lease(s, job_id, self.owner, self.settings.job_lease_seconds)
+                        kill = jobs.renew_lease(s, job_id, state.lease, self.settings.job_lease_seconds)
                 except LookupError:
                     kill = True
                 except Exception:
@@ -172,8 +177,8 @@ class WorkerPool:
                     log.exception("could not reap expired jobs")
 
     # -- one job -------------------------------------------------------------------------------
-    def _run(self, job_id: int) -> None:
-        state = _Running(CancelToken())
+    def _run(self, job_id: int, lease: str) -> None:
+        state = _Running(CancelToken(), lease)
         with self._lock:
             self._running[job_id] = state
         job_log = logging.getLogger(f"pgvault.job.{job_id}")
@@ -186,26 +191,33 @@ class WorkerPool:
             with self._lock:
                 self._running.pop(job_id, None)
         if state.shutdown and result.status == JobStatus.KILLED:
-            self._requeue(job_id)
+            self._requeue(job_id, lease)
             return
-        with self.catalog.begin() as s:
-            if jobs.finish(s, job_id, self.owner, result.status, result.message) and result.record is not None:
-                result.record(s)
+        try:
+            with self.catalog.begin() as s:
+                if jobs.finish(s, job_id, lease, result.status, result.message) and result.record is not None:
+                    result.record(s)
+        except Exception as exc:  # the outcome could not be recorded: the job must still end, and say so
+            job_log.exception("could not record the end of job %s", job_id)
+            with self.catalog.begin() as s:
+                jobs.finish(s, job_id, lease, JobStatus.FAILED.value,
+                            f"{result.message}; but its result could not be recorded: {type(exc).__name__}: {exc}")
+            return
         job_log.info("job %s ended: %s (%s)", job_id, result.status, result.message)
         if result.after is not None:
             result.after()
 
-    def _requeue(self, job_id: int) -> None:
+    def _requeue(self, job_id: int, lease: str) -> None:
         with self.catalog.begin() as s:
             job = s.get(Job, job_id)
-            if job is not None and job.lease_owner == self.owner and not job.kill_requested:
+            if job is not None and job.lease_owner == lease and not job.kill_requested:
                 job.status, job.phase, job.lease_owner, job.lease_expires_at = "Waiting", "Queued", None, None
                 job.attempts = max(0, job.attempts - 1)
                 job.message = "interrupted by a shutdown; it runs again at the next start"
                 for item in list(job.items):
                     s.delete(item)
             elif job is not None:
-                jobs.finish(s, job_id, self.owner, JobStatus.KILLED.value, "killed")
+                jobs.finish(s, job_id, lease, JobStatus.KILLED.value, "killed")
 
     def _execute(self, job_id: int, cancel: CancelToken, job_log: logging.Logger) -> _Result:
         with self.catalog.begin() as s:
@@ -236,6 +248,7 @@ class WorkerPool:
                 compression_level=plan.compression_level,
                 parallelism=self.settings.dump_parallelism,
                 pg_bin=self.settings.pg_bin,
+                lock_wait_timeout=self.settings.lock_wait_seconds,
                 data_key=data_key,
                 data_key_sealed=data_key_sealed,
             )
@@ -250,7 +263,8 @@ class WorkerPool:
 
         def record(s: Session) -> None:
             point = RestorePoint(
-                job_id=job_id, instance_id=instance_id, copies=copies, prefix=req.prefix, manifest_sha256=manifest_sha,
+                job_id=job_id, instance_id=instance_id, copies=destinations.link_copies(s, copies), prefix=req.prefix,
+                manifest_sha256=manifest_sha,
                 server_version=manifest.server_version, total_bytes=manifest.total_bytes,
                 database_count=len(manifest.databases), databases=[d.name for d in manifest.databases],
                 data_key_sealed=req.data_key_sealed,

@@ -51,6 +51,7 @@ class BackupRequest:
     compression_level: int = 1
     parallelism: int = 2
     pg_bin: Path | None = None
+    lock_wait_timeout: int = 600  # seconds pg_dump waits for a table lock before that database fails
     # An encrypted plan: the restore point's data key, and the same key sealed by the master key (written
     # beside the backup as datakey.json; the worker records it in the catalog).
     data_key: bytes | None = None
@@ -131,7 +132,11 @@ class BackupRun:
             return BackupOutcome("Killed", "the job was killed; its partial files were removed")
         except (PgvaultError, StorageError) as exc:
             self._discard()
-            return BackupOutcome("Failed", str(exc))
+            return BackupOutcome("Failed", exc.message if isinstance(exc, PgvaultError) else str(exc))
+        except Exception as exc:  # a bug or an unforeseen failure: still no files without a manifest
+            self.log.exception("backup failed unexpectedly")
+            self._discard()
+            return BackupOutcome("Failed", f"internal error: {type(exc).__name__}: {exc}")
 
     def _discard(self) -> None:
         try:
@@ -192,9 +197,11 @@ class BackupRun:
             else:
                 manifest.failed.append({"name": db.name, "error": result})
         manifest.databases.sort(key=lambda d: d.name)
-        if dumpable and not manifest.databases:
+        if not manifest.databases:
             self._discard()
-            return BackupOutcome("Failed", f"no database could be backed up: {manifest.failed[0]['error']}")
+            reason = manifest.failed[0]["error"] if manifest.failed else (
+                f"login {req.address.user!r} may connect to none of the databases")
+            return BackupOutcome("Failed", f"no database could be backed up: {reason}")
 
         self.reporter.phase("Manifest", 99)
         manifest.ended_at = dt.datetime.now(dt.UTC)
@@ -272,10 +279,15 @@ class BackupRun:
             with self.req.address.with_db(db.name).connect() as snap, \
                     self.cancel.on_cancel(lambda: _cancel_query(snap)):
                 snap.execute("begin isolation level repeatable read read only")
-                row = snap.execute("select pg_export_snapshot()").fetchone()
+                # Managed services often limit idle transactions and statements; this one idles while
+                # pg_dump runs and must outlive it, and its counts may scan big tables.
+                snap.execute("set local idle_in_transaction_session_timeout = 0")
+                snap.execute("set local statement_timeout = 0")
+                row = snap.execute("select pg_export_snapshot(), now()").fetchone()
                 assert row is not None
+                snapshot_time = row[1]
                 argv = [tools.path("pg_dump"), "--format=custom", "--compress=0", "--no-password",
-                        f"--snapshot={row[0]}"]
+                        f"--snapshot={row[0]}", f"--lock-wait-timeout={self.req.lock_wait_timeout * 1000}"]
 
                 def count() -> None:
                     nonlocal counts
@@ -296,17 +308,21 @@ class BackupRun:
                         w.commit()
                 finally:
                     counter.join()
-                snap.execute("commit")
+                with contextlib.suppress(psycopg.Error):  # the dump is stored: the snapshot has served
+                    snap.execute("commit")
         except Cancelled:
             return "cancelled"
         except ConnectionFailed as exc:
             return self._db_failed(item_id, db, exc.message)
         except (ToolError, StorageError) as exc:
             return self._db_failed(item_id, db, str(exc))
+        except psycopg.Error as exc:
+            return self._db_failed(item_id, db, str(exc).strip())
         if count_errors:
             self.reporter.warn(f"row counts of {db.name!r} incomplete: {'; '.join(count_errors)[:500]}")
         entry = DatabaseEntry(db.name, FileEntry(key=key, bytes=sink.bytes, sha256=sha, format=fmt),
-                              encoding=db.encoding, collate=db.collate, ctype=db.ctype, row_counts=counts)
+                              encoding=db.encoding, collate=db.collate, ctype=db.ctype, row_counts=counts,
+                              snapshot_time=snapshot_time.astimezone(dt.UTC).isoformat())
         self.reporter.item_done(item_id, sink.bytes, sha, self.req.storage.uri(key))
         self._advance(max(db.size, 1))
         return entry

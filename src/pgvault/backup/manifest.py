@@ -29,6 +29,7 @@ class DatabaseEntry:
     ctype: str = ""
     # Exact rows per table, counted in the snapshot pg_dump used: what a restore drill compares against.
     row_counts: dict[str, int] | None = None
+    snapshot_time: str | None = None  # ISO 8601, UTC: the moment the data is from
 
 
 @dataclass

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from ..catalog.models import Job, Plan, PlanDestination, RestorePoint, RestorePointCopy
@@ -34,9 +34,20 @@ def open_plan(plan: Plan, sealer: Sealer) -> FanOutStorage:
 
 
 def copies_for(plan: Plan) -> list[RestorePointCopy]:
-    """The copies a backup written through ``open_plan`` leaves, one per destination."""
+    """The copies a backup written through ``open_plan`` leaves, one per destination. They are complete
+    without their destination row (``link_copies`` drops the link when the plan changed meanwhile)."""
     return [RestorePointCopy(destination_id=d.id, kind=d.kind, config=dict(d.config), secret_sealed=d.secret_sealed,
                              retention_days=d.retention_days, state="present") for d in plan.destinations]
+
+
+def link_copies(session: Session, copies: list[RestorePointCopy]) -> list[RestorePointCopy]:
+    """Unlink copies whose destination was removed from its plan while the backup ran."""
+    ids = {c.destination_id for c in copies if c.destination_id is not None}
+    alive = set(session.scalars(select(PlanDestination.id).where(PlanDestination.id.in_(ids)))) if ids else set()
+    for c in copies:
+        if c.destination_id not in alive:
+            c.destination_id = None
+    return copies
 
 
 def open_copy(copy: RestorePointCopy, sealer: Sealer) -> Storage:

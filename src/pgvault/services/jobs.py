@@ -40,18 +40,34 @@ def get_job(session: Session, job_id: int) -> Job:
 
 
 def claim_next(session: Session, owner: str, lease_seconds: int) -> Job | None:
-    """Take the oldest waiting job of an instance that has none running (two backups of one instance
-    never run at once: the later one waits).  ``FOR UPDATE SKIP LOCKED`` on PostgreSQL lets many workers claim
-    at once; SQLite's ``BEGIN IMMEDIATE`` (see catalog.db) already serialises the transaction."""
+    """Take the oldest waiting job of an instance that has none running (two jobs of one instance never
+    run at once: the later one waits).
+
+    On PostgreSQL, ``FOR UPDATE SKIP LOCKED`` lets many workers claim at once, but under READ COMMITTED
+    the "none running" check cannot see another worker's claim that is not committed yet; so the claim
+    also locks the instance's row and checks again after the lock (a statement that starts after the
+    other claim committed sees it). SQLite's ``BEGIN IMMEDIATE`` (see catalog.db) serialises claims anyway.
+    """
     busy = aliased(Job)
     instance_busy = (
         select(busy.id).where(busy.instance_id == Job.instance_id, busy.status == JobStatus.RUNNING).exists()
     )
-    job = session.scalar(
-        select(Job).where(Job.status == JobStatus.WAITING, ~instance_busy).order_by(Job.id).limit(1)
-        .with_for_update(skip_locked=True, of=Job)
-    )
-    if job is None:
+    passed: list[int] = []
+    for _ in range(50):
+        q = select(Job).where(Job.status == JobStatus.WAITING, ~instance_busy)
+        if passed:
+            q = q.where(Job.id.not_in(passed))
+        job = session.scalar(q.order_by(Job.id).limit(1).with_for_update(skip_locked=True, of=Job))
+        if job is None:
+            return None
+        session.execute(select(Instance.id).where(Instance.id == job.instance_id).with_for_update())
+        running = session.scalar(select(Job.id).where(Job.instance_id == job.instance_id,
+                                                      Job.status == JobStatus.RUNNING, Job.id != job.id)
+                                 .execution_options(populate_existing=True))
+        if running is None:
+            break
+        passed.append(job.id)
+    else:
         return None
     now = utcnow()
     job.status = JobStatus.RUNNING
