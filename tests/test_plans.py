@@ -105,7 +105,9 @@ def test_a_backup_goes_to_every_destination(api, pg, tmp_path):
     assert [(c["path"], c["retentionDays"]) for c in point["copies"]] == [
         (str(tmp_path / "one"), None), (str(tmp_path / "two"), 90)]
     r = api.delete(f"/Instance/{entity['instanceId']}", params={"deleteBackups": "true"})
-    assert r.json()["response"]["deletedRestorePoints"] == 1
+    assert r.json()["response"]["restorePointsToDelete"] == 1
+    done = api.wait_job(r.json()["jobIds"][0])
+    assert done["status"] == "Completed" and "1 restore points gone" in done["message"], done
     assert not first.exists() and not second.exists()
 
 

@@ -51,6 +51,7 @@ def test_backup_and_restore_through_s3(api, service, pg, s3, tmp_path):
         assert s3.secret_access_key not in service.log_text()
         gone = api.delete(f"/Instance/{entity['instanceId']}", params={"deleteBackups": "true"})
         assert gone.status_code == 200, gone.text
+        assert api.wait_job(gone.json()["jobIds"][0])["status"] == "Completed"
         assert _objects(s3, bucket) == [], gone.text
     finally:
         _drop(pg, "s3_app", "s3_app_copy")

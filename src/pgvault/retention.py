@@ -30,6 +30,7 @@ class PointFacts:
     time: dt.datetime  # when the backup started (aware)
     good: bool
     in_use: bool = False
+    days: int | None = None  # this copy's own retention (it keeps the rule it was written under)
 
 
 @dataclass(frozen=True)
@@ -58,8 +59,7 @@ def _newest_per_period(points: list[PointFacts], periods: int, key: object) -> s
 def keep_set(points: Iterable[PointFacts], rules: Rules, now: dt.datetime) -> set[int]:
     points = list(points)
     tz = ZoneInfo(rules.timezone)
-    cutoff = now - dt.timedelta(days=rules.days)
-    keep = {p.id for p in points if p.time >= cutoff or p.in_use}
+    keep = {p.id for p in points if p.time >= now - dt.timedelta(days=p.days or rules.days) or p.in_use}
     good = sorted((p for p in points if p.good), key=lambda p: p.time, reverse=True)
     keep |= {p.id for p in good[: rules.keep_min]}
     keep |= _newest_per_period(good, rules.daily, lambda p: p.time.astimezone(tz).date())

@@ -13,10 +13,12 @@ import datetime as dt
 import logging
 import os
 import socket
+import tempfile
 import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -318,7 +320,7 @@ class WorkerPool:
                 address = instances.address_of(job.instance, self.sealer, self.settings.connect_timeout_seconds)
             req = VerifyRequest(job_id=job_id, storage=storage, prefix=point.prefix,
                                 manifest_sha256=point.manifest_sha256, drill=bool(job.options.get("drill")),
-                                drill_address=address, scratch_dir=self.settings.home_dir / "drills",
+                                drill_address=address, scratch_dir=Path(tempfile.gettempdir()),
                                 pg_bin=self.settings.pg_bin, data_key_sealed=point.data_key_sealed,
                                 sealer=self.sealer)
             point_id = point.id

@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from ..catalog.models import Instance, Job, RestorePoint
 from ..catalog.types import utcnow
-from ..errors import NotFound, PgvaultError
+from ..errors import Conflict, NotFound, PgvaultError
 from ..pgtools.connection import probe
 from ..scheduler import next_backup_times
 from ..schemas.instance import (
@@ -21,7 +21,7 @@ from ..schemas.instance import (
     instance_entity,
     instance_properties,
 )
-from ..services import aging, destinations, instances, plans
+from ..services import aging, instances, plans
 from .deps import ContextDep, UserDep
 from .errors import reply_errors_in_body
 
@@ -108,24 +108,33 @@ def delete_instance(
     ctx: ContextDep, _: UserDep, instance_id: int,
     delete_backups: Annotated[bool, Query(alias="deleteBackups")] = False,
 ) -> dict:
+    """With deleteBackups, every copy of the instance's restore points is marked for deletion in the same
+    transaction, and a Data Aging job removes the objects and then the rows (crash-safe, like retention)."""
+    job_ids: list[str] = []
     with ctx.catalog.begin() as s:
+        points = []
+        if delete_backups:
+            points = list(s.scalars(select(RestorePoint).where(RestorePoint.instance_id == instance_id)))
+            reading = s.scalar(select(Job.id).where(
+                Job.restore_point_id.in_([p.id for p in points]), Job.job_type.in_(aging.READERS),
+                Job.status.in_(["Waiting", "Running"])))
+            if reading is not None:
+                raise Conflict(f"job {reading} is reading this instance's backups; wait for it or kill it first")
         inst = instances.delete(s, instance_id)
         entity = instance_entity(inst.id, inst.cloud_account_id, inst.name)
-        doomed = []
-        point_count = 0
-        if delete_backups:
-            points = s.scalars(select(RestorePoint).where(RestorePoint.instance_id == inst.id)).all()
-            point_count = len(points)
-            doomed = [(destinations.open_copy(c, ctx.sealer), p.prefix) for p in points for c in p.copies]
-            for p in points:
-                destinations.forget_point(s, p)
+        for point in points:
+            for copy in point.copies:
+                copy.state = "deleting"
+        if points:
+            job = aging.queue_aging(s, inst) or s.scalar(select(Job).where(
+                Job.instance_id == inst.id, Job.job_type == "DataAging", Job.status == "Waiting"))
+            assert job is not None
+            job_ids.append(str(job.id))
     for job_id in _running_jobs(ctx, instance_id):
         ctx.pool.kill(job_id)
-    removed = 0
-    for storage, prefix in doomed:  # after the commit: a crash here leaves files, never dangling rows
-        removed += storage.delete_prefix(prefix)
+    ctx.pool.wake()
     return {"response": {"errorCode": 0, "errorString": "", "entity": entity,
-                         "deletedRestorePoints": point_count, "deletedFiles": removed}}
+                         "restorePointsToDelete": len(points)}, "jobIds": job_ids}
 
 
 @router.post("/Instance/{instance_id}/action/dataAging",

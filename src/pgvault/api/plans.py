@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ..catalog.models import Plan
-from ..errors import Conflict, NotFound
+from ..errors import BadRequest, Conflict, NotFound
 from ..schemas.backupsets import subclient_entity
 from ..schemas.plans import PlanBody, plan_detail, plan_summary, server_plan_v4
 from ..services import backupsets, plans
@@ -34,19 +34,24 @@ def get_plan(ctx: ContextDep, _: UserDep, plan_id: int) -> dict:
 
 @router.post("/V2/Plan", summary="Create a plan: schedule, retention, destinations (see docs/api.md)")
 def create_plan(ctx: ContextDep, _: UserDep, body: Annotated[PlanBody, Body()]) -> dict:
+    if not body.planName:
+        raise BadRequest("planName is required")
+    destinations = plans.prepare_destinations(body, ctx.sealer, ctx.settings.backups_dir)
+    assert destinations is not None
     try:
         with ctx.catalog.begin() as s:
-            return plan_detail(plans.create(s, body, ctx.sealer, ctx.settings.backups_dir))
+            return plan_detail(plans.create(s, body, destinations))
     except IntegrityError:
         raise Conflict(f"a plan named {body.planName!r} already exists") from None
 
 
 @router.put("/V2/Plan/{plan_id}", summary="Change a plan (only the fields given); effective from each next backup")
 def update_plan(ctx: ContextDep, _: UserDep, plan_id: int, body: Annotated[PlanBody, Body()]) -> dict:
+    destinations = plans.prepare_destinations(body, ctx.sealer)
     try:
         with ctx.catalog.begin() as s:
             plan = plans.get(s, plan_id)
-            plans.apply(s, plan, body, ctx.sealer)
+            plans.apply(s, plan, body, destinations)
             s.flush()
             return plan_detail(plan)
     except IntegrityError:

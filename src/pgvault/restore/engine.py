@@ -18,6 +18,7 @@ import logging
 import os
 import tempfile
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,6 +95,7 @@ class RestoreRun:
         self._lock = threading.Lock()
         self._done = 0
         self._total = 1
+        self._reported = 0.0
         self._key: bytes | None = None
 
     def run(self) -> RestoreOutcome:
@@ -142,10 +144,21 @@ class RestoreRun:
         if whole and not can_create:
             raise _Failed(f"login {req.address.user!r} may not create databases (needs CREATEDB); "
                           "nothing on the target was touched")
+        with req.address.connect() as conn:
+            replaceable = {r[0] for r in conn.execute(
+                "select datname from pg_database where pg_has_role(datdba, 'MEMBER') "
+                "or (select rolsuper from pg_roles where rolname = current_user)")}
         for item in req.items:
             if item.tables is None and item.target in existing and not req.overwrite:
                 raise _Failed(f"database {item.target!r} exists on the target; set "
                               "commonOptions.unconditionalOverwrite to replace it; nothing on the target was touched")
+            if item.tables is None and item.target in existing and item.target == req.address.dbname:
+                raise _Failed(f"{item.target!r} is the target's maintenance database, which pgvault is connected "
+                              "to and cannot replace in place; restore it under another name (renameDatabases); "
+                              "nothing on the target was touched")
+            if item.tables is None and item.target in existing and item.target not in replaceable:
+                raise _Failed(f"login {req.address.user!r} does not own database {item.target!r} and so cannot "
+                              "replace it; restore it under another name; nothing on the target was touched")
             if item.tables is not None and item.target not in existing:
                 raise _Failed(f"table-level restore goes into an existing database, and {item.target!r} does not "
                               "exist on the target; nothing on the target was touched")
@@ -205,10 +218,17 @@ class RestoreRun:
                                   "unconditionalOverwrite to replace it; nothing on the target was touched")
 
     def _progress(self, nbytes: int) -> None:
+        """Counted per MiB read, written to the catalog at most once a second (each write is a catalog
+        transaction; a busy SQLite catalog must not slow the stream that feeds pg_restore)."""
         with self._lock:
             self._done += nbytes
             percent = 10 + int(88 * self._done / self._total)
-        self.reporter.phase("Restore", min(percent, 98))
+            now = time.monotonic()
+            if now - self._reported < 1.0:
+                return
+            self._reported = now
+        with contextlib.suppress(Exception):
+            self.reporter.phase("Restore", min(percent, 98))
 
     # -- one item ------------------------------------------------------------------------------
     def _restore_one(self, item_id: int, index: int, item: RestoreItem, entry: DatabaseEntry, tools: Toolset,
@@ -259,11 +279,21 @@ class RestoreRun:
             return (PARTIAL, f"{item.source}: {errors.ignored} objects could not be restored; the existing "
                     f"database {item.target!r} was kept and the partial restore left as {scratch!r}",
                     errors.objects)
-        with self.req.address.connect() as conn:
-            if replacing:
-                _drop_database(conn, item.target, version_num)
-            conn.execute(sql.SQL("alter database {} rename to {}").format(sql.Identifier(scratch),
-                                                                          sql.Identifier(item.target)))
+        dropped = False
+        try:
+            with self.req.address.connect() as conn:
+                if replacing:
+                    _drop_database(conn, item.target, version_num)
+                    dropped = True
+                conn.execute(sql.SQL("alter database {} rename to {}").format(sql.Identifier(scratch),
+                                                                              sql.Identifier(item.target)))
+        except psycopg.Error as exc:
+            with contextlib.suppress(Exception), self.req.address.connect() as conn:
+                _drop_database(conn, scratch, version_num)
+            state = (f"the existing database {item.target!r} had already been dropped" if dropped
+                     else "the target was left as it was")
+            return (FAILED, f"{item.source}: could not put the restored database in place as {item.target!r}: "
+                    f"{str(exc).strip()}; {state}; the scratch copy was dropped", errors.objects)
         if errors.ignored:
             return PARTIAL, f"{item.source}: {errors.ignored} objects could not be restored", errors.objects
         return COMPLETED, "", []
@@ -329,13 +359,22 @@ class RestoreRun:
         self.reporter.item_running(item_id)
         errors: list[dict[str, str]] = []
 
+        fatal: list[str] = []
+
         def feed(line: str) -> None:
             if "ERROR:" in line and "already exists" not in line:
                 errors.append({"object": "globals", "error": line.split("ERROR:", 1)[1].strip()})
+            elif "FATAL:" in line or line.startswith("psql: error"):
+                fatal.append(line.strip())
 
-        run_program([tools.path("psql"), "--no-password", "-X", "-q", "-v", "ON_ERROR_STOP=0", "-f", "-"],
-                    env, log=self.log, cancel=self.cancel, on_stderr=feed, check=False,
-                    stdin_source=decoded_stream(self.req.storage, manifest.globals, data_key=self._key))
+        result = run_program(
+            [tools.path("psql"), "--no-password", "-X", "-q", "-v", "ON_ERROR_STOP=0", "-f", "-"],
+            env, log=self.log, cancel=self.cancel, on_stderr=feed, check=False,
+            stdin_source=decoded_stream(self.req.storage, manifest.globals, data_key=self._key))
+        if fatal or result.returncode not in (0, 3):  # 3: a script error, reported per statement above
+            note = f"globals: psql failed ({result.returncode}): {(fatal or [result.stderr[-300:]])[0]}"
+            self.reporter.item_update(item_id, status=FAILED, error=note, details=errors)
+            return FAILED, note
         status = PARTIAL if errors else COMPLETED
         note = f"globals: {len(errors)} statements refused" if errors else ""
         self.reporter.item_update(item_id, status=status, error=note or None, details=errors,

@@ -19,6 +19,15 @@ _ERROR = re.compile(r"^pg_restore: error: (.+)$")
 _IGNORED = re.compile(r"^pg_restore: warning: errors ignored on restore: (\d+)$")
 
 
+_SECRET = re.compile(r"(?i)\b(password|passwd|secret|token)(\s*=?\s*)('(?:[^']|'')*'|\S+)")
+
+
+def redact(sql_text: str) -> str:
+    """A failed statement is shown to help the operator, but DDL can carry credentials (a user mapping's
+    password, a subscription's connection string): their values are masked."""
+    return _SECRET.sub(lambda m: f"{m.group(1)}{m.group(2)}'***'", sql_text)
+
+
 @dataclass
 class RestoreErrors:
     objects: list[dict[str, str]] = field(default_factory=list)
@@ -36,6 +45,6 @@ class RestoreErrors:
         elif self.objects and not line.startswith("pg_restore:"):
             last = self.objects[-1]
             if line.startswith("Command was:"):
-                last["command"] = line.removeprefix("Command was:").strip()[:500]
+                last["command"] = redact(line.removeprefix("Command was:").strip())[:500]
             else:
                 last["error"] = f"{last['error']} {line.strip()}"[:1000]

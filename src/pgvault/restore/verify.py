@@ -24,6 +24,7 @@ from psycopg import sql
 from ..backup.discovery import row_counts
 from ..backup.manifest import DatabaseEntry
 from ..crypto import Sealer
+from ..errors import PgvaultError
 from ..pgtools.binaries import toolset_for_server
 from ..pgtools.connection import ServerAddress
 from ..pgtools.runner import Cancelled, CancelToken, client_env, dbname_arg, run_program
@@ -41,7 +42,7 @@ class VerifyRequest:
     manifest_sha256: str
     drill: bool
     drill_address: ServerAddress | None  # None: a throwaway server
-    scratch_dir: Path
+    scratch_dir: Path  # outside PGVAULT_HOME: a throwaway server's folder must be reachable by its own user
     pg_bin: Path | None = None
     data_key_sealed: bytes | None = None  # an encrypted restore point's data key, sealed by the master key
     sealer: Sealer | None = None  # opens it
@@ -73,6 +74,11 @@ class VerifyRun:
             return VerifyOutcome("Killed", "killed; scratch databases dropped")
         except (IntegrityError, StorageError) as exc:
             return VerifyOutcome("Failed", f"verification failed: {exc}", verify_status="Failed")
+        except (PgvaultError, psycopg.Error) as exc:
+            # The drill could not run (its server unreachable, a login that may not create databases):
+            # a fact about the drill's target, not about the backup, so nothing is recorded on it.
+            text = exc.message if isinstance(exc, PgvaultError) else str(exc).strip()
+            return VerifyOutcome("Failed", f"the verification could not run: {text}")
 
     def _run(self) -> VerifyOutcome:
         req = self.req

@@ -92,16 +92,21 @@ class Aging:
         return self.report
 
     # -- deletion, in three committed steps -------------------------------------------------------
-    def _drop(self, copy_id: int) -> None:
+    def _drop(self, copy_id: int, *, finishing: bool = False) -> None:
         with self.catalog.begin() as s:
             copy = s.get(RestorePointCopy, copy_id)
             if copy is None:
+                return
+            if not finishing and s.scalar(select(Job.id).where(  # re-checked under the write lock
+                    Job.restore_point_id == copy.restore_point_id, Job.job_type.in_(READERS),
+                    Job.status.in_([JobStatus.WAITING, JobStatus.RUNNING]))) is not None:
+                self.log.info("kept restore point %s: a restore or verification reads it", copy.restore_point_id)
                 return
             copy.state = "deleting"
             storage, prefix = open_copy(copy, self.sealer), copy.restore_point.prefix
         try:
             storage.delete_prefix(prefix)
-        except StorageError as exc:  # the mark stays; the next run tries again
+        except (StorageError, OSError) as exc:  # the mark stays; the next run tries again
             self.report.errors.append(f"{prefix}: {exc}")
             return
         with self.catalog.begin() as s:
@@ -124,7 +129,7 @@ class Aging:
                                    RestorePointCopy.state == "deleting")).all()
         for copy_id in ids:
             self.log.info("finishing an interrupted deletion (copy %s)", copy_id)
-            self._drop(copy_id)
+            self._drop(copy_id, finishing=True)
 
     def _expire(self) -> None:
         with self.catalog.begin() as s:
@@ -139,27 +144,20 @@ class Aging:
                 Job.job_type.in_(READERS), Job.status.in_([JobStatus.WAITING, JobStatus.RUNNING]),
                 Job.restore_point_id.is_not(None))))
             groups: dict[str, list[tuple[int, PointFacts]]] = defaultdict(list)
-            days: dict[str, int] = {}
             for point, job in rows:
-                facts = PointFacts(
-                    id=point.id, time=job.started_at or point.created_at,
-                    good=job.status == JobStatus.COMPLETED and point.verify_status != "Failed",
-                    in_use=point.id in readers,
-                )
                 for copy in point.copies:
                     if copy.state != "present":
                         continue
-                    key = _key(copy)
-                    groups[key].append((copy.id, facts))
-                    days[key] = copy.retention_days or plan.retention_days
-            rules_of = {
-                key: Rules(days=days[key], keep_min=plan.keep_min, daily=plan.gfs_daily, weekly=plan.gfs_weekly,
-                           monthly=plan.gfs_monthly, timezone=plan.timezone)
-                for key in groups
-            }
-        for key, members in groups.items():
+                    groups[_key(copy)].append((copy.id, PointFacts(
+                        id=point.id, time=job.started_at or point.created_at,
+                        good=job.status == JobStatus.COMPLETED and point.verify_status != "Failed",
+                        in_use=point.id in readers, days=copy.retention_days,
+                    )))
+            rules = Rules(days=plan.retention_days, keep_min=plan.keep_min, daily=plan.gfs_daily,
+                          weekly=plan.gfs_weekly, monthly=plan.gfs_monthly, timezone=plan.timezone)
+        for members in groups.values():
             by_point = {facts.id: copy_id for copy_id, facts in members}
-            for point_id in expired([f for _, f in members], rules_of[key], self.now):
+            for point_id in expired([f for _, f in members], rules, self.now):
                 self._drop(by_point[point_id])
 
     # -- strays -----------------------------------------------------------------------------------

@@ -31,23 +31,40 @@ def _name_free(session: Session, name: str, except_id: int | None = None) -> Non
         raise Conflict(f"a plan named {name!r} already exists")
 
 
-def create(session: Session, body: PlanBody, sealer: Sealer, default_path: Path) -> Plan:
+def prepare_destinations(body: PlanBody, sealer: Sealer, default_path: Path | None = None
+                         ) -> list[PlanDestination] | None:
+    """The destinations the body asks for (or the default folder for a new plan without any), each
+    probed by writing and deleting a small object. Called before the catalog transaction: a probe may
+    wait on the network, and no catalog lock should wait with it."""
+    wanted = body.destinations
+    if body.storage is not None:
+        wanted = [DestinationBody(name="primary", kind="local", path=body.storage.path)]
+    if wanted is None and default_path is not None:
+        wanted = [DestinationBody(name="primary", kind="local", path=str(default_path))]
+    if wanted is None:
+        return None
+    new = [PlanDestination(name=d.name, kind=d.kind, config=d.config(), retention_days=d.retentionDays,
+                           secret_sealed=seal_secret(sealer, d.secret()), position=n)
+           for n, d in enumerate(wanted)]
+    for dest in new:
+        check_reachable(dest, sealer)
+    return new
+
+
+def create(session: Session, body: PlanBody, destinations: list[PlanDestination]) -> Plan:
     if not body.planName:
         raise BadRequest("planName is required")
     _name_free(session, body.planName)
     plan = Plan(name=body.planName, name_key=body.planName.lower(), rpo_minutes=1440, retention_days=30,
                 compression_level=1)
-    if body.destinations is None and body.storage is None:
-        body = body.model_copy(update={"destinations": [DestinationBody(name="primary", kind="local",
-                                                                        path=str(default_path))]})
-    apply(session, plan, body, sealer)
+    apply(session, plan, body, destinations)
     session.add(plan)
     session.flush()
     return plan
 
 
-def apply(session: Session, plan: Plan, body: PlanBody, sealer: Sealer) -> None:
-    """Set what the body gives; leave the rest as it is."""
+def apply(session: Session, plan: Plan, body: PlanBody, destinations: list[PlanDestination] | None) -> None:
+    """Set what the body gives (destinations come prepared); leave the rest as it is."""
     if body.planName is not None and body.planName != plan.name:
         _name_free(session, body.planName, plan.id)
         plan.name, plan.name_key = body.planName, body.planName.lower()
@@ -73,16 +90,8 @@ def apply(session: Session, plan: Plan, body: PlanBody, sealer: Sealer) -> None:
         plan.encrypt = body.encryption
     if body.drillEvery is not None:
         plan.drill_every = body.drillEvery
-    wanted = body.destinations
-    if body.storage is not None:
-        wanted = [DestinationBody(name="primary", kind="local", path=body.storage.path)]
-    if wanted is not None:
-        new = [PlanDestination(name=d.name, kind=d.kind, config=d.config(), retention_days=d.retentionDays,
-                               secret_sealed=seal_secret(sealer, d.secret()), position=n)
-               for n, d in enumerate(wanted)]
-        for dest in new:
-            check_reachable(dest, sealer)
-        plan.destinations = new  # old destination rows go; copies keep what they need to be read
+    if destinations is not None:
+        plan.destinations = destinations  # old destination rows go; copies keep what they need to be read
 
 
 def check_reachable(dest: PlanDestination, sealer: Sealer) -> None:

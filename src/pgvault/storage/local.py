@@ -14,9 +14,10 @@ from .base import ObjectWriter, Storage, StorageError, check_key
 class _LocalWriter(ObjectWriter):
     def __init__(self, final: Path) -> None:
         self.final = final
-        final.parent.mkdir(parents=True, exist_ok=True)
+        # Backups hold whole databases: readable by pgvault's user only, whatever the umask.
+        final.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.tmp = final.with_name(f".{final.name}.{secrets.token_hex(4)}.partial")
-        self._fh = open(self.tmp, "xb")  # noqa: SIM115 - closed in commit/abort
+        self._fh = os.fdopen(os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb")
         self._done = False
 
     def write(self, data: bytes) -> None:
@@ -84,6 +85,12 @@ class LocalStorage(Storage):
         )
 
     def delete_prefix(self, prefix: str) -> int:
+        try:
+            return self._delete_prefix(prefix)
+        except OSError as exc:
+            raise StorageError(f"cannot delete {self._path(prefix)}: {exc.strerror}") from exc
+
+    def _delete_prefix(self, prefix: str) -> int:
         base = self._path(prefix)
         if not base.is_dir():
             return 0

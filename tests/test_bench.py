@@ -1,0 +1,41 @@
+"""The benchmark harness runs end to end at its tiny size and writes its results (no timing is asserted:
+the figures are for people, see docs/performance.md)."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+KEYS = ["backup_vs_floor", "backup_vs_peers", "restore_vs_floor", "pgvault_cpu_share", "rss_mb_1x", "rss_mb_5x",
+        "api_read_vs_trivial", "api_p99_ms"]
+
+
+@pytest.mark.skipif(shutil.which("zstd") is None, reason="the floor pipeline needs the zstd CLI (apt-get install zstd)")
+def test_bench_runs_at_tiny_size(tmp_path: Path) -> None:
+    out = tmp_path / "latest.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "run.py"), "--tiny", "--repeat", "1", "--restore-repeat", "1",
+         "--memory-scale", "2", "--api-requests", "40", "--api-rounds", "1", "--api-clients", "4",
+         "--api-instances", "300", "--workdir", str(tmp_path), "--output", str(out)],
+        capture_output=True, text=True, timeout=900, cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    for key in KEYS:
+        value = result[key]
+        if key == "restore_vs_floor" and result["restore_status"].startswith("not available"):
+            assert value is None
+            continue
+        assert isinstance(value, (int, float)) and math.isfinite(value) and value > 0, (key, value)
+    medians = result["medians"]
+    for key in ("floor_s", "peers_s", "pgvault_s", "restore_floor_s"):
+        assert medians[key] > 0
+    assert medians["api"]["job"]["errors"] == 0 and medians["api"]["instances"]["errors"] == 0
+    assert list(tmp_path.iterdir()) == [out], "the work folder (servers, backups) was not removed"
