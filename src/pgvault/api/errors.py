@@ -13,6 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError, StatementError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import NotAuthenticated, PgvaultError
@@ -96,6 +97,20 @@ def install(app: FastAPI, public_paths: frozenset[str]) -> None:
         messages = {404: f"no such endpoint: {request.method} {request.url.path}",
                     405: f"{request.method} is not allowed on {request.url.path}"}
         return envelope(exc.status_code, exc.status_code, messages.get(exc.status_code, str(exc.detail)))
+
+    @app.exception_handler(OverflowError)
+    async def _overflow(request: Request, exc: OverflowError) -> JSONResponse:
+        return _refusal(request, 400, 2, "a number in the request is out of range", _default_entity(request))
+
+    @app.exception_handler(StatementError)
+    async def _statement(request: Request, exc: StatementError) -> JSONResponse:
+        # Values the catalog cannot store (an id beyond 64 bits, a string too long for its column, a NUL
+        # byte on PostgreSQL) are bad input, not bugs; anything else is a bug.
+        if isinstance(exc.orig, OverflowError) or isinstance(exc, DataError):
+            reason = str(exc.orig).splitlines()[0] if exc.orig else "out of range"
+            return _refusal(request, 400, 2, f"a value in the request cannot be stored: {reason}",
+                            _default_entity(request))
+        return await _bug(request, exc)
 
     @app.exception_handler(Exception)
     async def _bug(request: Request, exc: Exception) -> JSONResponse:

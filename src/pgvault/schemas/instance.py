@@ -16,9 +16,9 @@ from .common import ENTITY_INSTANCE, POSTGRESQL_APP_ID, WireModel, epoch
 
 
 class InstanceRef(WireModel):
-    instanceName: StrictStr | None = None
+    instanceName: Annotated[StrictStr, Field(max_length=255)] | None = None
     applicationId: StrictInt = POSTGRESQL_APP_ID
-    clientName: StrictStr | None = None
+    clientName: Annotated[StrictStr, Field(max_length=255)] | None = None
 
     @field_validator("applicationId")
     @classmethod
@@ -29,7 +29,7 @@ class InstanceRef(WireModel):
 
 
 class SAUserModel(WireModel):
-    userName: Annotated[StrictStr, Field(min_length=1)]
+    userName: Annotated[StrictStr, Field(min_length=1, max_length=255)]
     password: StrictStr
 
     @field_validator("password")
@@ -72,7 +72,7 @@ def parse_host_port(value: str) -> tuple[str, int]:
 
 
 class PostgreSQLInstance(WireModel):
-    MaintainenceDB: Annotated[StrictStr, Field(min_length=1)] = "postgres"
+    MaintainenceDB: Annotated[StrictStr, Field(min_length=1, max_length=255)] = "postgres"
     port: StrictStr
     SAUser: SAUserModel
     cloudDBEngineType: StrictStr
@@ -93,12 +93,12 @@ class PostgreSQLInstance(WireModel):
 
 
 class PlanRef(WireModel):
-    planName: Annotated[StrictStr, Field(min_length=1)]
+    planName: Annotated[StrictStr, Field(min_length=1, max_length=255)]
 
 
 class InstanceProperties(WireModel):
     instance: InstanceRef
-    version: Annotated[StrictStr, Field(min_length=1)]
+    version: Annotated[StrictStr, Field(min_length=1, max_length=64)]
     postGreSQLInstance: PostgreSQLInstance
     planEntity: PlanRef
     dbEngine: StrictStr
@@ -185,8 +185,8 @@ class StoragePolicyRef(WireModel):
 
 
 class SdkInstanceRef(WireModel):
-    instanceName: Annotated[StrictStr, Field(min_length=1)]
-    clientName: StrictStr | None = None
+    instanceName: Annotated[StrictStr, Field(min_length=1, max_length=255)]
+    clientName: Annotated[StrictStr, Field(max_length=255)] | None = None
     appName: StrictStr = "PostgreSQL"
     applicationId: StrictInt = POSTGRESQL_APP_ID
 
@@ -206,7 +206,7 @@ class SdkInstanceRef(WireModel):
 
 
 class SdkPostgreSQLInstance(WireModel):
-    MaintainenceDB: Annotated[StrictStr, Field(min_length=1)] = "postgres"
+    MaintainenceDB: Annotated[StrictStr, Field(min_length=1, max_length=255)] = "postgres"
     port: StrictStr | StrictInt
     credentialEntity: CredentialRef
     logStoragePolicy: StoragePolicyRef = StoragePolicyRef()
@@ -232,7 +232,7 @@ class SdkPostgreSQLInstance(WireModel):
 
 class SdkInstanceProperties(WireModel):
     instance: SdkInstanceRef
-    version: Annotated[StrictStr, Field(min_length=1)]
+    version: Annotated[StrictStr, Field(min_length=1, max_length=64)]
     postGreSQLInstance: SdkPostgreSQLInstance
     planEntity: PlanRef | None = None
     dbEngine: StrictStr = "PostgreSQL"

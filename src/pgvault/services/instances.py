@@ -75,7 +75,7 @@ def check_request(req: CreateInstanceRequest, connect_timeout: int) -> Registrat
 
 def declared_major(version: str) -> str:
     """"14", "14.2", "PostgreSQL 14" -> "14"; "9.6.24" -> "9.6" (majors before 10 had two parts)."""
-    m = re.search(r"(\d+)(?:\.(\d+))?", version)
+    m = re.search(r"([0-9]{1,4})(?:\.([0-9]{1,4}))?", version)
     if not m:
         raise BadRequest(f"version {version!r} is not a PostgreSQL version")
     major = int(m.group(1))

@@ -20,8 +20,11 @@ def parse_time(value: Any, field: str) -> dt.datetime | None:
     """Command Center sends times as "YYYY-MM-DD HH:MM:SS" (taken as UTC) or Unix seconds; empty is none."""
     if value in (None, "", 0, "0"):
         return None
-    if isinstance(value, int) or (isinstance(value, str) and value.isdigit()):
-        return dt.datetime.fromtimestamp(int(value), dt.UTC)
+    if isinstance(value, int) or (isinstance(value, str) and value.isascii() and value.isdigit()):
+        try:
+            return dt.datetime.fromtimestamp(int(value), dt.UTC)
+        except (ValueError, OverflowError, OSError):
+            raise BadRequest(f"{field}: {value!r} is out of range") from None
     if isinstance(value, str):
         try:
             parsed = dt.datetime.fromisoformat(value.strip().replace(" ", "T", 1))
@@ -35,7 +38,11 @@ def parse_time(value: Any, field: str) -> dt.datetime | None:
 def started_by(when: dt.datetime) -> ColumnElement[bool]:
     """Jobs that started at or before ``when``, to the second: Command Center shows whole seconds, so a
     backup that started at 10:00:00.7 is "at or before 10:00:00" for the user who copied that time."""
-    return Job.started_at < when.replace(microsecond=0) + dt.timedelta(seconds=1)
+    try:
+        bound = when.replace(microsecond=0) + dt.timedelta(seconds=1)
+    except OverflowError:
+        bound = dt.datetime.max.replace(tzinfo=dt.UTC)
+    return Job.started_at < bound
 
 
 def _instance_by_entity(session: Session, entity: dict[str, Any], *, live_only: bool) -> Instance | None:
