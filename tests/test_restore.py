@@ -326,3 +326,39 @@ def test_kill_midway_leaves_no_half_restored_database(api, pg, source):
     finally:
         api.delete(f"/Instance/{entity['instanceId']}")
         _drop(pg, "rt_slow", "rt_slow_copy")
+
+
+def test_restore_as_of_a_time_uses_each_databases_snapshot_time(api, pg, service, source):
+    """In a long backup a database dumped late holds data from after the job started: a restore "as of T"
+    must not take it when its snapshot is later than T."""
+    import datetime as dt
+    import json
+    import sqlite3
+
+    entity = source["entity"]
+    later = api.wait_job(backup_now(api, entity["subclientId"]))
+    assert later["status"] == "Completed"
+    conn = sqlite3.connect(service.home / "catalog.db", timeout=30)
+    try:
+        sql_get = "select snapshot_times from restore_points where job_id = ?"
+        (raw,) = conn.execute(sql_get, (later["jobId"],)).fetchone()
+        times = json.loads(raw)
+        assert set(times) >= {"rt_app", "postgres"}  # recorded per database
+        times["rt_app"] = (dt.datetime.fromisoformat(times["rt_app"]) + dt.timedelta(hours=1)).isoformat()
+        sql_set = "update restore_points set snapshot_times = ? where job_id = ?"
+        conn.execute(sql_set, (json.dumps(times), later["jobId"]))
+        conn.commit()
+    finally:
+        conn.close()
+    as_of = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(later["jobStartTime"] + 5))
+    body = restore_body(entity, ["/rt_app"], ref_time=as_of, renameDatabases={"rt_app": "rt_app_restored"})
+    _drop(pg, "rt_app_restored")
+    done = api.wait_job(restore(api, body))
+    assert done["status"] == "Completed", done
+    point = api.get(f"/RestorePoints/{done['restorePointId']}").json()
+    assert point["jobId"] != later["jobId"]  # an earlier backup, whose rt_app snapshot is before T
+    body = restore_body(entity, ["/postgres"], ref_time=as_of, renameDatabases={"postgres": "pg_copy_asof"})
+    _drop(pg, "pg_copy_asof")
+    done = api.wait_job(restore(api, body))
+    assert api.get(f"/RestorePoints/{done['restorePointId']}").json()["jobId"] == later["jobId"]
+    _drop(pg, "pg_copy_asof", "rt_app_restored")

@@ -269,6 +269,7 @@ class WorkerPool:
                 manifest_sha256=manifest_sha,
                 server_version=manifest.server_version, total_bytes=manifest.total_bytes,
                 database_count=len(manifest.databases), databases=[d.name for d in manifest.databases],
+                snapshot_times={d.name: d.snapshot_time for d in manifest.databases if d.snapshot_time},
                 data_key_sealed=req.data_key_sealed,
             )
             s.add(point)

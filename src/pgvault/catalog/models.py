@@ -255,6 +255,9 @@ class RestorePoint(Base):
     total_bytes: Mapped[int] = mapped_column(BigInteger)
     database_count: Mapped[int] = mapped_column(Integer)
     databases: Mapped[list[str]] = mapped_column(JSON, default=list, server_default="[]")
+    # Per database, when its snapshot was taken (ISO 8601 UTC): what "restore as of T" compares with, since
+    # databases dumped later in a long backup hold data from after the job's start.
+    snapshot_times: Mapped[dict[str, str]] = mapped_column(JSON, default=dict, server_default="{}")
     verified_at: Mapped[dt.datetime | None]
     verify_status: Mapped[str | None] = mapped_column(String(40))
     verify_message: Mapped[str | None] = mapped_column(Text)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from ..backup.manifest import Manifest
@@ -21,6 +22,7 @@ def restore_point_summary(point: RestorePoint, job: Job) -> dict[str, Any]:
         "serverVersion": point.server_version,
         "totalBytes": point.total_bytes,
         "databases": list(point.databases),
+        "snapshotTimes": {n: epoch(dt.datetime.fromisoformat(t)) for n, t in (point.snapshot_times or {}).items()},
         "prefix": point.prefix,
         "copies": [{**describe(c.kind, c.config), "state": c.state, "destinationId": c.destination_id,
                     "retentionDays": c.retention_days} for c in point.copies],
@@ -52,9 +54,11 @@ def browse_entries(point: RestorePoint, job: Job, manifest: Manifest | None) -> 
     """Command Center's ``dataResultSet``: one folder per database of the restore point."""
     sizes = {d.name: d.file.bytes for d in manifest.databases} if manifest else {}
     when = epoch(job.started_at)
+    snapshots = {n: epoch(dt.datetime.fromisoformat(t)) for n, t in (point.snapshot_times or {}).items()}
     return [
         {"displayName": name, "name": name, "path": f"/{name}", "size": sizes.get(name, 0),
-         "modificationTime": when, "flags": {"directory": True},
-         "advancedData": {"backupTime": when, "jobId": point.job_id, "restorePointId": point.id}}
+         "modificationTime": snapshots.get(name, when), "flags": {"directory": True},
+         "advancedData": {"backupTime": when, "snapshotTime": snapshots.get(name, when), "jobId": point.job_id,
+                          "restorePointId": point.id}}
         for name in point.databases
     ]

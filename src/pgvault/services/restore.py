@@ -35,6 +35,32 @@ def parse_time(value: Any, field: str) -> dt.datetime | None:
     raise BadRequest(f"{field}: {value!r} is not a time")
 
 
+def _to_second(when: dt.datetime) -> dt.datetime:
+    try:
+        return when.replace(microsecond=0) + dt.timedelta(seconds=1) - dt.timedelta(microseconds=1)
+    except OverflowError:
+        return dt.datetime.max.replace(tzinfo=dt.UTC)
+
+
+def _snapshot_time(point: RestorePoint, database: str, started: dt.datetime | None) -> dt.datetime:
+    text = (point.snapshot_times or {}).get(database)
+    if text:
+        return dt.datetime.fromisoformat(text)
+    return started or point.created_at  # restore points from before snapshot times were recorded
+
+
+def requested_databases(opts: RestoreOptions) -> list[str] | None:
+    """The databases a restore names (None: all of them, for "/")."""
+    names: list[str] = []
+    for raw in opts.fileOption.sourceItem:
+        m = _PATH.match(raw.strip())
+        if raw.strip() in ("/", ""):
+            return None
+        if m and m.group(1) not in names:
+            names.append(m.group(1))
+    return names
+
+
 def started_by(when: dt.datetime) -> ColumnElement[bool]:
     """Jobs that started at or before ``when``, to the second: Command Center shows whole seconds, so a
     backup that started at 10:00:00.7 is "at or before 10:00:00" for the user who copied that time."""
@@ -101,11 +127,21 @@ def choose_restore_point(session: Session, source: Instance, opts: RestoreOption
         or parse_time(opts.browseOption.timeRange.toTimeValue, "browseOption.timeRange.toTimeValue")
         or parse_time(opts.browseOption.timeRange.toTime, "browseOption.timeRange.toTime")
     )
-    q = (select(RestorePoint).join(Job, Job.id == RestorePoint.job_id)
+    q = (select(RestorePoint, Job.started_at).join(Job, Job.id == RestorePoint.job_id)
          .where(RestorePoint.instance_id == source.id).order_by(Job.started_at.desc(), RestorePoint.id.desc()))
-    if when is not None:
-        q = q.where(started_by(when))
-    point = session.scalars(q.limit(1)).first()
+    if when is None:
+        row = session.execute(q.limit(1)).first()
+        point = row[0] if row else None
+    else:
+        # The newest backup that started by then and whose requested databases' snapshots were all
+        # taken by then: in a long backup, databases dumped later hold data from after the job's start.
+        wanted = requested_databases(opts)
+        point = None
+        for candidate, started in session.execute(q.where(started_by(when)).limit(200)):
+            names = candidate.databases if wanted is None else [d for d in wanted if d in candidate.databases]
+            if all(_snapshot_time(candidate, n, started) <= _to_second(when) for n in names):
+                point = candidate
+                break
     if point is None:
         at = f" at or before {when.isoformat()}" if when else ""
         raise NotFound(f"instance {source.name!r} has no restore point{at}")
