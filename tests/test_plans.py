@@ -130,3 +130,31 @@ def test_a_plan_can_ask_for_a_drill_after_every_nth_backup(api, pg, tmp_path):
     assert latest["drill"]["status"] == "Passed", latest
     assert latest["verification"]["status"] == "Passed" and latest["drill"]["seconds"] > 0
     api.delete(f"/Instance/{entity['instanceId']}", params={"deleteBackups": "true"})
+
+
+def test_a_damaged_copy_gives_way_to_the_next(api, pg, tmp_path):
+    from tests.support.data import fingerprint, recreate_database
+    from tests.support.flows import restore, restore_body
+
+    name = f"spare-{tmp_path.name}"
+    body = {"planName": name, "destinations": [{"name": "one", "path": str(tmp_path / "one")},
+                                               {"name": "two", "path": str(tmp_path / "two")}]}
+    assert api.post("/V2/Plan", json=body).status_code == 200
+    recreate_database(pg, "spare_db")
+    with pg.connect("spare_db") as conn:
+        conn.execute("create table t as select generate_series(1, 500) x")
+    try:
+        entity, job = register(api, pg, name, plan=name)
+        done = api.wait_job(job)
+        damaged = stored_path(next(d for d in done["databases"] if d["name"] == "spare_db")["location"])
+        damaged.write_bytes(damaged.read_bytes()[:-10] + b"0123456789")
+        body = restore_body(entity, ["/spare_db"], renameDatabases={"spare_db": "spare_copy"})
+        restored = api.wait_job(restore(api, body))
+        assert restored["status"] == "Completed", restored
+        assert any("copies passed over" in w and "sha256 mismatch" in w for w in restored["warnings"]), restored
+        assert fingerprint(pg, "spare_copy") == fingerprint(pg, "spare_db")
+        api.delete(f"/Instance/{entity['instanceId']}", params={"deleteBackups": "true"})
+    finally:
+        with pg.connect() as conn:
+            conn.execute("drop database if exists spare_db with (force)")
+            conn.execute("drop database if exists spare_copy with (force)")

@@ -291,6 +291,11 @@ class WorkerPool:
             raise PgvaultError("the restore point of this job no longer exists")
         return point, destinations.open_point(point, self.sealer)
 
+    def _other_copies(self, point: RestorePoint) -> list[Storage]:
+        first = destinations.readable_copy(point)
+        return [destinations.open_copy(c, self.sealer) for c in point.copies
+                if c.state == "present" and c.id != first.id]
+
     def _restore(self, job_id: int, cancel: CancelToken, job_log: logging.Logger) -> _Result:
         with self.catalog.begin() as s:
             job = s.get(Job, job_id)
@@ -306,6 +311,7 @@ class WorkerPool:
                 overwrite=bool(opts.get("overwrite")), restore_globals=bool(opts.get("restore_globals")),
                 ownership=bool(opts.get("ownership")), parallelism=int(opts.get("parallelism", 2)),
                 pg_bin=self.settings.pg_bin, data_key_sealed=point.data_key_sealed, sealer=self.sealer,
+                alternates=self._other_copies(point),
             )
         outcome = RestoreRun(req, CatalogReporter(self.catalog, job_id), cancel, job_log).run()
         return _Result(outcome.status, outcome.message)

@@ -65,6 +65,7 @@ class RestoreRequest:
     restore_globals: bool = False
     ownership: bool = False
     parallelism: int = 2
+    alternates: list[Storage] = field(default_factory=list)  # the restore point's other copies
     pg_bin: Path | None = None
     data_key_sealed: bytes | None = None  # an encrypted restore point's data key, sealed by the master key
     sealer: Sealer | None = None  # opens it
@@ -115,16 +116,8 @@ class RestoreRun:
     def _run(self) -> RestoreOutcome:
         req = self.req
         self.reporter.phase("Verify", 1)
-        manifest = load_manifest(req.storage, req.prefix, req.manifest_sha256)
-        entries = self._entries(manifest)
         self._key = data_key(req.sealer, req.data_key_sealed)
-        for entry in entries:
-            self.cancel.raise_if_cancelled()
-            self._check(entry.file)
-        if req.restore_globals:
-            if manifest.globals is None:
-                raise _Failed("the backup holds no globals (roles) file; nothing on the target was touched")
-            self._check(manifest.globals)
+        manifest, entries = self._verified_copy()
 
         ids = self.reporter.items(
             [("database" if i.tables is None else "tables", i.source) for i in req.items]
@@ -194,6 +187,33 @@ class RestoreRun:
         if is_encrypted(file) and self._key is None:
             raise IntegrityError(f"{file.key}: the file is encrypted and the restore point has no data key")
         check_file(self.req.storage, file, data_key=self._key)
+
+    def _verified_copy(self) -> tuple[Manifest, list[DatabaseEntry]]:
+        """The first copy of the restore point whose every needed file matches the manifest; a damaged or
+        unreachable copy gives way to the next one, and the job says why each was passed over."""
+        req = self.req
+        problems: list[str] = []
+        for storage in [req.storage, *req.alternates]:
+            try:
+                manifest = load_manifest(storage, req.prefix, req.manifest_sha256)
+                req.storage = storage
+                entries = self._entries(manifest)
+                for entry in entries:
+                    self.cancel.raise_if_cancelled()
+                    self._check(entry.file)
+                if req.restore_globals:
+                    if manifest.globals is None:
+                        raise _Failed("the backup holds no globals (roles) file; nothing on the target was touched")
+                    self._check(manifest.globals)
+            except (IntegrityError, StorageError) as exc:
+                problems.append(f"{storage.uri(req.prefix)}: {exc}")
+                continue
+            if problems:
+                self.reporter.warn("copies passed over: " + "; ".join(problems))
+            return manifest, entries
+        if len(problems) == 1:
+            raise IntegrityError(problems[0].split(": ", 1)[1])
+        raise IntegrityError("no copy is intact: " + "; ".join(problems))
 
     def _entries(self, manifest: Manifest) -> list[DatabaseEntry]:
         out = []
