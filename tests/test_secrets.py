@@ -77,6 +77,7 @@ def test_password_absent_from_argv_environment_logs_api_and_disk(api, service, p
             passfile = next(v for v in environ.split(b"\0") if v.startswith(b"PGPASSFILE="))[11:]
             assert stat.S_IMODE(os.stat(passfile).st_mode) == 0o600
             assert stat.S_IMODE(os.stat(os.path.dirname(passfile)).st_mode) == 0o700
+            assert Path(passfile.decode()).is_relative_to(service.home / "run")  # swept at the next start
     finally:
         holder.execute("rollback")
         holder.close()

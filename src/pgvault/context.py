@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from .catalog.db import Catalog
 from .crypto import Keyring, Sealer
 from .logs import configure as configure_logging
+from .pgtools.runner import use_runtime_dir
 from .scheduler import Scheduler
 from .services.bootstrap import bootstrap
 from .settings import Settings
@@ -32,6 +33,7 @@ class Context:
         home.mkdir(parents=True, exist_ok=True)
         os.chmod(home, 0o700)
         configure_logging(settings.log_level, home)
+        use_runtime_dir(home / "run")
         master = settings.master_key.get_secret_value() if settings.master_key else None
         sealer = Keyring.open_home(home, master, create=True)  # follows `pgvault keys rotate` while running
         catalog = Catalog(settings.effective_catalog_url)

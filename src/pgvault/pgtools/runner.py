@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -68,6 +69,20 @@ class CancelToken:
                 self._callbacks.remove(cb)
 
 
+_runtime_dir: Path | None = None
+
+
+def use_runtime_dir(path: Path) -> None:
+    """Keep passfiles under ``path`` (0700) instead of the system's temporary folder, and remove what a
+    killed process left there: a passfile holds a password in clear for as long as its program runs."""
+    global _runtime_dir
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(path, 0o700)
+    for stale in path.glob("pgvault-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    _runtime_dir = path
+
+
 def _escape_passfile(value: str) -> str:
     return value.replace("\\", "\\\\").replace(":", "\\:")
 
@@ -76,7 +91,7 @@ def _escape_passfile(value: str) -> str:
 def client_env(address: ServerAddress) -> Iterator[dict[str, str]]:
     """Environment for libpq programs that reach ``address``; the database is chosen per program with
     ``PGDATABASE`` (safe for any name, unlike ``-d``, which treats ``=`` as a connection string)."""
-    with tempfile.TemporaryDirectory(prefix="pgvault-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="pgvault-", dir=_runtime_dir) as tmp:
         os.chmod(tmp, 0o700)
         passfile = Path(tmp) / "pgpass"
         fd = os.open(passfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
