@@ -26,11 +26,12 @@ test: install
 	$(BIN)/python -m pytest -n 2 --basetemp="$$tmp/t" $(PYTEST_ARGS); rc=$$?; rm -rf "$$tmp"; exit $$rc
 
 lint: install
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
 
 bench: install
-	$(BIN)/python bench/run.py
+	@command -v zstd >/dev/null 2>&1 || { echo "make bench needs the zstd command-line tool (the floor pipeline): apt-get install zstd"; exit 1; }
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

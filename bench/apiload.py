@@ -76,6 +76,7 @@ class LoadResult:
     errors: int
     wall: float
     latencies_ms: list[float]
+    server_cpu_s: float = 0.0  # the server process's own CPU over the run, when the caller measured it
 
     @property
     def rps(self) -> float:
@@ -150,6 +151,7 @@ def summarize(results: list[LoadResult]) -> dict[str, float]:
         "rps": statistics.median(r.rps for r in results),
         "p50_ms": lat[len(lat) // 2] if lat else float("nan"),
         "p99_ms": lat[min(len(lat) - 1, int(0.99 * len(lat)))] if lat else float("nan"),
+        "server_cpu_ms_per_request": sum(r.server_cpu_s for r in results) * 1000 / sum(r.requests for r in results),
         "requests": sum(r.requests for r in results),
         "errors": sum(r.errors for r in results),
     }

@@ -26,9 +26,9 @@ import zstandard
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.dataset import Spec, build, pg_env  # noqa: E402
-from pgvault.pgtools.binaries import bundled_bin_dir  # noqa: E402
-from pgvault.pgtools.localserver import LocalServer  # noqa: E402
+from bench.dataset import Spec, build, pg_env
+from pgvault.pgtools.binaries import bundled_bin_dir
+from pgvault.pgtools.localserver import LocalServer
 
 CHUNK = 1 << 20
 

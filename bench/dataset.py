@@ -83,7 +83,8 @@ select i,
        jsonb_build_object(
            'owner', 'user' || (i %% 997), 'score', floor(random() * 100000)::int, 'region', w[1 + i %% 7],
            'tags', (select jsonb_agg(w[1 + floor(random() * 40 + 0 * g)::int]) from generate_series(1, 4 + i %% 5) g),
-           'note', (select string_agg(w[1 + floor(random() * 40 + 0 * g)::int], ' ') from generate_series(1, 25 + 0 * i) g)),
+           'note', (select string_agg(w[1 + floor(random() * 40 + 0 * g)::int], ' ')
+                    from generate_series(1, 25 + 0 * i) g)),
        timestamptz '2024-01-01 00:00:00+00' + i * interval '37 seconds'
 from generate_series(%(start)s::bigint, %(stop)s::bigint) i, (select %(words)s::text[] as w) words
 """

@@ -39,6 +39,16 @@ def status_kb(pid: int, key: str) -> int:
     raise KeyError(key)
 
 
+def reset_peak(pid: int) -> bool:
+    """Resets VmHWM to the current RSS (``echo 5 > /proc/PID/clear_refs``), so that VmHWM read later is the
+    peak since now, without sampling gaps. False where the kernel or permissions do not allow it."""
+    try:
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
 def postmaster_pid(data_dir: Path) -> int:
     return int((data_dir / "postmaster.pid").read_text().split()[0])
 

@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench import apiload, dataset, methods  # noqa: E402
+from bench import apiload, dataset, methods, procstat  # noqa: E402
 from bench.methods import Measured  # noqa: E402
 from bench.service import BASE, Service  # noqa: E402
 from pgvault.pgtools.localserver import LocalServer  # noqa: E402
@@ -114,7 +114,9 @@ def api_phase(work: Path, args: argparse.Namespace) -> dict[str, Any]:
             for k in order:
                 paths = apiload.paths_for(k, BASE, args.api_requests, job_id, args.api_instances, args.api_page,
                                           rnd + 1)
+                before = procstat.cpu(svc.pid)
                 res = apiload.run_load(svc.port, paths, args.api_clients, headers)
+                res.server_cpu_s = (procstat.cpu(svc.pid) - before).own
                 results[k].append(res)
                 say(f"  round {rnd + 1}/{args.api_rounds} {k:<10} {res.rps:8.0f} req/s  p50 {res.pct(0.5):6.1f} ms"
                     f"  p99 {res.pct(0.99):6.1f} ms  errors {res.errors}")
@@ -148,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tiny", action="store_true", help="a few MB of data (for the test suite)")
     p.add_argument("--repeat", type=int, default=5, help="repetitions of each backup method")
     p.add_argument("--restore-repeat", type=int, default=3, help="repetitions of each restore method")
-    p.add_argument("--api-requests", type=int, default=4000, help="requests per endpoint per round")
+    p.add_argument("--api-requests", type=int, default=1500, help="requests per endpoint per round")
     p.add_argument("--api-rounds", type=int, default=3)
     p.add_argument("--api-clients", type=int, default=32)
     p.add_argument("--api-instances", type=int, default=10_000)
@@ -203,8 +205,10 @@ def main(argv: list[str] | None = None) -> int:
             shares = [m.cpu["pgvault"] / sum(m.cpu.values()) for m in runs["pgvault"]]
             client_shares = [m.cpu["pgvault"] / (m.cpu["pgvault"] + m.cpu["pg_dump"]) for m in runs["pgvault"]]
             floor_cpu = cpu_medians(runs["floor"])
-            compress_cpu = [sum(m.cpu.get(k, 0.0) for k in ("zstd", "tee", "sha256sum")) for m in runs["floor"]]
-            overhead = [(m.cpu["pgvault"] - median(compress_cpu)) / sum(m.cpu.values()) for m in runs["pgvault"]]
+            last = svc.job(int(runs["pgvault"][-1].extra["job_id"]))
+            files = [Path(unquote(urlparse(d["location"]).path)) for d in last["databases"]]
+            compress_cpu, raw_bytes = methods.compression_cpu(files)
+            overhead = [(m.cpu["pgvault"] - compress_cpu) / sum(m.cpu.values()) for m in runs["pgvault"]]
             medians.update({
                 "floor_s": r3(floor_s), "peers_s": r3(peers_s), "pgvault_s": r3(pgv_s),
                 "floor_mb": round(median([m.bytes for m in runs["floor"]]) / 1e6, 1),
@@ -213,10 +217,13 @@ def main(argv: list[str] | None = None) -> int:
                 "floor_cpu_s": floor_cpu, "peers_cpu_s": cpu_medians(runs["peers"]), "pgvault_cpu_s": pgv_cpu,
                 "pgvault_cpu_share_of_client": r3(median(client_shares)),
                 "pgvault_overhead_cpu_share": r3(median(overhead)),
-                "pgvault_rss_peak_sampled_mb_1x": round(max(m.extra["rss_peak_mb"] for m in runs["pgvault"]), 1),
+                "compression_cpu_s": r3(compress_cpu), "pg_dump_output_mb": round(raw_bytes / 1e6, 1),
+                "pgvault_rss_sampled_mb_1x": round(max(m.extra["rss_sampled_mb"] for m in runs["pgvault"]), 1),
+                "pgvault_rss_at_start_mb": round(svc.rss_at_start_mb, 1),
+                "pgvault_rss_peak_of_start_and_login_mb": round(svc.rss_start_peak_mb, 1),
                 "all_s": {k: [round(m.wall, 3) for m in v] for k, v in runs.items()},
             })
-            rss_1x = svc.rss_hwm_mb()
+            rss_1x = max(m.extra["rss_peak_mb"] for m in runs["pgvault"])
             keys.update(backup_vs_floor=r3(pgv_s / floor_s), backup_vs_peers=r3(peers_s / pgv_s),
                         pgvault_cpu_share=r3(median(shares)), rss_mb_1x=round(rss_1x, 1))
 
@@ -239,19 +246,31 @@ def main(argv: list[str] | None = None) -> int:
                     "pgvault files": lambda: methods.restore_pgvault_files(target, pgv_files),
                 }
                 available = restore_available(svc)
+                if available:
+                    src_instance = int(svc.job(last_job)["subclient"]["instanceId"])
+                    _, tjob = svc.register(target, "bench-target")  # its own first backup: waited for, not timed
+                    svc.wait(tjob, time.perf_counter())
+                    tgt_instance = int(svc.job(tjob)["subclient"]["instanceId"])
+                    prune_backups(svc, last_job)
+                    runners["pgvault restore"] = lambda: svc.restore(target, src_instance, tgt_instance, last_job,
+                                                                     list(archives))
+                    result["restore_status"] = "measured: POST /CreateTask -> Completed"
+                else:
+                    result["restore_status"] = "not available: pgvault has no restore endpoint (POST /CreateTask)"
+                    say(f"  pgvault restore job: {result['restore_status']}")
                 rruns = interleave(args.restore_repeat, runners)
                 rfloor = median([m.wall for m in rruns["pg_restore -j2"]])
+                rpgv = median([m.wall for m in rruns["pgvault restore"]]) if available else None
                 medians.update({
                     "restore_floor_s": r3(rfloor),
                     "restore_pgvault_files_by_hand_s": r3(median([m.wall for m in rruns["pgvault files"]])),
+                    "restore_pgvault_s": r3(rpgv),
                     "restore_floor_cpu_s": cpu_medians(rruns["pg_restore -j2"]),
                     "restore_pgvault_files_cpu_s": cpu_medians(rruns["pgvault files"]),
-                    "restore_pgvault_s": None,
+                    "restore_pgvault_cpu_s": cpu_medians(rruns["pgvault restore"]) if available else None,
+                    "restore_all_s": {k: [round(m.wall, 3) for m in v] for k, v in rruns.items()},
                 })
-                result["restore_status"] = (
-                    "POST /CreateTask exists but this harness does not drive it yet" if available else
-                    "not available: pgvault has no restore endpoint (POST /CreateTask) yet")
-                say(f"  pgvault restore job: {result['restore_status']}")
+                keys["restore_vs_floor"] = r3(rpgv / rfloor) if rpgv is not None else None
             svc.stop()
 
         if "memory" not in args.skip and args.memory_scale:
@@ -272,13 +291,13 @@ def main(argv: list[str] | None = None) -> int:
             runs5 = interleave(1, {"floor": lambda: methods.floor(source, dbs5, work / "floor-5x"),
                                    "pgvault": lambda: svc5.backup(source, subclient5)})
             m5 = runs5["pgvault"][0]
-            keys["rss_mb_5x"] = round(svc5.rss_hwm_mb(), 1)
+            keys["rss_mb_5x"] = round(m5.extra["rss_peak_mb"], 1)
             medians.update({
                 "memory_dataset_bytes": sum(msizes.values()),
                 "floor_5x_s": r3(runs5["floor"][0].wall), "pgvault_5x_s": r3(m5.wall),
                 "pgvault_cpu_s_5x": {k: round(v, 3) for k, v in m5.cpu.items()},
                 "pgvault_cpu_share_5x": r3(m5.cpu["pgvault"] / sum(m5.cpu.values())),
-                "pgvault_rss_peak_sampled_mb_5x": round(m5.extra["rss_peak_mb"], 1),
+                "pgvault_rss_sampled_mb_5x": round(m5.extra["rss_sampled_mb"], 1),
             })
             svc5.stop()
 
@@ -326,10 +345,13 @@ def print_table(result: dict[str, Any]) -> None:
             stored = f"{m[mb]:.1f}" if mb and mb in m else ""
             say(f"  {label:<44} {wall:>8}  {stored:>9}")
     if "api" in m:
-        say("api                                req/s     p50 ms    p99 ms")
+        say("api                                req/s     p50 ms    p99 ms   server CPU ms/request")
         for k, v in m["api"].items():
             if isinstance(v, dict) and "rps" in v:
-                say(f"  {k:<30} {v['rps']:9.0f} {v['p50_ms']:9.1f} {v['p99_ms']:9.1f}")
+                say(f"  {k:<30} {v['rps']:9.0f} {v['p50_ms']:9.1f} {v['p99_ms']:9.1f}"
+                    f"   {v['server_cpu_ms_per_request']:6.2f}")
+    say(f"load average at start {result['machine']['loadavg_at_start']}, at end {result['loadavg_at_end']} "
+        f"({result['machine']['cpus']} CPUs)")
     say("")
     say("key                       value      target   met")
     for key in REQUIRED_KEYS:

@@ -17,7 +17,7 @@ import httpx
 
 from pgvault.pgtools.localserver import LocalServer
 
-from . import procstat
+from . import methods, procstat
 from .methods import SETTLE, Measured
 
 BASE = "/commandcenter/api"
@@ -60,6 +60,13 @@ class Service:
         self.proc = subprocess.Popen([sys.executable, "-m", "pgvault.cli", "serve"], env=self.env, stdout=log,
                                      stderr=log, start_new_session=True)
         log.close()
+        try:
+            return self._ready()
+        except BaseException:
+            self.stop()  # a service that never answered (or refused the login) is not left running
+            raise
+
+    def _ready(self) -> Service:
         deadline = time.monotonic() + 60
         while True:
             if self.proc.poll() is not None:
@@ -77,6 +84,8 @@ class Service:
         r.raise_for_status()
         self.token = r.json()["token"]
         self.http.headers["Authtoken"] = self.token
+        self.rss_at_start_mb = procstat.status_kb(self.pid, "VmRSS") / 1024
+        self.rss_start_peak_mb = procstat.status_kb(self.pid, "VmHWM") / 1024  # start-up and the first login
         return self
 
     def log_tail(self, n: int = 3000) -> str:
@@ -162,6 +171,7 @@ class Service:
         its pg_dump children and of the server's backends over that time."""
         pm = procstat.postmaster_pid(server.data_dir)
         me0, pm0 = procstat.cpu(self.pid), procstat.cpu(pm)
+        exact = procstat.reset_peak(self.pid)
         with procstat.RssSampler(self.pid) as rss:
             t0 = time.perf_counter()
             r = self.api().post(f"/Subclient/{subclient_id}/action/backup", params={"backupLevel": "full"})
@@ -170,10 +180,42 @@ class Service:
             wall = self.wait(job_id, t0)
         time.sleep(SETTLE)
         me, srv = procstat.cpu(self.pid) - me0, procstat.cpu(pm) - pm0
+        peak = self.rss_hwm_mb() if exact else rss.peak_mb
         summary = self.check_completed(job_id)
         stored = sum(d["bytes"] for d in summary["databases"]) + ((summary.get("globals") or {}).get("bytes") or 0)
         return Measured(wall, stored, {"pgvault": me.own, "pg_dump": me.children, "server": srv.own + srv.children},
-                        {"rss_peak_mb": rss.peak_mb, "job_id": job_id})
+                        {"rss_peak_mb": peak, "rss_sampled_mb": rss.peak_mb, "rss_exact": float(exact),
+                         "job_id": job_id})
+
+    def restore(self, target: LocalServer, source_instance: int, target_instance: int, backup_job: int,
+                names: list[str]) -> Measured:
+        """One restore job (POST /CreateTask) of ``names`` from ``backup_job`` into the target instance,
+        from the POST to the job's Completed. The databases are dropped first, as for the other methods."""
+        methods.drop(target, names)
+        body = {"taskInfo": {
+            "associations": [{"instanceId": source_instance}],
+            "subTasks": [{"subTask": {"subTaskType": 3, "operationType": 1001}, "options": {"restoreOptions": {
+                "jobIds": [backup_job],
+                "destination": {"destinationInstance": {"instanceId": target_instance}},
+                "fileOption": {"sourceItem": [f"/{n}" for n in names]},
+                "commonOptions": {"unconditionalOverwrite": True},
+                "postgresRstOption": {"parallelism": 2},
+            }}}],
+        }}
+        pm = procstat.postmaster_pid(target.data_dir)
+        me0, pm0 = procstat.cpu(self.pid), procstat.cpu(pm)
+        t0 = time.perf_counter()
+        r = self.api().post("/CreateTask", json=body)
+        if r.status_code != 200:
+            raise RuntimeError(f"POST /CreateTask: {r.status_code} {r.text}")
+        job_id = int(r.json()["jobIds"][0])
+        wall = self.wait(job_id, t0)
+        time.sleep(SETTLE)
+        me, srv = procstat.cpu(self.pid) - me0, procstat.cpu(pm) - pm0
+        self.check_completed(job_id)
+        return Measured(wall, 0, {"pgvault": me.own, "pg_restore": me.children, "server": srv.own + srv.children},
+                        {"job_id": job_id})
 
     def rss_hwm_mb(self) -> float:
+        """VmHWM: the peak RSS since the start or the last ``procstat.reset_peak``."""
         return procstat.status_kb(self.pid, "VmHWM") / 1024

@@ -28,6 +28,16 @@ def serve() -> None:
                 access_log=False)
 
 
+@app.command("bin")
+def bin_dir() -> None:
+    """Print the folder of the PostgreSQL client tools pgvault uses (pg_restore, psql, createdb ...): the
+    archives pgvault writes need a pg_restore at least as new as the pg_dump that wrote them."""
+    from .pgtools.binaries import toolset
+    from .settings import Settings
+
+    typer.echo(str(toolset(Settings().pg_bin).bin_dir))
+
+
 keys_app = typer.Typer(help="The master keys: rotate, re-wrap, list, retire (README: \"Keep the master key safe\").",
                        no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
