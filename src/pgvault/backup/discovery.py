@@ -21,14 +21,14 @@ where datallowconn and not datistemplate
 order by datname
 """
 
-# Leaf tables whose rows pg_dump writes: ordinary tables outside the system schemas that no extension owns.
+# Every ordinary table outside the system schemas, named as pg_dump's table of contents names it
+# ("schema.table", unquoted): a restore drill counts these and compares with the counts the backup read
+# from the archive.
 _TABLES = """
-select format('%I.%I', n.nspname, c.relname)
+select n.nspname || '.' || c.relname, format('%I.%I', n.nspname, c.relname)
 from pg_class c join pg_namespace n on n.oid = c.relnamespace
 where c.relkind = 'r'
   and n.nspname not in ('pg_catalog', 'information_schema') and n.nspname !~ '^pg_(toast|temp_)'
-  and not exists (select 1 from pg_depend d where d.classid = 'pg_class'::regclass and d.objid = c.oid
-                  and d.deptype = 'e')
 order by 1
 """
 
@@ -57,16 +57,15 @@ def connection_budget(conn: psycopg.Connection) -> int | None:
 
 def row_counts(conn: psycopg.Connection) -> tuple[dict[str, int], list[str]]:
     """Exact row counts per table in the connection's current transaction, and what could not be
-    counted. Each count runs under a savepoint: the transaction, and with it the snapshot pg_dump
-    imports, must survive a table the login may not read."""
+    counted (each count under a savepoint, so one unreadable table does not end the transaction)."""
     from psycopg import sql
 
     counts: dict[str, int] = {}
     errors: list[str] = []
-    for (name,) in conn.execute(_TABLES).fetchall():
+    for name, quoted in conn.execute(_TABLES).fetchall():
         conn.execute("savepoint pgvault_count")
         try:
-            row = conn.execute(sql.SQL("select count(*) from {}").format(sql.SQL(name))).fetchone()
+            row = conn.execute(sql.SQL("select count(*) from {}").format(sql.SQL(quoted))).fetchone()
         except psycopg.errors.QueryCanceled:
             raise
         except psycopg.Error as exc:
