@@ -21,9 +21,8 @@ where datallowconn and not datistemplate
 order by datname
 """
 
-# Every ordinary table outside the system schemas, named as pg_dump's table of contents names it
-# ("schema.table", unquoted): a restore drill counts these and compares with the counts the backup read
-# from the archive.
+# Every ordinary table outside the system schemas, named "schema.table" (unquoted, as pg_dump's table of
+# contents names it): counted at backup time in pg_dump's snapshot and again by a restore drill.
 _TABLES = """
 select n.nspname || '.' || c.relname, format('%I.%I', n.nspname, c.relname)
 from pg_class c join pg_namespace n on n.oid = c.relnamespace

@@ -27,8 +27,7 @@ from ..pgtools.binaries import Toolset, toolset_for_server
 from ..pgtools.connection import ServerAddress, ServerInfo
 from ..pgtools.runner import Cancelled, CancelToken, client_env, run_program
 from ..storage import Storage, StorageError
-from .archive_rows import RowCounter
-from .discovery import Database, connection_budget, discover
+from .discovery import Database, connection_budget, discover, row_counts
 from .encryption import DATA_KEY_OBJECT, FILE_SUFFIX, FORMAT_SUFFIX, ChunkEncryptor, data_key_document
 from .manifest import DatabaseEntry, FileEntry, Manifest
 
@@ -100,10 +99,8 @@ class _HashingCompressor(_HashingWriter):
     def __init__(self, writer: object, level: int, data_key: bytes | None = None) -> None:
         super().__init__(writer, data_key)
         self._zstd = zstandard.ZstdCompressor(level=level).compressobj()
-        self.rows = RowCounter()
 
     def __call__(self, chunk: bytes) -> None:
-        self.rows.feed(chunk)
         super().__call__(self._zstd.compress(chunk))
 
     def finish(self) -> str:
@@ -268,33 +265,49 @@ class BackupRun:
                        env: dict[str, str]) -> DatabaseEntry | str:
         """Returns the stored database, or the reason it failed (which does not stop the others).
 
-        pgvault's own connection exports a snapshot that pg_dump imports (``--snapshot``), which dates the
-        data; the rows of each table are counted from the archive as it streams by (``RowCounter``): the
-        facts a restore drill checks against, from exactly the data stored.
+        pgvault's own connection exports a snapshot that pg_dump imports (``--snapshot``) and, while pg_dump
+        runs, counts each table's rows in that same snapshot: the facts a restore drill checks against.
         """
         if self.cancel.cancelled:
             return "cancelled"
         self.reporter.item_running(item_id)
         name, fmt = self._suffixes(f"{object_name(index, db.name)}.dump.zst", "custom+zstd")
         key = f"{self.req.prefix}/databases/{name}"
+        counts: dict[str, int] | None = None
+        count_errors: list[str] = []
         try:
             with self.req.address.with_db(db.name).connect() as snap, \
                     self.cancel.on_cancel(lambda: _cancel_query(snap)):
                 snap.execute("begin isolation level repeatable read read only")
-                # Managed services often limit idle transactions; this one idles while pg_dump runs and
-                # must outlive pg_dump's import of its snapshot.
+                # Managed services often limit idle transactions and statements; this one idles while
+                # pg_dump runs and must outlive it, and its counts may scan big tables.
                 snap.execute("set local idle_in_transaction_session_timeout = 0")
+                snap.execute("set local statement_timeout = 0")
                 row = snap.execute("select pg_export_snapshot(), now()").fetchone()
                 assert row is not None
                 snapshot_time = row[1]
                 argv = [tools.path("pg_dump"), "--format=custom", "--compress=0", "--no-password",
                         f"--snapshot={row[0]}", f"--lock-wait-timeout={self.req.lock_wait_timeout * 1000}"]
-                with self.req.storage.writer(key) as w:
-                    sink = _HashingCompressor(w, self.req.compression_level, self.req.data_key)
-                    run_program(argv, {**env, "PGDATABASE": db.name}, log=self.log, cancel=self.cancel,
-                                stdout_sink=sink)
-                    sha = sink.finish()
-                    w.commit()
+
+                def count() -> None:
+                    nonlocal counts
+                    try:
+                        counts, errors = row_counts(snap)
+                        count_errors.extend(errors)
+                    except psycopg.Error as exc:
+                        count_errors.append(str(exc).strip())
+
+                counter = threading.Thread(target=count, name=f"count-{db.name}", daemon=True)
+                counter.start()
+                try:
+                    with self.req.storage.writer(key) as w:
+                        sink = _HashingCompressor(w, self.req.compression_level, self.req.data_key)
+                        run_program(argv, {**env, "PGDATABASE": db.name}, log=self.log, cancel=self.cancel,
+                                    stdout_sink=sink)
+                        sha = sink.finish()
+                        w.commit()
+                finally:
+                    counter.join()
                 with contextlib.suppress(psycopg.Error):  # the dump is stored: the snapshot has served
                     snap.execute("commit")
         except Cancelled:
@@ -305,9 +318,8 @@ class BackupRun:
             return self._db_failed(item_id, db, str(exc))
         except psycopg.Error as exc:
             return self._db_failed(item_id, db, str(exc).strip())
-        counts = sink.rows.result()
-        if counts is None:
-            self.reporter.warn(f"row counts of {db.name!r} not recorded: {sink.rows.failed or 'archive not read'}")
+        if count_errors:
+            self.reporter.warn(f"row counts of {db.name!r} incomplete: {'; '.join(count_errors)[:500]}")
         entry = DatabaseEntry(db.name, FileEntry(key=key, bytes=sink.bytes, sha256=sha, format=fmt),
                               encoding=db.encoding, collate=db.collate, ctype=db.ctype, row_counts=counts,
                               snapshot_time=snapshot_time.astimezone(dt.UTC).isoformat())
