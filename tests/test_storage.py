@@ -372,3 +372,40 @@ def test_throughput_of_a_200_mb_stream(s3, tmp_path):
         down = time.perf_counter() - started
         assert size == 200 << 20
         print(f"\n{name}: upload {200 / up:.0f} MiB/s, download {200 / down:.0f} MiB/s")
+
+
+def test_delete_one_object(storage):
+    for key in ("d/x", "d/y"):
+        with storage.writer(key) as w:
+            w.write(b"1")
+            w.commit()
+    storage.delete("d/x")
+    assert not storage.exists("d/x") and storage.exists("d/y")
+    storage.delete("d/never-there")  # not an error
+
+
+def test_a_fan_out_write_that_fails_on_one_destination_leaves_it_on_none(tmp_path):
+    from pgvault.storage import FanOutStorage
+    from pgvault.storage.base import ObjectWriter
+
+    class _Refusing(ObjectWriter):
+        def write(self, data: bytes) -> None:
+            pass
+
+        def commit(self) -> None:
+            raise StorageError("the disk is full")
+
+        def abort(self) -> None:
+            pass
+
+    class _Full(LocalStorage):
+        def writer(self, key: str) -> ObjectWriter:
+            return _Refusing()
+
+    first = LocalStorage(tmp_path / "first")
+    fan = FanOutStorage([first, _Full(tmp_path / "second")])
+    w = fan.writer("backup/file")
+    w.write(b"data")
+    with pytest.raises(StorageError, match="full"):
+        w.commit()
+    assert not first.exists("backup/file")

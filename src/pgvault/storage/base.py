@@ -58,6 +58,10 @@ class Storage(abc.ABC):
         """Delete every object under ``prefix/``; returns how many."""
 
     @abc.abstractmethod
+    def delete(self, key: str) -> None:
+        """Delete one object; deleting one that is not there is not an error."""
+
+    @abc.abstractmethod
     def list(self, prefix: str) -> list[str]: ...
 
     @abc.abstractmethod

@@ -11,19 +11,26 @@ from .base import ObjectWriter, Storage, StorageError
 
 
 class _FanOutWriter(ObjectWriter):
-    def __init__(self, writers: list[ObjectWriter]) -> None:
+    def __init__(self, writers: list[ObjectWriter], members: list[Storage], key: str) -> None:
         self._writers = writers
+        self._members = members
+        self._key = key
 
     def write(self, data: bytes) -> None:
         for w in self._writers:
             w.write(data)
 
     def commit(self) -> None:
+        done = 0
         try:
             for w in self._writers:
                 w.commit()
+                done += 1
         except StorageError:
             self.abort()
+            for member in self._members[:done]:  # the ones already committed: take the object back
+                with contextlib.suppress(Exception):
+                    member.delete(self._key)
             raise
 
     def abort(self) -> None:
@@ -49,7 +56,7 @@ class FanOutStorage(Storage):
             for w in writers:
                 w.abort()
             raise
-        return _FanOutWriter(writers)
+        return _FanOutWriter(writers, self.members, key)
 
     def read(self, key: str, chunk_size: int = 1 << 20) -> Iterator[bytes]:
         return self.members[0].read(key, chunk_size)
@@ -59,6 +66,10 @@ class FanOutStorage(Storage):
 
     def list(self, prefix: str) -> list[str]:
         return self.members[0].list(prefix)
+
+    def delete(self, key: str) -> None:
+        for m in self.members:
+            m.delete(key)
 
     def delete_prefix(self, prefix: str) -> int:
         counts = []

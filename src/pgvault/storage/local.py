@@ -84,6 +84,12 @@ class LocalStorage(Storage):
             str(p.relative_to(self.root)) for p in base.rglob("*") if p.is_file() and not p.name.startswith(".")
         )
 
+    def delete(self, key: str) -> None:
+        try:
+            self._path(key).unlink(missing_ok=True)
+        except OSError as exc:
+            raise StorageError(f"cannot delete {self._path(key)}: {exc.strerror}") from exc
+
     def delete_prefix(self, prefix: str) -> int:
         try:
             return self._delete_prefix(prefix)

@@ -298,6 +298,14 @@ class S3Storage(Storage):
         except _ERRORS as exc:
             raise self._error("list", prefix, exc) from exc
 
+    def delete(self, key: str) -> None:
+        try:
+            obstore.delete(self.store, check_key(key))
+        except FileNotFoundError:
+            return
+        except _ERRORS as exc:
+            raise self._error("delete", key, exc) from exc
+
     def delete_prefix(self, prefix: str) -> int:
         keys = self.list(prefix)
         if keys:
