@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from pgvault.storage import LocalStorage, StorageError, open_storage
+from pgvault.storage import LocalStorage, StorageError, open_location
 from pgvault.storage.s3 import S3Storage, S3Tuning, endpoint_url
 
 PREFIX = "backups/pgvault"
@@ -308,9 +308,9 @@ def test_virtual_hosted_addressing_puts_the_bucket_in_the_host_name(s3):
     assert storage.delete_prefix("v") == 1 and path_style.list("v") == []
 
 
-def test_a_bucket_without_prefix_and_open_storage(s3):
+def test_a_bucket_without_prefix_and_open_location(s3):
     bucket = s3.new_bucket()
-    storage = open_storage("s3", json.dumps(s3.config(bucket)), s3.secret())
+    storage = open_location("s3", s3.config(bucket), s3.secret())
     assert isinstance(storage, S3Storage)
     with storage.writer("top/obj") as w:
         w.write(b"1")
