@@ -294,6 +294,7 @@ def test_backup_job_and_job_lists(cc: Commcell, sdk_inst):
     job = subclient.backup("Full")
     assert isinstance(job, Job) and job.job_type == "Backup" and job.backup_level == "Full"
     assert job.instance_name == "sdk-inst" and job.subclient_name == "default"
+    assert job.username == "admin"  # who started it (jobSummary.userName)
     assert wait(job) is True
     assert job.is_finished and job.status == "Completed"
     assert job.end_time and job.delay_reason is None

@@ -31,7 +31,7 @@ log = logging.getLogger("pgvault.api.instances")
 
 @router.post("/Instance", summary="Create Instance: register a PostgreSQL instance and back up every database")
 def create_instance(
-    request: Request, ctx: ContextDep, _: UserDep, body: Annotated[AnyCreateInstanceRequest, Body()],
+    request: Request, ctx: ContextDep, user: UserDep, body: Annotated[AnyCreateInstanceRequest, Body()],
 ) -> dict:
     if isinstance(body, SdkCreateInstanceRequest):  # cvpysdk's add_postgresql_instance: see docs/api.md
         reply_errors_in_body(request)
@@ -48,6 +48,7 @@ def create_instance(
         info = probe(reg.address)
         with ctx.catalog.begin() as s:
             inst, job = instances.create(s, reg, info, ctx.sealer)
+            job.started_by = user.username
             result = instance_entity(inst.id, inst.cloud_account_id, inst.name, inst.subclients[0].id)
             job_id = job.id
     except PgvaultError as exc:
@@ -105,7 +106,7 @@ def update_instance(
 
 @router.delete("/Instance/{instance_id}", summary="Delete an instance; its backups stay unless deleteBackups=true")
 def delete_instance(
-    ctx: ContextDep, _: UserDep, instance_id: int,
+    ctx: ContextDep, user: UserDep, instance_id: int,
     delete_backups: Annotated[bool, Query(alias="deleteBackups")] = False,
 ) -> dict:
     """With deleteBackups, every copy of the instance's restore points is marked for deletion in the same
@@ -129,6 +130,7 @@ def delete_instance(
             job = aging.queue_aging(s, inst) or s.scalar(select(Job).where(
                 Job.instance_id == inst.id, Job.job_type == "DataAging", Job.status == "Waiting"))
             assert job is not None
+            job.started_by = user.username
             job_ids.append(str(job.id))
     for job_id in _running_jobs(ctx, instance_id):
         ctx.pool.kill(job_id)
@@ -139,7 +141,7 @@ def delete_instance(
 
 @router.post("/Instance/{instance_id}/action/dataAging",
              summary="Run Data Aging now: drop copies past their retention, report stray folders")
-def data_aging(ctx: ContextDep, _: UserDep, instance_id: int) -> dict:
+def data_aging(ctx: ContextDep, user: UserDep, instance_id: int) -> dict:
     with ctx.catalog.begin() as s:
         inst = s.get(Instance, instance_id)
         if inst is None:
@@ -147,6 +149,7 @@ def data_aging(ctx: ContextDep, _: UserDep, instance_id: int) -> dict:
         job = aging.queue_aging(s, inst) or s.scalar(
             select(Job).where(Job.instance_id == inst.id, Job.job_type == "DataAging", Job.status == "Waiting"))
         assert job is not None
+        job.started_by = user.username
         job_id = job.id
     ctx.pool.wake()
     return {"jobIds": [str(job_id)]}

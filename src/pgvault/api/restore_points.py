@@ -81,7 +81,7 @@ class VerifyRequestBody(WireModel):
 
 @router.post("/RestorePoints/{point_id}/action/verify",
              summary="Re-check every file's sha256; with drill, restore into scratch databases and compare row counts")
-def verify_restore_point(ctx: ContextDep, _: UserDep, point_id: int,
+def verify_restore_point(ctx: ContextDep, user: UserDep, point_id: int,
                          body: Annotated[VerifyRequestBody | None, Body()] = None) -> dict:
     body = body or VerifyRequestBody()
     with ctx.catalog.begin() as s:
@@ -89,6 +89,7 @@ def verify_restore_point(ctx: ContextDep, _: UserDep, point_id: int,
         if point is None:
             raise NotFound(f"restore point {point_id} does not exist")
         job = restore.queue_verification(s, point, drill=body.drill, target_instance_id=body.targetInstanceId)
+        job.started_by = user.username
         job_id = job.id
     ctx.pool.wake()
     return {"jobIds": [str(job_id)]}

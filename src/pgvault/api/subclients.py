@@ -22,7 +22,7 @@ LEVELS = {"full": "Full", "incremental": "Full", "differential": "Full", "synthe
 @router.post("/Subclient/{subclient_id}/action/backup",
              summary="Back up now; every level is a full dump of every database (PaaS has no WAL access)")
 def backup_now(
-    ctx: ContextDep, _: UserDep, subclient_id: int,
+    ctx: ContextDep, user: UserDep, subclient_id: int,
     backup_level: Annotated[str, Query(alias="backupLevel")] = "full",
 ) -> dict:
     if backup_level.lower() not in LEVELS:
@@ -32,6 +32,7 @@ def backup_now(
         if sub is None or sub.instance.deleted_at is not None:
             raise NotFound(f"subclient {subclient_id} does not exist")
         job = jobs.queue_backup(s, sub.instance, sub)
+        job.started_by = user.username
         job_id = job.id
     ctx.pool.wake()
     return {"jobIds": [str(job_id)]}

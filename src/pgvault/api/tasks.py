@@ -14,9 +14,10 @@ router = APIRouter(tags=["restore"])
 
 
 @router.post("/CreateTask", summary="Restore databases or tables of a restore point, in place or elsewhere")
-def create_task(ctx: ContextDep, _: UserDep, body: Annotated[CreateTaskRequest, Body()]) -> dict:
+def create_task(ctx: ContextDep, user: UserDep, body: Annotated[CreateTaskRequest, Body()]) -> dict:
     with ctx.catalog.begin() as s:
         job = restore.create_restore_job(s, body)
+        job.started_by = user.username
         job_id = job.id
     ctx.pool.wake()
     return {"jobIds": [str(job_id)], "taskId": 0}

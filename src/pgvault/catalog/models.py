@@ -204,6 +204,7 @@ class Job(Base):
     instance_id: Mapped[int] = mapped_column(ForeignKey("instances.id"))
     subclient_id: Mapped[int] = mapped_column(ForeignKey("subclients.id"))
     trigger: Mapped[str] = mapped_column(String(16), default="manual", server_default="manual")
+    started_by: Mapped[str] = mapped_column(String(255), default="system", server_default="system")
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     started_at: Mapped[dt.datetime | None]
     ended_at: Mapped[dt.datetime | None]

@@ -19,6 +19,7 @@ def job_summary(job: Job) -> dict[str, Any]:
         "jobType": job.job_type,
         "backupLevelName": job.backup_level,
         "trigger": job.trigger,
+        "userName": {"userName": job.started_by, "userId": 0},
         "status": job.status,
         "percentComplete": job.percent_complete,
         "currentPhaseName": job.phase,
