@@ -19,6 +19,7 @@ from pathlib import Path
 import zstandard
 from psycopg import sql
 
+from pgvault.files import fsync_path
 from pgvault.pgtools.binaries import bundled_bin_dir
 from pgvault.pgtools.localserver import LocalServer
 
@@ -56,12 +57,6 @@ def databases(server: LocalServer) -> list[Database]:
     return sorted((Database(r[0], int(r[1])) for r in rows), key=lambda d: (-d.size, d.name))
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _wait(procs: list[subprocess.Popen[bytes]]) -> list[tuple[int, float]]:
@@ -123,7 +118,7 @@ def _floor_one(argv: list[str], env: dict[str, str], out: Path, compress: bool) 
         if code != 0:
             raise RuntimeError(f"{stage[0]} exited {code}: {err.strip()}")
     assert len(digest.split()[0]) == 64
-    _fsync(out)
+    fsync_path(out)
     names = ["pg_dump", "zstd", "tee", "sha256sum"] if compress else ["pg_dumpall", "tee", "sha256sum"]
     return out.stat().st_size, {n: cpu for n, (_, cpu) in zip(names, results, strict=True)}
 

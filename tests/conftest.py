@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from tests.support.certs import TestCA, make_ca
 from tests.support.servers import system_pg_bin
 from tests.support.service import Api, Service
 
+from pgvault.catalog.db import Catalog
 from pgvault.pgtools.localserver import LocalServer
 
 
@@ -138,3 +141,25 @@ def s3() -> Iterator[MotoS3]:
         httpx.post(f"{url}/moto-api/reset-auth", content=b"inf")
         server.stop()
         werkzeug_log.setLevel(level)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def catalog(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Catalog]:
+    """A migrated, empty catalog on each dialect: a SQLite file, and a database of its own on the
+    session's PostgreSQL server (started only when a PostgreSQL case runs)."""
+    if request.param == "sqlite":
+        cat = Catalog(f"sqlite:///{tmp_path / 'catalog.db'}")
+        cat.migrate()
+        yield cat
+        cat.dispose()
+        return
+    pg = request.getfixturevalue("pg")
+    name = "catalog_" + secrets.token_hex(4)
+    with pg.connect() as conn:
+        conn.execute(f"create database {name}")
+    cat = Catalog(f"postgresql+psycopg://postgres:{pg.password}@127.0.0.1:{pg.port}/{name}")
+    cat.migrate()
+    yield cat
+    cat.dispose()
+    with pg.connect() as conn:
+        conn.execute(f"drop database {name} with (force)")

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-import secrets
 import threading
-from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import func, inspect, select
@@ -15,24 +13,6 @@ from pgvault.catalog.db import Catalog
 from pgvault.catalog.models import Backupset, CloudAccount, Instance, Job, Plan, Subclient, User
 from pgvault.catalog.types import utcnow
 from pgvault.services import jobs
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def catalog(request, tmp_path, pg) -> Iterator[Catalog]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'catalog.db'}"
-    else:
-        name = "catalog_" + secrets.token_hex(4)
-        with pg.connect() as conn:
-            conn.execute(f"create database {name}")
-        url = f"postgresql+psycopg://postgres:{pg.password}@127.0.0.1:{pg.port}/{name}"
-    cat = Catalog(url)
-    cat.migrate()
-    yield cat
-    cat.dispose()
-    if request.param == "postgresql":
-        with pg.connect() as conn:
-            conn.execute(f"drop database {name} with (force)")
 
 
 def make_instance(cat: Catalog, name: str = "i1") -> int:

@@ -545,25 +545,6 @@ def test_environment_key_rotation_follows_the_documented_steps(tmp_path, pg):
         _drop(pg, "env_app")
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def catalog(request, tmp_path, pg):
-    from pgvault.catalog.db import Catalog
-
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'catalog.db'}"
-    else:
-        name = "keys_" + os.urandom(4).hex()
-        with pg.connect() as conn:
-            conn.execute(f"create database {name}")
-        url = f"postgresql+psycopg://postgres:{pg.password}@127.0.0.1:{pg.port}/{name}"
-    cat = Catalog(url)
-    cat.migrate()
-    yield cat
-    cat.dispose()
-    if request.param == "postgresql":
-        _drop(pg, name)
-
-
 def test_rewrap_is_all_or_nothing_on_both_dialects(catalog, tmp_path):
     """A value no key of the ring opens stops the re-wrap before anything is committed; without it,
     every value moves to the new key in the one transaction."""

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
-import secrets
 import sqlite3
 import threading
 import time
@@ -163,26 +162,6 @@ def test_an_overdue_backup_waits_for_the_window():
 
 
 # -- the scheduler on a catalog, with a clock of its own ---------------------------------------------------
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def catalog(request, tmp_path) -> Iterator[Catalog]:
-    if request.param == "sqlite":
-        cat = Catalog(f"sqlite:///{tmp_path / 'catalog.db'}")
-        cat.migrate()
-        yield cat
-        cat.dispose()
-        return
-    pg = request.getfixturevalue("pg")
-    name = "sched_" + secrets.token_hex(4)
-    with pg.connect() as conn:
-        conn.execute(f"create database {name}")
-    cat = Catalog(f"postgresql+psycopg://postgres:{pg.password}@127.0.0.1:{pg.port}/{name}")
-    cat.migrate()
-    yield cat
-    cat.dispose()
-    with pg.connect() as conn:
-        conn.execute(f"drop database {name} with (force)")
-
 
 @pytest.fixture()
 def sqlite_catalog(tmp_path) -> Iterator[Catalog]:

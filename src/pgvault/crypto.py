@@ -21,7 +21,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from .files import write_private_file
+from .files import fsync_path, write_private_file
 
 log = logging.getLogger("pgvault.keys")
 
@@ -104,11 +104,7 @@ def write_key_file(path: Path, key: bytes) -> None:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    fsync_path(path.parent)
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,15 @@ import os
 from pathlib import Path
 
 
+def fsync_path(path: Path) -> None:
+    """fsync a file or a folder by path (a folder after a rename or unlink in it: the name is durable)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def write_private_file(path: Path, text: str) -> None:
     """Create ``path`` with mode 0600 from the first byte (never world-readable, not even briefly).
 

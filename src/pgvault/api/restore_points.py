@@ -103,7 +103,7 @@ def do_browse(ctx: ContextDep, _: UserDep, body: Annotated[dict[str, Any], Body(
     time_range = body.get("timeRange") or {}
     end = parse_time(time_range.get("toTime") if isinstance(time_range, dict) else None, "timeRange.toTime")
     with ctx.catalog.begin() as s:
-        source = restore._instance_by_entity(s, entity, live_only=False)
+        source = restore.instance_by_entity(s, entity, live_only=False)
         if source is None:
             raise BadRequest("entity must name the instance (instanceId, backupsetId or subclientId)")
         q = (select(RestorePoint, Job).join(Job, Job.id == RestorePoint.job_id)

@@ -7,25 +7,35 @@ import binascii
 import datetime as dt
 import ipaddress
 import re
+from collections.abc import Callable
 from typing import Annotated, Any
 
-from pydantic import Discriminator, Field, StrictBool, StrictInt, StrictStr, Tag, field_validator
+from pydantic import AfterValidator, Discriminator, Field, StrictBool, StrictInt, StrictStr, Tag, field_validator
 
 from ..catalog.models import Instance
 from .common import ENTITY_INSTANCE, POSTGRESQL_APP_ID, WireModel, epoch
 
 
+def _exactly(expected: object) -> Callable[[Any], Any]:
+    """A rule both request shapes (the seed's and cvpysdk's) apply to the same field."""
+
+    def check(value: Any) -> Any:
+        if value != expected:
+            raise ValueError(f"must be {expected!r}, not {value!r}")
+        return value
+
+    return check
+
+
+ApplicationId = Annotated[StrictInt, AfterValidator(_exactly(POSTGRESQL_APP_ID))]
+CloudEngine = Annotated[StrictStr, AfterValidator(_exactly("POSTGRESQL"))]
+DbEngine = Annotated[StrictStr, AfterValidator(_exactly("PostgreSQL"))]
+
+
 class InstanceRef(WireModel):
     instanceName: Annotated[StrictStr, Field(max_length=255)] | None = None
-    applicationId: StrictInt = POSTGRESQL_APP_ID
+    applicationId: ApplicationId = POSTGRESQL_APP_ID
     clientName: Annotated[StrictStr, Field(max_length=255)] | None = None
-
-    @field_validator("applicationId")
-    @classmethod
-    def _postgresql_only(cls, v: int) -> int:
-        if v != POSTGRESQL_APP_ID:
-            raise ValueError(f"must be {POSTGRESQL_APP_ID} (PostgreSQL), not {v}")
-        return v
 
 
 class SAUserModel(WireModel):
@@ -75,20 +85,13 @@ class PostgreSQLInstance(WireModel):
     MaintainenceDB: Annotated[StrictStr, Field(min_length=1, max_length=255)] = "postgres"
     port: StrictStr
     SAUser: SAUserModel
-    cloudDBEngineType: StrictStr
+    cloudDBEngineType: CloudEngine
     sslOpt: SslOpt = SslOpt()
 
     @field_validator("port")
     @classmethod
     def _host_port(cls, v: str) -> str:
         parse_host_port(v)
-        return v
-
-    @field_validator("cloudDBEngineType")
-    @classmethod
-    def _engine(cls, v: str) -> str:
-        if v != "POSTGRESQL":
-            raise ValueError(f"must be POSTGRESQL, not {v!r}")
         return v
 
 
@@ -101,14 +104,7 @@ class InstanceProperties(WireModel):
     version: Annotated[StrictStr, Field(min_length=1, max_length=64)]
     postGreSQLInstance: PostgreSQLInstance
     planEntity: PlanRef
-    dbEngine: StrictStr
-
-    @field_validator("dbEngine")
-    @classmethod
-    def _db_engine(cls, v: str) -> str:
-        if v != "PostgreSQL":
-            raise ValueError(f"must be PostgreSQL, not {v!r}")
-        return v
+    dbEngine: DbEngine
 
 
 class CreateInstanceRequest(WireModel):
@@ -188,7 +184,7 @@ class SdkInstanceRef(WireModel):
     instanceName: Annotated[StrictStr, Field(min_length=1, max_length=255)]
     clientName: Annotated[StrictStr, Field(max_length=255)] | None = None
     appName: StrictStr = "PostgreSQL"
-    applicationId: StrictInt = POSTGRESQL_APP_ID
+    applicationId: ApplicationId = POSTGRESQL_APP_ID
 
     @field_validator("appName")
     @classmethod
@@ -197,20 +193,13 @@ class SdkInstanceRef(WireModel):
             raise ValueError(f"must be PostgreSQL, not {v!r}")
         return v
 
-    @field_validator("applicationId")
-    @classmethod
-    def _postgresql_only(cls, v: int) -> int:
-        if v != POSTGRESQL_APP_ID:
-            raise ValueError(f"must be {POSTGRESQL_APP_ID} (PostgreSQL), not {v}")
-        return v
-
 
 class SdkPostgreSQLInstance(WireModel):
     MaintainenceDB: Annotated[StrictStr, Field(min_length=1, max_length=255)] = "postgres"
     port: StrictStr | StrictInt
     credentialEntity: CredentialRef
     logStoragePolicy: StoragePolicyRef = StoragePolicyRef()
-    cloudDBEngineType: StrictStr = "POSTGRESQL"
+    cloudDBEngineType: CloudEngine = "POSTGRESQL"
     sslOpt: SslOpt = SslOpt()
 
     @field_validator("port")
@@ -222,27 +211,13 @@ class SdkPostgreSQLInstance(WireModel):
         parse_host_port(v)
         return v
 
-    @field_validator("cloudDBEngineType")
-    @classmethod
-    def _engine(cls, v: str) -> str:
-        if v != "POSTGRESQL":
-            raise ValueError(f"must be POSTGRESQL, not {v!r}")
-        return v
-
 
 class SdkInstanceProperties(WireModel):
     instance: SdkInstanceRef
     version: Annotated[StrictStr, Field(min_length=1, max_length=64)]
     postGreSQLInstance: SdkPostgreSQLInstance
     planEntity: PlanRef | None = None
-    dbEngine: StrictStr = "PostgreSQL"
-
-    @field_validator("dbEngine")
-    @classmethod
-    def _db_engine(cls, v: str) -> str:
-        if v != "PostgreSQL":
-            raise ValueError(f"must be PostgreSQL, not {v!r}")
-        return v
+    dbEngine: DbEngine = "PostgreSQL"
 
 
 class SdkCreateInstanceRequest(WireModel):

@@ -42,6 +42,7 @@ from ..catalog.db import Catalog
 from ..catalog.models import Base, Credential, Instance, PlanDestination, RestorePoint, RestorePointCopy
 from ..crypto import KEYS_DIR, MASTER_FILE, Keyring, MasterKeyError, decode_master_key, key_id_hex, write_key_file
 from ..errors import PgvaultError
+from ..files import fsync_path
 from ..settings import Settings
 from ..storage import Storage, StorageError
 from . import credentials, destinations, instances
@@ -185,7 +186,7 @@ def retire(settings: Settings, key_id: str) -> list[Path]:
                                 + more + "; make the storage reachable and run `pgvault keys rewrap`, then retire it")
         for path in info.files:
             path.unlink()
-            _fsync_dir(path.parent)
+            fsync_path(path.parent)
         return list(info.files)
 
 
@@ -362,10 +363,4 @@ def _admin_lock(home: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 

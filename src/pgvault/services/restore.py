@@ -71,7 +71,7 @@ def started_by(when: dt.datetime) -> ColumnElement[bool]:
     return Job.started_at < bound
 
 
-def _instance_by_entity(session: Session, entity: dict[str, Any], *, live_only: bool) -> Instance | None:
+def instance_by_entity(session: Session, entity: dict[str, Any], *, live_only: bool) -> Instance | None:
     for key in ("instanceId", "subclientId", "backupsetId"):
         value = entity.get(key)
         if value in (None, "", 0, "0"):
@@ -205,13 +205,13 @@ def create_restore_job(session: Session, body: CreateTaskRequest) -> Job:
         entity.update(assoc)
     if not entity:
         entity = dict(opts.browseOption.backupset)
-    source = _instance_by_entity(session, entity, live_only=False)
+    source = instance_by_entity(session, entity, live_only=False)
     if source is None:
         raise BadRequest("name the source in taskInfo.associations (instanceId, or clientName and instanceName)")
     dest_entity = opts.destination.destinationInstance.model_dump(exclude_none=True)
     if "clientName" not in dest_entity and opts.destination.destClient.get("clientName"):
         dest_entity["clientName"] = opts.destination.destClient["clientName"]
-    dest = _instance_by_entity(session, dest_entity, live_only=True) or source
+    dest = instance_by_entity(session, dest_entity, live_only=True) or source
     if dest.deleted_at is not None:
         raise BadRequest(f"instance {dest.name!r} was deleted; restore to another instance "
                          "(destination.destinationInstance)")

@@ -8,6 +8,7 @@ import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
+from ..files import fsync_path
 from .base import ObjectWriter, Storage, StorageError, check_key
 
 
@@ -32,11 +33,7 @@ class _LocalWriter(ObjectWriter):
             os.fsync(self._fh.fileno())
             self._fh.close()
             os.replace(self.tmp, self.final)
-            dir_fd = os.open(self.final.parent, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+            fsync_path(self.final.parent)
         except OSError as exc:
             self.abort()
             raise StorageError(f"cannot store {self.final}: {exc.strerror}") from exc
