@@ -4,6 +4,7 @@ fresh server and compared table by table; plus the ways a backup can partly fail
 from __future__ import annotations
 
 import json
+import shutil
 import time
 
 import pytest
@@ -220,3 +221,43 @@ def test_restore_point_only_with_manifest(api, pg, service):
     assert count == len(json.loads(manifest.read_text())["databases"])
     api.delete(f"/Instance/{entity['instanceId']}")
 
+
+
+@pytest.mark.parametrize("compressor", ["builtin", "zstd"])
+def test_each_compressor_makes_files_that_restore(pg, pg_target, tmp_path, compressor):
+    """The zstd program and pgvault's own compressor (backup/compressor.py) both sit between pg_dump and
+    pgvault; either one's files restore to the same data."""
+    if compressor == "zstd" and shutil.which("zstd") is None:
+        pytest.skip("no zstd program on PATH (scripts/test-deps.sh installs it when root)")
+    name = f"cmp_{compressor}"
+    recreate_database(pg, name)
+    fill(pg, name, rows=300)
+    svc = Service(tmp_path / "home", PGVAULT_COMPRESSOR=compressor).start()
+    api = svc.login()
+    try:
+        entity, job_id = register(api, pg, name)
+        done = api.wait_job(job_id)
+        assert done["status"] == "Completed", done
+        item = next(d for d in done["databases"] if d["name"] == name)
+        restore_dump(item["location"], pg_target, f"{name}_restored")
+        assert fingerprint(pg_target, f"{name}_restored") == fingerprint(pg, name)
+    finally:
+        api.close()
+        svc.stop()
+        with pg.connect() as conn:
+            conn.execute(sql.SQL("drop database {} with (force)").format(sql.Identifier(name)))
+
+
+def test_a_missing_zstd_program_fails_the_job_with_the_reason(pg, tmp_path):
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    svc = Service(tmp_path / "home", PGVAULT_COMPRESSOR="zstd", PATH=str(empty)).start()
+    api = svc.login()
+    try:
+        _, job_id = register(api, pg, "no-zstd")
+        done = api.wait_job(job_id)
+        assert done["status"] == "Failed", done
+        assert "PGVAULT_COMPRESSOR=zstd, but there is no zstd program on PATH" in done["message"]
+    finally:
+        api.close()
+        svc.stop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -24,6 +25,8 @@ class Settings(BaseSettings):
     dump_parallelism: int = Field(2, ge=1, description="databases of one instance dumped at once")
     connect_timeout_seconds: int = Field(10, ge=1)
     lock_wait_seconds: int = Field(600, ge=1, description="how long pg_dump waits for a table lock")
+    compressor: Literal["auto", "zstd", "builtin"] = Field(
+        "auto", description="what compresses dumps: the zstd program (auto: when on PATH) or pgvault's own")
     job_lease_seconds: int = Field(60, ge=5)
     job_poll_seconds: float = Field(2.0, gt=0)
     scheduler_seconds: float = Field(30.0, gt=0, description="how often the scheduler looks for due backups")

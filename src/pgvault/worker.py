@@ -251,6 +251,7 @@ class WorkerPool:
                 parallelism=self.settings.dump_parallelism,
                 pg_bin=self.settings.pg_bin,
                 lock_wait_timeout=self.settings.lock_wait_seconds,
+                compressor=self.settings.compressor,
                 data_key=data_key,
                 data_key_sealed=data_key_sealed,
             )

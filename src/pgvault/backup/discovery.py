@@ -21,17 +21,6 @@ where datallowconn and not datistemplate
 order by datname
 """
 
-# Every ordinary table outside the system schemas, named "schema.table" (unquoted, as pg_dump's table of
-# contents names it): counted at backup time in pg_dump's snapshot and again by a restore drill.
-_TABLES = """
-select n.nspname || '.' || c.relname, format('%I.%I', n.nspname, c.relname)
-from pg_class c join pg_namespace n on n.oid = c.relnamespace
-where c.relkind = 'r'
-  and n.nspname not in ('pg_catalog', 'information_schema') and n.nspname !~ '^pg_(toast|temp_)'
-order by 1
-"""
-
-
 @dataclass(frozen=True)
 class Database:
     name: str
@@ -52,25 +41,3 @@ def connection_budget(conn: psycopg.Connection) -> int | None:
     """How many connections the login may hold at once (None: no limit of its own)."""
     row = conn.execute("select rolconnlimit from pg_roles where rolname = current_user").fetchone()
     return None if row is None or row[0] < 0 else int(row[0])
-
-
-def row_counts(conn: psycopg.Connection) -> tuple[dict[str, int], list[str]]:
-    """Exact row counts per table in the connection's current transaction, and what could not be
-    counted (each count under a savepoint, so one unreadable table does not end the transaction)."""
-    from psycopg import sql
-
-    counts: dict[str, int] = {}
-    errors: list[str] = []
-    for name, quoted in conn.execute(_TABLES).fetchall():
-        conn.execute("savepoint pgvault_count")
-        try:
-            row = conn.execute(sql.SQL("select count(*) from {}").format(sql.SQL(quoted))).fetchone()
-        except psycopg.errors.QueryCanceled:
-            raise
-        except psycopg.Error as exc:
-            conn.execute("rollback to savepoint pgvault_count")
-            errors.append(f"{name}: {str(exc).strip()}")
-            continue
-        conn.execute("release savepoint pgvault_count")
-        counts[name] = int(row[0]) if row else 0
-    return counts, errors

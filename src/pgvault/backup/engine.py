@@ -1,6 +1,6 @@
 """One backup of one instance: discover, dump every database (a few at a time) and the globals, stream
-each through zstd (and, for an encrypted plan, AES-256-GCM) and sha256 into storage, then write the
-manifest.
+each through a zstd child process (``backup/compressor.py``) and then, in this process, AES-256-GCM (for
+an encrypted plan) and sha256 into storage, then write the manifest.
 
 The catalog is reached only through a ``Reporter``, so this module knows nothing of sessions; the worker
 supplies one that writes progress in short transactions.
@@ -20,14 +20,14 @@ from pathlib import Path
 from typing import Protocol
 
 import psycopg
-import zstandard
 
 from ..errors import ConnectionFailed, PgvaultError, ToolError
 from ..pgtools.binaries import Toolset, toolset_for_server
 from ..pgtools.connection import ServerAddress, ServerInfo
 from ..pgtools.runner import Cancelled, CancelToken, client_env, run_program
 from ..storage import Storage, StorageError
-from .discovery import Database, connection_budget, discover, row_counts
+from .compressor import CompressorMissing, compressor_argv, compressor_env
+from .discovery import Database, connection_budget, discover
 from .encryption import DATA_KEY_OBJECT, FILE_SUFFIX, FORMAT_SUFFIX, ChunkEncryptor, data_key_document
 from .manifest import DatabaseEntry, FileEntry, Manifest
 
@@ -56,6 +56,7 @@ class BackupRequest:
     # beside the backup as datakey.json; the worker records it in the catalog).
     data_key: bytes | None = None
     data_key_sealed: bytes | None = None
+    compressor: str = "auto"  # PGVAULT_COMPRESSOR: auto, zstd or builtin (backup/compressor.py)
 
 
 @dataclass
@@ -92,22 +93,6 @@ class _HashingWriter:
         return self._sha.hexdigest()
 
 
-class _HashingCompressor(_HashingWriter):
-    """pg_dump's output -> zstd -> (encryption) -> sha256 + storage, in the reading thread (zstd and
-    AES-GCM release the GIL, so two dumps at a time use both cores)."""
-
-    def __init__(self, writer: object, level: int, data_key: bytes | None = None) -> None:
-        super().__init__(writer, data_key)
-        self._zstd = zstandard.ZstdCompressor(level=level).compressobj()
-
-    def __call__(self, chunk: bytes) -> None:
-        super().__call__(self._zstd.compress(chunk))
-
-    def finish(self) -> str:
-        super().__call__(self._zstd.flush())
-        return super().finish()
-
-
 def object_name(index: int, database: str) -> str:
     """A storage-safe, collision-free name for any database name (spaces, quotes, capitals, non-ASCII)."""
     return f"{index:03d}-{urllib.parse.quote(database, safe='')}"
@@ -120,6 +105,7 @@ class BackupRun:
         self.cancel = cancel
         self.log = log
         self._lock = threading.Lock()
+        self._compressor: tuple[list[str], dict[str, str]] | None = None  # argv and env, chosen in _run
         self._done_weight = 0
         self._total_weight = 1
 
@@ -158,6 +144,10 @@ class BackupRun:
             databases = discover(conn)
             budget = connection_budget(conn)
         tools = toolset_for_server(info.version_num, req.pg_bin)
+        try:
+            self._compressor = (compressor_argv(req.compression_level, req.compressor), compressor_env())
+        except CompressorMissing as exc:
+            raise ToolError(str(exc)) from exc
         # Each database in flight holds two connections (pg_dump's and the snapshot's).
         parallelism = req.parallelism if budget is None else max(1, min(req.parallelism, budget // 2))
         self.log.info("server %s, pg_dump %s, %d databases", info.version, tools.version, len(databases))
@@ -265,49 +255,34 @@ class BackupRun:
                        env: dict[str, str]) -> DatabaseEntry | str:
         """Returns the stored database, or the reason it failed (which does not stop the others).
 
-        pgvault's own connection exports a snapshot that pg_dump imports (``--snapshot``) and, while pg_dump
-        runs, counts each table's rows in that same snapshot: the facts a restore drill checks against.
+        pgvault's own connection exports a snapshot that pg_dump imports (``--snapshot``), which gives the
+        database an exact point in time (``snapshot_time``, what "restore as of T" compares). That
+        connection only idles while pg_dump runs: pgvault adds no scan of its own to the protected server
+        (rows are counted by restore drills, from the archive; docs/performance.md).
         """
         if self.cancel.cancelled:
             return "cancelled"
         self.reporter.item_running(item_id)
         name, fmt = self._suffixes(f"{object_name(index, db.name)}.dump.zst", "custom+zstd")
         key = f"{self.req.prefix}/databases/{name}"
-        counts: dict[str, int] | None = None
-        count_errors: list[str] = []
         try:
             with self.req.address.with_db(db.name).connect() as snap, \
                     self.cancel.on_cancel(lambda: _cancel_query(snap)):
                 snap.execute("begin isolation level repeatable read read only")
-                # Managed services often limit idle transactions and statements; this one idles while
-                # pg_dump runs and must outlive it, and its counts may scan big tables.
+                # Managed services often limit idle transactions; this one idles while pg_dump runs and
+                # must outlive it.
                 snap.execute("set local idle_in_transaction_session_timeout = 0")
-                snap.execute("set local statement_timeout = 0")
                 row = snap.execute("select pg_export_snapshot(), now()").fetchone()
                 assert row is not None
                 snapshot_time = row[1]
                 argv = [tools.path("pg_dump"), "--format=custom", "--compress=0", "--no-password",
                         f"--snapshot={row[0]}", f"--lock-wait-timeout={self.req.lock_wait_timeout * 1000}"]
-
-                def count() -> None:
-                    nonlocal counts
-                    try:
-                        counts, errors = row_counts(snap)
-                        count_errors.extend(errors)
-                    except psycopg.Error as exc:
-                        count_errors.append(str(exc).strip())
-
-                counter = threading.Thread(target=count, name=f"count-{db.name}", daemon=True)
-                counter.start()
-                try:
-                    with self.req.storage.writer(key) as w:
-                        sink = _HashingCompressor(w, self.req.compression_level, self.req.data_key)
-                        run_program(argv, {**env, "PGDATABASE": db.name}, log=self.log, cancel=self.cancel,
-                                    stdout_sink=sink)
-                        sha = sink.finish()
-                        w.commit()
-                finally:
-                    counter.join()
+                with self.req.storage.writer(key) as w:
+                    sink = _HashingWriter(w, self.req.data_key)
+                    run_program(argv, {**env, "PGDATABASE": db.name}, log=self.log, cancel=self.cancel,
+                                stdout_sink=sink, stdout_through=self._compressor)
+                    sha = sink.finish()
+                    w.commit()
                 with contextlib.suppress(psycopg.Error):  # the dump is stored: the snapshot has served
                     snap.execute("commit")
         except Cancelled:
@@ -318,10 +293,8 @@ class BackupRun:
             return self._db_failed(item_id, db, str(exc))
         except psycopg.Error as exc:
             return self._db_failed(item_id, db, str(exc).strip())
-        if count_errors:
-            self.reporter.warn(f"row counts of {db.name!r} incomplete: {'; '.join(count_errors)[:500]}")
         entry = DatabaseEntry(db.name, FileEntry(key=key, bytes=sink.bytes, sha256=sha, format=fmt),
-                              encoding=db.encoding, collate=db.collate, ctype=db.ctype, row_counts=counts,
+                              encoding=db.encoding, collate=db.collate, ctype=db.ctype,
                               snapshot_time=snapshot_time.astimezone(dt.UTC).isoformat())
         self.reporter.item_done(item_id, sink.bytes, sha, self.req.storage.uri(key))
         self._advance(max(db.size, 1))

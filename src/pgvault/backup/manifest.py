@@ -27,8 +27,6 @@ class DatabaseEntry:
     encoding: str = "UTF8"
     collate: str = ""
     ctype: str = ""
-    # Exact rows per table, counted in the snapshot pg_dump used: what a restore drill compares against.
-    row_counts: dict[str, int] | None = None
     snapshot_time: str | None = None  # ISO 8601, UTC: the moment the data is from
 
 
@@ -57,6 +55,8 @@ class Manifest:
         doc.pop("format")
         for key in ("started_at", "ended_at"):
             doc[key] = dt.datetime.fromisoformat(doc[key])
+        for d in doc["databases"]:
+            d.pop("row_counts", None)  # counted at backup time until drills counted the archive's rows
         doc["databases"] = [
             DatabaseEntry(**{**d, "file": FileEntry(**d["file"])}) for d in doc["databases"]
         ]

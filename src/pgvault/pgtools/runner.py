@@ -144,30 +144,54 @@ def run_program(
     stdin_source: Iterator[bytes] | None = None,
     on_stderr: Callable[[str], None] | None = None,
     check: bool = True,
+    stdout_through: tuple[list[str], dict[str, str]] | None = None,
 ) -> ProgramResult:
     """Run one program to its end. stdout goes to ``stdout_sink`` in 1 MiB chunks (or is discarded);
     stderr lines go to ``log`` (and ``on_stderr``), the last of them into the result and any ``ToolError``;
     ``stdin_source`` feeds the program's stdin from another thread. When the source itself fails (a
     stored file that does not decrypt or cannot be read), the program is stopped rather than left to
-    take a cut-short input for a whole one, and the source's exception is raised here."""
+    take a cut-short input for a whole one, and the source's exception is raised here.
+
+    ``stdout_through`` (argv, env) puts a filter program between the program's stdout and the sink, joined
+    by a kernel pipe (``pg_dump | zstd``): the unfiltered bytes never pass through this process. Both are
+    stopped together, and a failure of either fails the run, the filter's first (the program then only
+    saw a broken pipe)."""
     name = Path(argv[0]).name
+    fname = Path(stdout_through[0][0]).name if stdout_through is not None else ""
     if cancel is not None:
         cancel.raise_if_cancelled()
+    if stdout_through is not None and stdout_sink is None:
+        raise ValueError("stdout_through needs a stdout_sink")
     proc = subprocess.Popen(
         argv, env=env, stdin=subprocess.PIPE if stdin_source is not None else subprocess.DEVNULL,
         stdout=subprocess.PIPE if stdout_sink is not None else subprocess.DEVNULL,
         stderr=subprocess.PIPE, start_new_session=True, bufsize=0,
     )
+    procs = [proc]
+    stdout = proc.stdout
+    if stdout_through is not None:
+        try:
+            filt = subprocess.Popen(stdout_through[0], env=stdout_through[1], stdin=proc.stdout,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                                    bufsize=0)
+        except BaseException:
+            _terminate(proc)
+            raise
+        assert proc.stdout is not None
+        proc.stdout.close()  # the filter holds the pipe's read end: the program sees EPIPE if it dies
+        procs.append(filt)
+        stdout = filt.stdout
     tail: deque[str] = deque(maxlen=40)
+    filter_tail: deque[str] = deque(maxlen=10)
 
-    def read_stderr() -> None:
-        assert proc.stderr is not None
-        for raw in proc.stderr:
+    def read_stderr(p: subprocess.Popen[bytes], prog: str, lines: deque[str], feed: bool) -> None:
+        assert p.stderr is not None
+        for raw in p.stderr:
             line = raw.decode("utf-8", "replace").rstrip()
             if line:
-                tail.append(line)
-                log.info("%s: %s", name, line)
-                if on_stderr is not None:
+                lines.append(line)
+                log.info("%s: %s", prog, line)
+                if feed and on_stderr is not None:
                     on_stderr(line)
 
     source_failed: list[BaseException] = []
@@ -188,9 +212,14 @@ def run_program(
                 proc.stdin.close()
 
     def stop() -> None:
-        _terminate(proc)
+        for p in procs:
+            _terminate(p)
 
-    threads = [threading.Thread(target=read_stderr, daemon=True, name=f"{name}-stderr")]
+    threads = [threading.Thread(target=read_stderr, args=(proc, name, tail, True), daemon=True,
+                                name=f"{name}-stderr")]
+    if len(procs) > 1:
+        threads.append(threading.Thread(target=read_stderr, args=(procs[1], fname, filter_tail, False),
+                                        daemon=True, name=f"{fname}-stderr"))
     if stdin_source is not None:
         threads.append(threading.Thread(target=feed_stdin, daemon=True, name=f"{name}-stdin"))
     for t in threads:
@@ -199,24 +228,29 @@ def run_program(
     try:
         with ctx:
             if stdout_sink is not None:
-                assert proc.stdout is not None
-                while chunk := proc.stdout.read(CHUNK):
+                assert stdout is not None
+                while chunk := stdout.read(CHUNK):
                     stdout_sink(chunk)
-            proc.wait()
+            for p in procs:
+                p.wait()
     except BaseException:
-        _terminate(proc)
+        stop()
         raise
     finally:
         for t in threads:
             t.join(timeout=10)
-        for stream in (proc.stdout, proc.stderr, proc.stdin):
-            if stream is not None:
-                with contextlib.suppress(OSError):
-                    stream.close()
+        for p in procs:
+            for stream in (p.stdout, p.stderr, p.stdin):
+                if stream is not None:
+                    with contextlib.suppress(OSError):
+                        stream.close()
     if cancel is not None:
         cancel.raise_if_cancelled()
     if source_failed:
         raise source_failed[0]
+    if len(procs) > 1 and procs[1].returncode != 0:
+        raise ToolError(f"{fname} (the output filter of {name}) exited with code {procs[1].returncode}: "
+                        f"{chr(10).join(filter_tail) or 'no message'}")
     result = ProgramResult(proc.returncode, "\n".join(tail))
     if check and proc.returncode != 0:
         raise ToolError(f"{name} exited with code {proc.returncode}: {result.stderr or 'no message'}")

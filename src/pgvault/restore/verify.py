@@ -2,7 +2,7 @@
 restore point also authenticated under its data key in the same pass: a backup whose key is lost does not
 pass), and on request
 a restore drill: each database restored into a scratch database, its rows counted per table and compared
-with the counts recorded at backup time from the snapshot pg_dump used, then the scratch dropped.
+with the rows the archive holds (``restore/rowcount.py``), then the scratch dropped.
 
 The drill runs on a registered instance or on a throwaway server pgvault starts from the bundled
 binaries (so a drill never needs a spare server of the user's).
@@ -21,10 +21,9 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from ..backup.discovery import row_counts
 from ..backup.manifest import DatabaseEntry
 from ..crypto import Sealer
-from ..errors import PgvaultError
+from ..errors import PgvaultError, ToolError
 from ..pgtools.binaries import toolset_for_server
 from ..pgtools.connection import ServerAddress
 from ..pgtools.runner import Cancelled, CancelToken, client_env, dbname_arg, run_program
@@ -32,6 +31,7 @@ from ..storage import Storage, StorageError
 from .archive import IntegrityError, archive_stream, check_file, data_key, is_encrypted, load_manifest
 from .engine import RestoreReporter, _drop_database
 from .pgrestore import RestoreErrors
+from .rowcount import archive_row_counts, row_counts
 
 
 @dataclass
@@ -128,7 +128,7 @@ class VerifyRun:
             return VerifyOutcome("Completed w/ one or more errors", f"files verified; drill found: {message}",
                                  verify_status="Passed", drill_status="Failed", drill_seconds=seconds,
                                  drill_message=message)
-        message = f"{len(manifest.databases)} databases restored and their row counts match the backup's"
+        message = f"{len(manifest.databases)} databases restored and their row counts match the archive's"
         return VerifyOutcome("Completed", f"files verified; {message}", verify_status="Passed",
                              drill_status="Passed", drill_seconds=seconds, drill_message=message)
 
@@ -160,20 +160,23 @@ class VerifyRun:
             if result.returncode != 0 and not errors.ignored:
                 return [f"{entry.name}: pg_restore failed: {result.stderr[-300:]}"]
             problems = [f"{entry.name}: {o['object']}: {o['error']}" for o in errors.objects]
-            if entry.row_counts is None:
-                return [*problems, f"{entry.name}: no row counts were recorded at backup time"]
+            expected = archive_row_counts(pg_restore, env, archive_stream(self.req.storage, entry.file,
+                                                                          data_key=self._key),
+                                          log=self.log, cancel=self.cancel)
             with address.with_db(scratch).connect() as conn:
                 conn.execute("begin isolation level repeatable read read only")
                 restored, _ = row_counts(conn)
             # The backup's tables are the reference: a table the archive had no data for (a view's, an
             # extension's own) is not one the drill can miss.
-            for table in sorted(entry.row_counts):
-                want, got = entry.row_counts[table], restored.get(table)
+            for table in sorted(expected):
+                want, got = expected[table], restored.get(table)
                 if want != got:
-                    problems.append(f"{entry.name}: {table}: {got} rows restored, {want} at backup time")
+                    problems.append(f"{entry.name}: {table}: {got} rows restored, {want} in the backup")
             return problems
         except psycopg.Error as exc:
             return [f"{entry.name}: {str(exc).strip()}"]
+        except ToolError as exc:
+            return [f"{entry.name}: the archive's rows could not be counted: {exc}"]
         finally:
             with contextlib.suppress(Exception), address.connect() as conn:
                 _drop_database(conn, scratch, version_num)

@@ -40,7 +40,7 @@ def restore_point_summary(point: RestorePoint, job: Job) -> dict[str, Any]:
 def files_of(manifest: Manifest, uri: Any) -> list[dict[str, Any]]:
     out = [
         {"database": d.name, "key": d.file.key, "location": uri(d.file.key), "bytes": d.file.bytes,
-         "sha256": d.file.sha256, "format": d.file.format, "rowCounts": d.row_counts}
+         "sha256": d.file.sha256, "format": d.file.format}
         for d in manifest.databases
     ]
     if manifest.globals is not None:
