@@ -7,7 +7,6 @@ pgvault, the ``pgvault serve`` process itself).
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
@@ -246,24 +245,11 @@ def restore_pgvault_files(target: LocalServer, archives: dict[str, Path], parall
     return Measured(wall, 0, cpu)
 
 
-def compression_cpu(files: list[Path], level: int = 1, chunk: int = 1 << 16) -> tuple[float, int]:
-    """CPU seconds that zstd (``level``) and sha256 take over the uncompressed content of ``files`` (pgvault's
-    stored dumps), fed in pipe-sized chunks as pgvault is: the share of pgvault's own CPU that is the
-    compressor's work, which the floor pipeline spends in its zstd and sha256sum processes instead.
-    Returns (seconds, uncompressed bytes)."""
-    spent, total = 0.0, 0
+def uncompressed_bytes(files: list[Path]) -> int:
+    """What pg_dump wrote for ``files`` (pgvault's stored dumps) before compression."""
+    total = 0
     for path in files:
-        comp = zstandard.ZstdCompressor(level=level).compressobj()
-        sha = hashlib.sha256()
         with open(path, "rb") as fh, zstandard.ZstdDecompressor().stream_reader(fh) as reader:
-            while data := reader.read(chunk):
+            while data := reader.read(1 << 20):
                 total += len(data)
-                t0 = time.thread_time()
-                out = comp.compress(data)
-                if out:
-                    sha.update(out)
-                spent += time.thread_time() - t0
-        t0 = time.thread_time()
-        sha.update(comp.flush())
-        spent += time.thread_time() - t0
-    return spent, total
+    return total

@@ -203,12 +203,11 @@ def main(argv: list[str] | None = None) -> int:
             floor_s, peers_s, pgv_s = (median([m.wall for m in runs[k]]) for k in ("floor", "peers", "pgvault"))
             pgv_cpu = cpu_medians(runs["pgvault"])
             shares = [m.cpu["pgvault"] / sum(m.cpu.values()) for m in runs["pgvault"]]
-            client_shares = [m.cpu["pgvault"] / (m.cpu["pgvault"] + m.cpu["pg_dump"]) for m in runs["pgvault"]]
+            client_shares = [m.cpu["pgvault"] / (m.cpu["pgvault"] + m.cpu["pg_dump+zstd"]) for m in runs["pgvault"]]
             floor_cpu = cpu_medians(runs["floor"])
             last = svc.job(int(runs["pgvault"][-1].extra["job_id"]))
             files = [Path(unquote(urlparse(d["location"]).path)) for d in last["databases"]]
-            compress_cpu, raw_bytes = methods.compression_cpu(files)
-            overhead = [(m.cpu["pgvault"] - compress_cpu) / sum(m.cpu.values()) for m in runs["pgvault"]]
+            raw_bytes = methods.uncompressed_bytes(files)
             medians.update({
                 "floor_s": r3(floor_s), "peers_s": r3(peers_s), "pgvault_s": r3(pgv_s),
                 "floor_mb": round(median([m.bytes for m in runs["floor"]]) / 1e6, 1),
@@ -216,8 +215,7 @@ def main(argv: list[str] | None = None) -> int:
                 "pgvault_mb": round(median([m.bytes for m in runs["pgvault"]]) / 1e6, 1),
                 "floor_cpu_s": floor_cpu, "peers_cpu_s": cpu_medians(runs["peers"]), "pgvault_cpu_s": pgv_cpu,
                 "pgvault_cpu_share_of_client": r3(median(client_shares)),
-                "pgvault_overhead_cpu_share": r3(median(overhead)),
-                "compression_cpu_s": r3(compress_cpu), "pg_dump_output_mb": round(raw_bytes / 1e6, 1),
+                "pg_dump_output_mb": round(raw_bytes / 1e6, 1),
                 "pgvault_rss_sampled_mb_1x": round(max(m.extra["rss_sampled_mb"] for m in runs["pgvault"]), 1),
                 "pgvault_rss_at_start_mb": round(svc.rss_at_start_mb, 1),
                 "pgvault_rss_peak_of_start_and_login_mb": round(svc.rss_start_peak_mb, 1),

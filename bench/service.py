@@ -168,7 +168,8 @@ class Service:
 
     def backup(self, server: LocalServer, subclient_id: int) -> Measured:
         """One on-demand backup, from the POST to the job's Completed, with the CPU of pgvault itself, of
-        its pg_dump children and of the server's backends over that time."""
+        its children (pg_dump, pg_dumpall and the zstd compressors between them and pgvault) and of the
+        server's backends over that time."""
         pm = procstat.postmaster_pid(server.data_dir)
         me0, pm0 = procstat.cpu(self.pid), procstat.cpu(pm)
         exact = procstat.reset_peak(self.pid)
@@ -183,7 +184,8 @@ class Service:
         peak = self.rss_hwm_mb() if exact else rss.peak_mb
         summary = self.check_completed(job_id)
         stored = sum(d["bytes"] for d in summary["databases"]) + ((summary.get("globals") or {}).get("bytes") or 0)
-        return Measured(wall, stored, {"pgvault": me.own, "pg_dump": me.children, "server": srv.own + srv.children},
+        cpu = {"pgvault": me.own, "pg_dump+zstd": me.children, "server": srv.own + srv.children}
+        return Measured(wall, stored, cpu,
                         {"rss_peak_mb": peak, "rss_sampled_mb": rss.peak_mb, "rss_exact": float(exact),
                          "job_id": job_id})
 
