@@ -235,7 +235,7 @@ def test_each_compressor_makes_files_that_restore(pg, pg_target, tmp_path, compr
     svc = Service(tmp_path / "home", PGVAULT_COMPRESSOR=compressor).start()
     api = svc.login()
     try:
-        entity, job_id = register(api, pg, name)
+        _, job_id = register(api, pg, name)
         done = api.wait_job(job_id)
         assert done["status"] == "Completed", done
         item = next(d for d in done["databases"] if d["name"] == name)
