@@ -20,6 +20,14 @@ def test_seed_request_on_a_postgresql_catalog(pg, tmp_path):
         done = api.wait_job(r.json()["processinginstructioninfo"]["attributes"][1]["value"])
         assert done["status"] == "Completed", done
         assert "pgvault_catalog" in {d["name"] for d in done["databases"]}
+        # the read paths on PostgreSQL (run in the threadpool there): a page, one instance, a job
+        iid = r.json()["response"]["entity"]["instanceId"]
+        page = api.get("/Instance", params={"offset": 0, "limit": 10}).json()["instanceProperties"]
+        listed = next(i for i in page if i["instance"]["instanceId"] == iid)
+        assert api.get(f"/Instance/{iid}").json() == {"instanceProperties": [listed]}
+        assert listed["nextBackupTime"] >= done["jobStartTime"] and listed["defaultSubclientId"] > 0
+        assert api.get("/Instance").json()["instanceProperties"] == page
+        assert api.get("/Job/999999").status_code == 404
         assert pg.password not in svc.log_text()
         with pg.connect("pgvault_catalog") as conn:
             assert conn.execute("select count(*) from restore_points").fetchone()[0] == 1

@@ -12,6 +12,7 @@ from .crypto import Keyring, Sealer
 from .logs import configure as configure_logging
 from .pgtools.runner import use_runtime_dir
 from .scheduler import Scheduler
+from .services.auth import TokenCache
 from .services.bootstrap import bootstrap
 from .settings import Settings
 from .worker import WorkerPool
@@ -26,6 +27,7 @@ class Context:
     sealer: Sealer
     pool: WorkerPool
     scheduler: Scheduler
+    tokens: TokenCache
 
     @classmethod
     def open(cls, settings: Settings) -> Context:
@@ -43,8 +45,9 @@ class Context:
             bootstrap(s, home=home, backups_dir=settings.backups_dir, admin_password=admin)
         log.info("catalog %s ready (%s)", catalog.dialect, _safe_url(catalog.url))
         pool = WorkerPool(settings, catalog, sealer)
-        return cls(settings, catalog, sealer, pool, Scheduler(catalog, settings.scheduler_seconds, pool.wake,
-                                                             aging_every=dt.timedelta(hours=settings.aging_hours)))
+        scheduler = Scheduler(catalog, settings.scheduler_seconds, pool.wake,
+                              aging_every=dt.timedelta(hours=settings.aging_hours))
+        return cls(settings, catalog, sealer, pool, scheduler, TokenCache(settings.token_cache_seconds))
 
     def close(self) -> None:
         self.scheduler.stop()

@@ -21,6 +21,10 @@ class Settings(BaseSettings):
     admin_password: SecretStr | None = None
     pg_bin: Path | None = None
     token_ttl_seconds: int = Field(12 * 3600, ge=60)
+    token_cache_seconds: float = Field(
+        5.0, ge=0, le=300,
+        description="how long this process trusts a token it validated before asking the catalog again (0: always "
+                    "ask); with several API replicas, a logout reaches the others within this time")
     workers: int = Field(2, ge=0, description="backup/restore jobs run at once by this process")
     dump_parallelism: int = Field(2, ge=1, description="databases of one instance dumped at once")
     connect_timeout_seconds: int = Field(10, ge=1)

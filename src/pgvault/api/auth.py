@@ -43,15 +43,19 @@ def renew_login_token(
     ctx: ContextDep, token: Annotated[str | None, Security(authtoken_header)],
     body: Annotated[RenewRequest | None, Body()] = None,
 ) -> dict:
+    old = (body.sessionId if body else None) or token
     with ctx.catalog.begin() as s:
-        new_token, user = auth.renew(s, (body.sessionId if body else None) or token, ctx.settings.token_ttl_seconds)
-        return {"token": new_token, "userName": user.username, "userId": user.id}
+        new_token, user = auth.renew(s, old, ctx.settings.token_ttl_seconds)
+        answer = {"token": new_token, "userName": user.username, "userId": user.id}
+    ctx.tokens.forget(old)  # after the commit: from now on the catalog refuses it too
+    return answer
 
 
 @router.post("/Logout", summary="End the session of the Authtoken sent")
 def logout(ctx: ContextDep, token: Annotated[str | None, Security(authtoken_header)]) -> dict:
     with ctx.catalog.begin() as s:
         auth.logout(s, token)
+    ctx.tokens.forget(token)  # after the commit: from now on the catalog refuses it too
     return {"response": "User logged out"}
 
 

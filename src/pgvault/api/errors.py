@@ -10,7 +10,6 @@ import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError, StatementError
@@ -18,7 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import NotAuthenticated, PgvaultError
 from ..schemas.instance import SDK_SHAPE, SEED_SHAPE, instance_entity
-from ..services import auth
+from .deps import check_token, run_read
 
 log = logging.getLogger("pgvault.api")
 
@@ -66,12 +65,6 @@ def describe_validation(errors: list[Any]) -> str:
     return "; ".join(parts) or "invalid request"
 
 
-def _check_token(request: Request) -> None:
-    ctx = request.app.state.context
-    with ctx.catalog.begin() as s:
-        auth.authenticate(s, request.headers.get("authtoken"))
-
-
 def install(app: FastAPI, public_paths: frozenset[str]) -> None:
     @app.exception_handler(PgvaultError)
     async def _pgvault(request: Request, exc: PgvaultError) -> JSONResponse:
@@ -84,7 +77,8 @@ def install(app: FastAPI, public_paths: frozenset[str]) -> None:
         # that a caller without one learns nothing about the endpoint's input rules.
         if request.url.path not in public_paths:
             try:
-                await run_in_threadpool(_check_token, request)
+                ctx = request.app.state.context
+                await run_read(ctx, check_token, ctx, request.headers.get("authtoken"))
             except NotAuthenticated as denied:
                 return envelope(denied.http_status, denied.error_code, denied.message, _default_entity(request))
         errors = list(exc.errors())

@@ -5,19 +5,25 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body
+from fastapi import APIRouter, Body, Response
 
+from ..context import Context
 from ..schemas.jobs import JOB_CATEGORIES, JobDetailsRequest, JobsRequest, job_details, job_response, job_summary
 from ..services import jobs
-from .deps import ContextDep, UserDep
+from .deps import ContextDep, UserDep, json_response, run_read
 
 router = APIRouter(tags=["jobs"])
 
 
 @router.get("/Job/{job_id}", summary="One job, with what it did per database")
-def get_job(ctx: ContextDep, _: UserDep, job_id: int) -> dict:
-    with ctx.catalog.read() as s:
-        return job_response(jobs.get_job(s, job_id))
+async def get_job(ctx: ContextDep, _: UserDep, job_id: int) -> Response:
+    return await run_read(ctx, one_job, ctx, job_id)
+
+
+def one_job(ctx: Context, job_id: int) -> Response:
+    with ctx.catalog.read_rows() as conn:
+        view = jobs.job_view(conn, job_id)
+    return json_response(job_response(view))
 
 
 @router.post("/Job/{job_id}/action/kill", summary="Kill a waiting or running job")
@@ -33,7 +39,7 @@ def list_jobs(ctx: ContextDep, _: UserDep, body: Annotated[JobsRequest, Body()])
     f, page = body.jobFilter, body.pagingConfig
     entity = f.entity
     client_ids = [c.clientId for c in f.clientList] + ([entity.clientId] if entity and entity.clientId else [])
-    with ctx.catalog.begin() as s:
+    with ctx.catalog.read_rows() as s:
         rows, total = jobs.list_jobs(
             s, category=JOB_CATEGORIES[body.category], finished_within_seconds=f.completedJobLookupTime,
             client_ids=client_ids, job_types=f.jobTypeList,
@@ -45,5 +51,5 @@ def list_jobs(ctx: ContextDep, _: UserDep, body: Annotated[JobsRequest, Body()])
 
 @router.post("/JobDetails", summary="One job's progress, counts and attempts")
 def get_job_details(ctx: ContextDep, _: UserDep, body: Annotated[JobDetailsRequest, Body()]) -> dict:
-    with ctx.catalog.begin() as s:
-        return job_details(jobs.get_job(s, body.jobId))
+    with ctx.catalog.read_rows() as s:
+        return job_details(jobs.job_view(s, body.jobId))

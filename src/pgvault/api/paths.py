@@ -14,6 +14,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 _SLASHES = re.compile(r"/{2,}")
 _PARAM = re.compile(r"\{(\w+)(?::\w+)?\}")
+_KNOWN_PATHS, _KNOWN_LENGTH = 4096, 200
 
 
 def _compile(template: str) -> tuple[re.Pattern[str], str]:
@@ -34,8 +35,21 @@ class CanonicalPaths:
         # Literal templates first, so /Job/{id} never swallows a fixed path of the same shape.
         ordered = sorted(set(templates), key=lambda t: t.count("{"))
         self._table = [_compile(t) for t in ordered]
+        self._known: dict[str, str] = {}
 
     def canonical(self, path: str) -> str:
+        """The canonical spelling of ``path``; remembered for the last few thousand paths asked (a request
+        would otherwise try every template's pattern in turn)."""
+        known = self._known.get(path)
+        if known is None:
+            known = self._canonical(path)
+            if len(path) <= _KNOWN_LENGTH:  # bounded memory, whatever paths clients send
+                if len(self._known) >= _KNOWN_PATHS:
+                    self._known.clear()  # many distinct paths (ids): start over rather than track recency
+                self._known[path] = known
+        return known
+
+    def _canonical(self, path: str) -> str:
         path = _SLASHES.sub("/", path)
         candidates = [path]
         if len(path) > 1 and path.endswith("/"):

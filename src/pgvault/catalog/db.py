@@ -9,16 +9,22 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 READ_ONLY = "pgvault_read_only"  # execution option of the sessions Catalog.read hands out
+# SQLite connections kept open: as many as threads may use the catalog at once (the API's threadpool of
+# 40, the workers, the scheduler), so that none is opened (four PRAGMAs) and closed per request, which
+# the default pool of 5 + 10 overflow did under load. An idle SQLite connection costs a few file
+# descriptors and the pages it cached.
+SQLITE_POOL_SIZE = 48
 
 
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30},
+                               pool_size=SQLITE_POOL_SIZE, max_overflow=SQLITE_POOL_SIZE)
         _sqlite_tuning(engine)
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
@@ -62,8 +68,8 @@ class Catalog:
         self.url = url
         self.engine = make_engine(url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
-        self._read_sessions = sessionmaker(self.engine.execution_options(**{READ_ONLY: True}),
-                                           expire_on_commit=False)
+        self._read_engine = self.engine.execution_options(**{READ_ONLY: True})
+        self._read_sessions = sessionmaker(self._read_engine, expire_on_commit=False)
 
     @property
     def dialect(self) -> str:
@@ -85,6 +91,20 @@ class Catalog:
         handler and failed with "database is locked"). Writing in it is a bug."""
         with self._read_sessions() as session, session.begin():
             yield session
+
+    @contextmanager
+    def read_rows(self) -> Iterator[Connection]:
+        """Like ``read``, for reads that select rows with SQLAlchemy Core and build no ORM objects (the
+        API's hot GETs and the token check): a connection in a read-only transaction, without the
+        session's own bookkeeping (about 70 us less per transaction)."""
+        with self._read_engine.connect() as conn, conn.begin():
+            yield conn
+
+    @property
+    def local(self) -> bool:
+        """Whether a read is a call into this process (SQLite) rather than a round trip over the network:
+        the API runs short reads of a local catalog on its event loop instead of a thread."""
+        return self.dialect == "sqlite"
 
     def dispose(self) -> None:
         self.engine.dispose()

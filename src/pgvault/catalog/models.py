@@ -123,6 +123,11 @@ class Instance(Base):
             "uq_instances_account_name_live", "cloud_account_id", "name_key", unique=True,
             sqlite_where=text("deleted_at IS NULL"), postgresql_where=text("deleted_at IS NULL"),
         ),
+        # GET /Instance's pages of live instances, of all or of one account (migration 0008)
+        Index("ix_instances_live_id", "id", sqlite_where=text("deleted_at IS NULL"),
+              postgresql_where=text("deleted_at IS NULL")),
+        Index("ix_instances_live_account_id", "cloud_account_id", "id", sqlite_where=text("deleted_at IS NULL"),
+              postgresql_where=text("deleted_at IS NULL")),
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     cloud_account_id: Mapped[int] = mapped_column(ForeignKey("cloud_accounts.id"))
@@ -151,6 +156,7 @@ class Backupset(Base):
     """Command Center's backupset: PaaS PostgreSQL instances have one, dump based."""
 
     __tablename__ = "backupsets"
+    __table_args__ = (Index("ix_backupsets_instance_id", "instance_id"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     instance_id: Mapped[int] = mapped_column(ForeignKey("instances.id"))
     name: Mapped[str] = mapped_column(String(255), default="DumpBasedBackupSet")
@@ -162,6 +168,7 @@ class Subclient(Base):
     """The unit that backs up: the ``default`` subclient covers every database of the instance."""
 
     __tablename__ = "subclients"
+    __table_args__ = (Index("ix_subclients_instance_id", "instance_id"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     instance_id: Mapped[int] = mapped_column(ForeignKey("instances.id"))
     backupset_id: Mapped[int] = mapped_column(ForeignKey("backupsets.id"))

@@ -2,18 +2,72 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any, NamedTuple
 
 from pydantic import Field, StrictInt, StrictStr
 
-from ..catalog.models import Job, JobItem, JobStatus
+from ..catalog.models import JobStatus
 from ..catalog.types import utcnow
 from .common import POSTGRESQL_APP_ID, WireModel, epoch
 
 
-def job_summary(job: Job) -> dict[str, Any]:
-    inst = job.instance
-    sub = job.subclient
+class JobRow(NamedTuple):
+    """What the API shows of a job, as ``services.jobs`` reads it (a plain tuple: reading a field of
+    SQLAlchemy's Row costs ten times more)."""
+
+    id: int
+    job_type: str
+    backup_level: str
+    trigger: str
+    started_by: str
+    status: str
+    percent_complete: int
+    phase: str
+    message: str
+    warnings: list[str] | None
+    attempts: int
+    restore_point_id: int | None
+    created_at: dt.datetime
+    started_at: dt.datetime | None
+    ended_at: dt.datetime | None
+    updated_at: dt.datetime
+    instance_id: int
+    subclient_id: int
+    client_name: str
+    cloud_account_id: int
+    instance_name: str
+    backupset_name: str
+    backupset_id: int
+    subclient_name: str
+
+
+class JobItemRow(NamedTuple):
+    job_id: int
+    kind: str
+    name: str
+    status: str
+    bytes: int
+    sha256: str | None
+    location: str | None
+    error: str | None
+    target: str | None
+    details: list[dict[str, Any]] | None
+
+
+@dataclass(frozen=True, slots=True)
+class JobView:
+    """A job and its items (in id order)."""
+
+    job: JobRow
+    items: Sequence[JobItemRow]
+
+
+def job_summary(view: JobView) -> dict[str, Any]:
+    """A job as Command Center summarises it, from ``services.jobs.job_view``/``list_jobs``."""
+    job = view.job
     return {
         "jobId": job.id,
         "jobType": job.job_type,
@@ -33,21 +87,25 @@ def job_summary(job: Job) -> dict[str, Any]:
         "appTypeName": "PostgreSQL",
         "localizedOperationName": job.job_type,
         "jobElapsedTime": _elapsed(job),
-        "subclient": {
-            "clientName": inst.cloud_account.name, "clientId": inst.cloud_account_id,
-            "appName": "PostgreSQL", "applicationId": POSTGRESQL_APP_ID,
-            "instanceName": inst.name, "instanceId": inst.id,
-            "backupsetName": sub.backupset.name, "backupsetId": sub.backupset_id,
-            "subclientName": sub.name, "subclientId": sub.id,
-        },
+        "subclient": _subclient(job),
         "restorePointId": job.restore_point_id,
-        "databases": [_item(i) for i in job.items if i.kind in ("database", "tables")],
-        "globals": next((_item(i) for i in job.items if i.kind == "globals"), None),
-        "files": [_item(i) for i in job.items if i.kind == "file"],
+        "databases": [_item(i) for i in view.items if i.kind in ("database", "tables")],
+        "globals": next((_item(i) for i in view.items if i.kind == "globals"), None),
+        "files": [_item(i) for i in view.items if i.kind == "file"],
     }
 
 
-def _item(i: JobItem) -> dict[str, Any]:
+def _subclient(job: JobRow) -> dict[str, Any]:
+    return {
+        "clientName": job.client_name, "clientId": job.cloud_account_id,
+        "appName": "PostgreSQL", "applicationId": POSTGRESQL_APP_ID,
+        "instanceName": job.instance_name, "instanceId": job.instance_id,
+        "backupsetName": job.backupset_name, "backupsetId": job.backupset_id,
+        "subclientName": job.subclient_name, "subclientId": job.subclient_id,
+    }
+
+
+def _item(i: JobItemRow) -> dict[str, Any]:
     out: dict[str, Any] = {"name": i.name, "status": i.status, "bytes": i.bytes, "sha256": i.sha256,
                            "location": i.location, "error": i.error}
     if i.target is not None:
@@ -57,28 +115,29 @@ def _item(i: JobItem) -> dict[str, Any]:
     return out
 
 
-def job_response(job: Job) -> dict[str, Any]:
-    return {"totalRecordsWithoutPaging": 1, "jobs": [{"jobSummary": job_summary(job)}]}
+def job_response(view: JobView) -> dict[str, Any]:
+    return {"totalRecordsWithoutPaging": 1, "jobs": [{"jobSummary": job_summary(view)}]}
 
 
-def _elapsed(job: Job) -> int:
+def _elapsed(job: JobRow) -> int:
     """Seconds the job has run (to its end, or to now while it runs); 0 before it starts."""
     if job.started_at is None:
         return 0
     return max(0, int(((job.ended_at or utcnow()) - job.started_at).total_seconds()))
 
 
-def job_details(job: Job) -> dict[str, Any]:
+def job_details(view: JobView) -> dict[str, Any]:
     """``POST /JobDetails``: cvpysdk's ``Job`` reads ``progressInfo`` (state, reasonForJobDelay,
     numOfFilesTransferred), ``detailInfo`` and ``attemptsInfo``."""
-    done = [i for i in job.items if i.status == JobStatus.COMPLETED]
-    failed = [i for i in job.items if i.status == JobStatus.FAILED]
+    job, items = view.job, view.items
+    done = [i for i in items if i.status == JobStatus.COMPLETED]
+    failed = [i for i in items if i.status == JobStatus.FAILED]
     explains = job.status in (JobStatus.WAITING, JobStatus.FAILED, JobStatus.KILLED,
                               JobStatus.COMPLETED_WITH_ERRORS)
     start, end = epoch(job.started_at), epoch(job.ended_at)
     return {"job": {"jobDetail": {
         "generalInfo": {"jobId": job.id, "operationType": job.job_type, "backupLevelName": job.backup_level,
-                        "jobStartedFrom": "pgvault", "subclient": job_summary(job)["subclient"]},
+                        "jobStartedFrom": "pgvault", "subclient": _subclient(job)},
         "progressInfo": {
             "state": job.status, "percentComplete": job.percent_complete, "currentPhase": job.phase,
             "reasonForJobDelay": job.message if explains else "",
@@ -86,8 +145,8 @@ def job_details(job: Job) -> dict[str, Any]:
         },
         "detailInfo": {
             "startTime": start, "endTime": end, "lastUpdateTime": epoch(job.updated_at),
-            "numOfObjects": len(job.items), "numOfFailures": len(failed),
-            "sizeOfMediaOnDisk": sum(i.bytes for i in job.items),
+            "numOfObjects": len(items), "numOfFailures": len(failed),
+            "sizeOfMediaOnDisk": sum(i.bytes for i in items),
             "warnings": list(job.warnings or []),
         },
         "attemptsInfo": [{

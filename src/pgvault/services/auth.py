@@ -3,6 +3,10 @@
 Passwords are hashed with scrypt (a slow, memory-hard KDF from the standard library). Tokens are 256
 random bits shown once as ``QSDK <hex>``; the catalog keeps only their sha256, which is enough for a
 high-entropy secret and lets every request be checked with one indexed lookup.
+
+A process keeps the tokens it validated for a few seconds (``TokenCache``, ``PGVAULT_TOKEN_CACHE_SECONDS``)
+so that a burst of requests is not a catalog transaction each; docs/api.md says what that means for a
+logout seen by another API replica.
 """
 
 from __future__ import annotations
@@ -12,9 +16,13 @@ import datetime as dt
 import hashlib
 import hmac
 import secrets
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session, joinedload
+from sqlalchemy import Connection, select
+from sqlalchemy.orm import Session
 
 from ..catalog.models import AuthToken, User
 from ..catalog.types import utcnow
@@ -66,16 +74,94 @@ def login(session: Session, username: str, password: str, ttl_seconds: int) -> t
     return token, user
 
 
-def authenticate(session: Session, token: str | None) -> User:
+@dataclass(frozen=True, slots=True)
+class AuthUser:
+    """Who a request comes from: what the routes need of the user, and safe to share between requests."""
+
+    id: int
+    username: str
+
+
+class TokenCache:
+    """Tokens this process validated lately, by their sha256: a hit saves the request its catalog
+    transaction. An entry lives ``ttl_seconds`` at most, and never past the token's own expiry (checked
+    at every hit). A logout or renewal in this process forgets the token at once and keeps it from being
+    cached again for ``ttl_seconds`` (a check that read the catalog before the logout committed cannot
+    put it back); another process (an API replica) keeps accepting a token it cached until its entry
+    runs out, so a logout takes up to ``ttl_seconds`` to reach every replica. ``ttl_seconds`` 0 turns the
+    cache off. At most ``max_entries`` tokens are kept (the oldest entries go first)."""
+
+    def __init__(self, ttl_seconds: float, max_entries: int = 4096,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.ttl = ttl_seconds
+        self.max_entries = max_entries
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._entries: dict[str, tuple[AuthUser, float, dt.datetime]] = {}  # digest -> (user, until, expires)
+        self._forgotten: dict[str, float] = {}  # digest -> until when it may not be cached again
+
+    def get(self, token: str) -> AuthUser | None:
+        if self.ttl <= 0:
+            return None
+        digest = _token_hash(token.strip())
+        with self._lock:
+            entry = self._entries.get(digest)
+            if entry is None:
+                return None
+            user, until, expires = entry
+            if until <= self._clock() or expires <= utcnow():
+                del self._entries[digest]
+                return None
+            return user
+
+    def put(self, digest: str, user: AuthUser, expires_at: dt.datetime) -> None:
+        if self.ttl <= 0:
+            return
+        now = self._clock()
+        with self._lock:
+            if self._forgotten.get(digest, 0.0) > now:
+                return
+            self._entries.pop(digest, None)
+            self._entries[digest] = (user, now + self.ttl, expires_at)
+            while len(self._entries) > self.max_entries:
+                del self._entries[next(iter(self._entries))]
+
+    def forget(self, token: str | None) -> None:
+        """The token was logged out or renewed (in this process): refuse it from the catalog from now on."""
+        if not token:
+            return
+        digest = _token_hash(token.strip())
+        now = self._clock()
+        with self._lock:
+            self._entries.pop(digest, None)
+            if len(self._forgotten) >= self.max_entries:
+                self._forgotten = {d: t for d, t in self._forgotten.items() if t > now}
+            self._forgotten[digest] = now + self.ttl
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+_tokens, _users = AuthToken.__table__, User.__table__
+_TOKEN_CHECK = (select(_tokens.c.revoked_at, _tokens.c.expires_at, _users.c.id, _users.c.username)
+                .join(_users, _users.c.id == _tokens.c.user_id))
+
+
+def authenticate(conn: Session | Connection, token: str | None, cache: TokenCache | None = None) -> AuthUser:
+    """The user of a live token (one indexed lookup, SQL rows, no ORM objects); with ``cache``, a valid
+    token is remembered there."""
     if not token:
         raise NotAuthenticated("Authtoken header is missing")
-    row = session.scalar(select(AuthToken).options(joinedload(AuthToken.user))  # one query, not two
-                         .where(AuthToken.token_hash == _token_hash(token.strip())))
+    digest = _token_hash(token.strip())
+    row = conn.execute(_TOKEN_CHECK.where(_tokens.c.token_hash == digest)).first()
     if row is None or row.revoked_at is not None:
         raise NotAuthenticated("Authtoken is invalid or was logged out")
     if row.expires_at <= utcnow():
         raise NotAuthenticated("Authtoken has expired; log in again")
-    return row.user
+    user = AuthUser(row.id, row.username)
+    if cache is not None:
+        cache.put(digest, user, row.expires_at)
+    return user
 
 
 def logout(session: Session, token: str | None) -> None:

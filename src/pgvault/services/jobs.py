@@ -6,13 +6,28 @@ while it works, and a job whose lease ran out (its worker died) is requeued once
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, func, select, update
-from sqlalchemy.orm import Session, aliased, joinedload, selectinload
+from sqlalchemy import (
+    Boolean,
+    ColumnElement,
+    Connection,
+    Integer,
+    Label,
+    Table,
+    bindparam,
+    func,
+    or_,
+    select,
+    type_coerce,
+    update,
+)
+from sqlalchemy.orm import Session, aliased
 
-from ..catalog.models import Instance, Job, JobItem, JobStatus, Subclient
+from ..catalog.models import Backupset, CloudAccount, Instance, Job, JobItem, JobStatus, Subclient
 from ..catalog.types import utcnow
 from ..errors import BadRequest, NotFound
+from ..schemas.jobs import JobItemRow, JobRow, JobView
 
 MAX_ATTEMPTS = 2
 
@@ -28,15 +43,70 @@ def queue_backup(session: Session, instance: Instance, subclient: Subclient | No
 
 
 def get_job(session: Session, job_id: int) -> Job:
-    # What job_summary reads, in two queries rather than six lazy loads.
-    job = session.get(Job, job_id, options=[
-        joinedload(Job.instance).joinedload(Instance.cloud_account),
-        joinedload(Job.subclient).joinedload(Subclient.backupset),
-        selectinload(Job.items),
-    ])
+    """The job, to change it (reads for the API are ``job_view`` and ``list_jobs``)."""
+    job = session.get(Job, job_id)
     if job is None:
         raise NotFound(f"job {job_id} does not exist")
     return job
+
+
+# -- reading jobs as rows (GET /Job/{id}, POST /JobDetails, POST /Jobs) ---------------------------------
+#
+# SQLAlchemy Core, no ORM objects: a job row joined with what its summary names (instance, cloud account,
+# subclient, backupset), and its items in a second statement, as ``schemas.jobs.JobRow``s and ``JobItemRow``s.
+
+_j, _ji, _i, _ca, _sc, _bs = (m.__table__ for m in (Job, JobItem, Instance, CloudAccount, Subclient, Backupset))
+_JOB_COLUMNS = (
+    _j.c.id, _j.c.job_type, _j.c.backup_level, _j.c.trigger, _j.c.started_by, _j.c.status, _j.c.percent_complete,
+    _j.c.phase, _j.c.message, _j.c.warnings, _j.c.attempts, _j.c.restore_point_id, _j.c.created_at,
+    _j.c.started_at, _j.c.ended_at, _j.c.updated_at, _j.c.instance_id, _j.c.subclient_id,
+    _ca.c.name.label("client_name"), _i.c.cloud_account_id, _i.c.name.label("instance_name"),
+    _bs.c.name.label("backupset_name"), _sc.c.backupset_id, _sc.c.name.label("subclient_name"),
+)
+_JOB_FROM = (_j.join(_i, _i.c.id == _j.c.instance_id).join(_ca, _ca.c.id == _i.c.cloud_account_id)
+             .join(_sc, _sc.c.id == _j.c.subclient_id).join(_bs, _bs.c.id == _sc.c.backupset_id))
+_ITEM_COLUMNS = (_ji.c.job_id, _ji.c.kind, _ji.c.name, _ji.c.status, _ji.c.bytes, _ji.c.sha256, _ji.c.location,
+                 _ji.c.error, _ji.c.target, _ji.c.details)
+# Built once: building these statements costs more than running them.
+_ONE_JOB = select(*_JOB_COLUMNS).select_from(_JOB_FROM).where(_j.c.id == bindparam("job_id", type_=Integer))
+_ITEMS_OF = select(*_ITEM_COLUMNS).where(_ji.c.job_id == bindparam("job_id", type_=Integer)).order_by(_ji.c.id)
+_ITEMS_OF_MANY = (select(*_ITEM_COLUMNS).where(_ji.c.job_id.in_(bindparam("job_ids", expanding=True)))
+                  .order_by(_ji.c.id))
+
+
+def backup_state(instance_id: ColumnElement[int]) -> tuple[Label[Any], Label[Any], Label[Any]]:
+    """Columns for a statement that reads instances (``instance_id`` its id column): the start (or the
+    queueing, if it never started) and the end of the instance's newest backup job, and whether a backup
+    of it is waiting or running. What ``scheduler.next_backup_times`` needs, by the rules of
+    ``scheduler._last_backups`` and ``_active_instances``, read with the instance's row: index lookups
+    (ix_jobs_instance_type_id; the active backups once per statement, by ix_jobs_status_id)."""
+    newest = (select(func.max(_j.c.id)).where(_j.c.instance_id == instance_id, _j.c.job_type == "Backup")
+              .correlate_except(_j).scalar_subquery())
+    last = _j.alias("last_backup")
+    start = select(func.coalesce(last.c.started_at, last.c.created_at)).where(last.c.id == newest)
+    end = select(last.c.ended_at).where(last.c.id == newest)
+    # (two comparisons, not IN: a list parameter would be rendered into the statement at every execution)
+    active = instance_id.in_(select(_j.c.instance_id).where(
+        _j.c.job_type == "Backup", or_(_j.c.status == JobStatus.WAITING.value, _j.c.status == JobStatus.RUNNING.value)))
+    return (start.scalar_subquery().label("last_backup_start"), end.scalar_subquery().label("last_backup_end"),
+            type_coerce(active, Boolean).label("backup_active"))
+
+
+assert tuple(c.name for c in _ONE_JOB.selected_columns) == JobRow._fields
+assert tuple(c.name for c in _ITEMS_OF.selected_columns) == JobItemRow._fields
+
+
+def job_view(conn: Session | Connection, job_id: int) -> JobView:
+    row = conn.execute(_ONE_JOB, {"job_id": job_id}).first()
+    if row is None:
+        raise NotFound(f"job {job_id} does not exist")
+    return JobView(JobRow._make(row), list(map(JobItemRow._make, conn.execute(_ITEMS_OF, {"job_id": job_id}).all())))
+
+
+_busy = aliased(Job)  # built once: every worker thread polls with it
+_WAITING_AND_FREE = select(Job).where(
+    Job.status == JobStatus.WAITING,
+    ~select(_busy.id).where(_busy.instance_id == Job.instance_id, _busy.status == JobStatus.RUNNING).exists())
 
 
 def claim_next(session: Session, owner: str, lease_seconds: int) -> Job | None:
@@ -48,13 +118,9 @@ def claim_next(session: Session, owner: str, lease_seconds: int) -> Job | None:
     also locks the instance's row and checks again after the lock (a statement that starts after the
     other claim committed sees it). SQLite's ``BEGIN IMMEDIATE`` (see catalog.db) serialises claims anyway.
     """
-    busy = aliased(Job)
-    instance_busy = (
-        select(busy.id).where(busy.instance_id == Job.instance_id, busy.status == JobStatus.RUNNING).exists()
-    )
     passed: list[int] = []
     for _ in range(50):
-        q = select(Job).where(Job.status == JobStatus.WAITING, ~instance_busy)
+        q = _WAITING_AND_FREE
         if passed:
             q = q.where(Job.id.not_in(passed))
         job = session.scalar(q.order_by(Job.id).limit(1).with_for_update(skip_locked=True, of=Job))
@@ -165,15 +231,22 @@ def add_items(session: Session, job_id: int, names: list[tuple[str, str]]) -> li
     return [i.id for i in items]
 
 
+# Progress is written a few times per database of a running job: Core statements built once (the SET
+# clause follows the parameters given), not ORM bulk updates, which cost more to build than to run.
+_UPDATE_ITEM = update(cast(Table, _ji)).where(_ji.c.id == bindparam("item_id", type_=Integer))
+_SET_PROGRESS = update(cast(Table, _j)).where(_j.c.id == bindparam("job_id", type_=Integer),
+                                              _j.c.status == JobStatus.RUNNING.value)
+
+
 def update_item(session: Session, item_id: int, **values: object) -> None:
-    session.execute(update(JobItem).where(JobItem.id == item_id).values(**values))
+    session.execute(_UPDATE_ITEM, {"item_id": item_id, **values})
 
 
 def set_progress(session: Session, job_id: int, phase: str, percent: int | None) -> None:
-    values: dict[str, object] = {"phase": phase, "updated_at": utcnow()}
+    values: dict[str, object] = {"job_id": job_id, "phase": phase, "updated_at": utcnow()}
     if percent is not None:
         values["percent_complete"] = percent
-    session.execute(update(Job).where(Job.id == job_id, Job.status == JobStatus.RUNNING).values(**values))
+    session.execute(_SET_PROGRESS, values)
 
 
 def add_warning(session: Session, job_id: int, message: str) -> None:
@@ -182,27 +255,32 @@ def add_warning(session: Session, job_id: int, message: str) -> None:
         job.warnings = [*job.warnings, message]
 
 
-def list_jobs(session: Session, *, category: str = "all", finished_within_seconds: int = 0,
+def list_jobs(conn: Session | Connection, *, category: str = "all", finished_within_seconds: int = 0,
               client_ids: list[int] | None = None, job_types: list[str] | None = None,
               subclient_id: int | None = None, instance_id: int | None = None,
-              offset: int = 0, limit: int = 20, newest_first: bool = True) -> tuple[list[Job], int]:
+              offset: int = 0, limit: int = 20, newest_first: bool = True) -> tuple[list[JobView], int]:
     """Jobs for ``POST /Jobs``: ``active`` (waiting, running), ``finished`` (ended within the look-up
     time, 0 for no limit) or ``all`` (both). Returns one page and the total without paging."""
-    active: ColumnElement[bool] = Job.status.in_([JobStatus.WAITING, JobStatus.RUNNING])
+    active: ColumnElement[bool] = _j.c.status.in_([JobStatus.WAITING, JobStatus.RUNNING])
     finished: ColumnElement[bool] = ~active
     if finished_within_seconds > 0:
         since = utcnow() - dt.timedelta(seconds=finished_within_seconds)
-        finished = finished & (func.coalesce(Job.ended_at, Job.updated_at) >= since)
-    where = {"active": active, "finished": finished, "all": active | finished}[category]
-    q = select(Job).where(where)
+        finished = finished & (func.coalesce(_j.c.ended_at, _j.c.updated_at) >= since)
+    where = [{"active": active, "finished": finished, "all": active | finished}[category]]
     if client_ids:
-        q = q.join(Instance, Instance.id == Job.instance_id).where(Instance.cloud_account_id.in_(client_ids))
+        where.append(_i.c.cloud_account_id.in_(client_ids))
     if job_types:
-        q = q.where(func.lower(Job.job_type).in_([t.lower() for t in job_types]))
+        where.append(func.lower(_j.c.job_type).in_([t.lower() for t in job_types]))
     if subclient_id is not None:
-        q = q.where(Job.subclient_id == subclient_id)
+        where.append(_j.c.subclient_id == subclient_id)
     if instance_id is not None:
-        q = q.where(Job.instance_id == instance_id)
-    total = session.scalar(select(func.count()).select_from(q.subquery())) or 0
-    order = Job.id.desc() if newest_first else Job.id.asc()
-    return list(session.scalars(q.order_by(order).offset(offset).limit(limit))), total
+        where.append(_j.c.instance_id == instance_id)
+    q = select(*_JOB_COLUMNS).select_from(_JOB_FROM).where(*where)
+    total = conn.execute(select(func.count()).select_from(q.subquery())).scalar() or 0
+    order = _j.c.id.desc() if newest_first else _j.c.id.asc()
+    rows = list(map(JobRow._make, conn.execute(q.order_by(order).offset(offset).limit(limit))))
+    items: dict[int, list[JobItemRow]] = {r.id: [] for r in rows}
+    if rows:
+        for item in map(JobItemRow._make, conn.execute(_ITEMS_OF_MANY, {"job_ids": list(items)})):
+            items[item.job_id].append(item)
+    return [JobView(r, items[r.id]) for r in rows], total
