@@ -226,3 +226,8 @@ def test_a_claim_in_flight_keeps_the_instances_next_job_waiting(catalog):
     assert got == [None]
     with catalog.begin() as s:
         assert s.get(Job, second).status == "Waiting"
+
+
+def test_a_misspelt_job_item_field_is_refused(catalog):
+    with catalog.begin() as s, pytest.raises(ValueError, match="job items have no stauts"):
+        jobs.update_item(s, 1, stauts="Completed")

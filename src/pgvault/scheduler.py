@@ -47,13 +47,12 @@ from sqlalchemy import Connection, bindparam, func, select
 from sqlalchemy.orm import Session
 
 from .catalog.db import Catalog
-from .catalog.models import Instance, Job, JobStatus, Plan
+from .catalog.models import ACTIVE, Instance, Job, JobStatus, Plan
 from .catalog.types import utcnow
 from .services import aging, jobs
 
 log = logging.getLogger("pgvault.scheduler")
 
-ACTIVE = (JobStatus.WAITING.value, JobStatus.RUNNING.value)
 # Larger than any change of a zone's UTC offset: wall times further apart than this are in the same order
 # as the instants they stand for.
 _DST_SPAN = dt.timedelta(hours=3)
@@ -200,7 +199,6 @@ _LAST_OF = select(*_LAST_COLUMNS).where(_j.c.id.in_(
 # (services.jobs.backup_state reads the same for the instances a statement reads, for next_backup_times)
 _LAST_OF_ALL = select(*_LAST_COLUMNS).where(_j.c.id.in_(_NEWEST_BACKUP))
 _ACTIVE = select(_j.c.instance_id).where(_j.c.job_type == "Backup", _j.c.status.in_(ACTIVE)).distinct()
-_ACTIVE_OF = _ACTIVE.where(_j.c.instance_id.in_(bindparam("ids", expanding=True)))
 
 
 def _last_backups(session: Session | Connection, instance_ids: Iterable[int] | None) -> dict[int, _Last]:
@@ -213,11 +211,9 @@ def _last_backups(session: Session | Connection, instance_ids: Iterable[int] | N
     return {iid: _Last(started or created, ended) for iid, started, created, ended in rows}
 
 
-def _active_instances(session: Session | Connection, instance_ids: Iterable[int] | None) -> set[int]:
-    """The instances (of those given, or of all) with a backup waiting or running."""
-    if instance_ids is None:
-        return set(session.scalars(_ACTIVE))
-    return set(session.scalars(_ACTIVE_OF, {"ids": list(instance_ids)}))
+def _active_instances(session: Session | Connection) -> set[int]:
+    """The instances with a backup waiting or running."""
+    return set(session.scalars(_ACTIVE))
 
 
 def _due_of(inst: Instance, last: _Last | None, busy: bool, end_if_busy: dt.datetime | None) -> dt.datetime:
@@ -263,7 +259,7 @@ def due_instances(session: Session, now: dt.datetime) -> list[int]:
     plans = {p.id: p for p in session.scalars(select(Plan))}
     live = session.execute(select(_i.c.id, _i.c.plan_id, _i.c.created_at).where(_i.c.deleted_at.is_(None))
                            .order_by(_i.c.id)).all()
-    last, busy = _last_backups(session, None), _active_instances(session, None)
+    last, busy = _last_backups(session, None), _active_instances(session)
     due = []
     for iid, plan_id, created_at in live:
         plan = plans[plan_id]

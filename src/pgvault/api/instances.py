@@ -87,26 +87,35 @@ async def list_instances(
     offset: Annotated[int, Query(ge=0)] = 0,
     limit: Annotated[int | None, Query(ge=1, le=10000)] = None,
 ) -> Response:
-    return await run_read(ctx, instance_page, ctx, client_id, offset, limit,
-                          short=limit is not None and limit <= SHORT_PAGE)
+    short = limit is not None and limit <= SHORT_PAGE
+    rows = await run_read(ctx, _page_rows, ctx, client_id, offset, limit, short=short)
+    return await _answer(ctx, rows, short)
 
 
-def instance_page(ctx: Context, client_id: int | None, offset: int, limit: int | None,
-                  now: dt.datetime | None = None) -> Response:
+def _page_rows(ctx: Context, client_id: int | None, offset: int, limit: int | None) -> list[InstanceRow]:
     with ctx.catalog.read_rows() as conn:
-        rows = instances.live_rows(conn, client_id, offset=offset, limit=limit)
-    return json_response(properties_body(rows, now or utcnow()))
+        return instances.live_rows(conn, client_id, offset=offset, limit=limit)
 
 
 @router.get("/Instance/{instance_id}", summary="One instance")
 async def get_instance(ctx: ContextDep, _: UserDep, instance_id: int) -> Response:
-    return await run_read(ctx, one_instance, ctx, instance_id)
+    return await _answer(ctx, [await run_read(ctx, _one_row, ctx, instance_id)], True)
 
 
-def one_instance(ctx: Context, instance_id: int, now: dt.datetime | None = None) -> Response:
+def _one_row(ctx: Context, instance_id: int) -> InstanceRow:
     with ctx.catalog.read_rows() as conn:
-        row = instances.live_row(conn, instance_id)
-    return json_response(properties_body([row], now or utcnow()))
+        return instances.live_row(conn, instance_id)
+
+
+async def _answer(ctx: Context, rows: list[InstanceRow], short: bool) -> Response:
+    """The answer for these rows, built on the event loop when that is cheap. A cron plan's next backup
+    time costs ~0.4 ms per instance (croniter), so a page with cron plans is built in the threadpool."""
+    cheap = short and not any(r.plan_schedule_kind == "cron" for r in rows)
+    return await run_read(ctx, _properties_response, rows, utcnow(), short=cheap)
+
+
+def _properties_response(rows: Sequence[InstanceRow], now: dt.datetime) -> Response:
+    return json_response(properties_body(rows, now))
 
 
 def properties_body(rows: Sequence[InstanceRow], now: dt.datetime) -> dict[str, Any]:

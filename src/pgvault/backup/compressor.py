@@ -8,7 +8,8 @@ compares against (docs/performance.md).
 
 The compressor is the ``zstd`` command-line tool when it is installed, else this module run as a program
 (``python -m pgvault.backup.compressor LEVEL``: python-zstandard, the same libzstd, at the same speed,
-about 30 ms more to start). Both write one standard zstd frame, so either restores the other's files.
+about 30 ms more to start). Both write standard zstd frames with a content checksum: either one's files
+restore with the other, and with ``zstd -dc``.
 ``PGVAULT_COMPRESSOR`` chooses: ``auto`` (the default), ``zstd`` or ``builtin``.
 """
 
@@ -34,10 +35,12 @@ def compressor_argv(level: int, choice: str = "auto") -> list[str]:
         raise ValueError(f"compressor must be one of {', '.join(CHOICES)}, not {choice!r}")
     zstd = shutil.which("zstd") if choice != "builtin" else None
     if zstd is not None:
-        return [zstd, f"-{level}", "--quiet", "--stdout", "--no-progress"]
+        return [zstd, f"-{level}", "--quiet", "--stdout"]
     if choice == "zstd":
         raise CompressorMissing("PGVAULT_COMPRESSOR=zstd, but there is no zstd program on PATH")
-    return [sys.executable, "-m", "pgvault.backup.compressor", str(level)]
+    # -P: not the working folder first on sys.path (-m would put it there, and a zstandard.py in the
+    # service's folder would be imported instead of the installed one).
+    return [sys.executable, "-P", "-m", "pgvault.backup.compressor", str(level)]
 
 
 def compressor_env() -> dict[str, str]:
@@ -59,7 +62,9 @@ def main(argv: list[str]) -> int:
     with contextlib.suppress(OSError):  # not a pipe, or a lower limit: only fewer, larger reads are lost
         fcntl.fcntl(0, _F_SETPIPE_SZ, _BLOCK)
     with open(0, "rb", buffering=0, closefd=False) as src, open(1, "wb", buffering=0, closefd=False) as dst:
-        zstandard.ZstdCompressor(level=int(argv[0])).copy_stream(src, dst, read_size=_BLOCK, write_size=_BLOCK)
+        # With a content checksum in the frame, as the zstd program writes: decompression verifies it.
+        zstandard.ZstdCompressor(level=int(argv[0]), write_checksum=True).copy_stream(
+            src, dst, read_size=_BLOCK, write_size=_BLOCK)
     return 0
 
 

@@ -194,6 +194,7 @@ class JobStatus(enum.StrEnum):
 
 
 FINISHED = frozenset({JobStatus.COMPLETED, JobStatus.COMPLETED_WITH_ERRORS, JobStatus.FAILED, JobStatus.KILLED})
+ACTIVE = (JobStatus.WAITING.value, JobStatus.RUNNING.value)  # a job not finished yet
 
 
 class Job(Base):

@@ -174,8 +174,14 @@ def run_program(
             filt = subprocess.Popen(stdout_through[0], env=stdout_through[1], stdin=proc.stdout,
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
                                     bufsize=0)
-        except BaseException:
+        except BaseException as exc:
             _terminate(proc)
+            for stream in (proc.stdout, proc.stderr, proc.stdin):
+                if stream is not None:
+                    with contextlib.suppress(OSError):
+                        stream.close()
+            if isinstance(exc, OSError):
+                raise ToolError(f"could not start {fname}, the output filter of {name}: {exc}") from exc
             raise
         assert proc.stdout is not None
         proc.stdout.close()  # the filter holds the pipe's read end: the program sees EPIPE if it dies
@@ -212,8 +218,11 @@ def run_program(
                 proc.stdin.close()
 
     def stop() -> None:
-        for p in procs:
-            _terminate(p)
+        try:
+            _terminate(procs[0])
+        finally:
+            if len(procs) > 1:
+                _terminate(procs[1])
 
     threads = [threading.Thread(target=read_stderr, args=(proc, name, tail, True), daemon=True,
                                 name=f"{name}-stderr")]

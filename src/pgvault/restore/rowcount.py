@@ -6,8 +6,11 @@ as ``\\n``) and a line of ``\\.`` ends the block. So the rows of a table are the
 which ``bytes.count`` finds at memory speed: no per-row Python, unlike parsing the archive's own framing
 (one length-prefixed chunk per row; measured at 1.9 µs of CPU per row, docs/performance.md).
 
-Both counts name tables "schema.table", unquoted: the archive's (``archive_row_counts``) and a
-restored database's (``row_counts``), which a drill compares.
+Both counts name tables "schema.table", unquoted: the archive's (``archive_row_counts``, decoded from the
+script's ``client_encoding``, the dump's own) and a restored database's (``row_counts``), which a drill
+compares. A partitioned table is counted whole (``count(*)`` of the parent) as well as per partition:
+pg_dump may load every partition's rows through the parent (hash partitions on an enum key), and then
+the archive has one COPY block for the parent.
 """
 
 from __future__ import annotations
@@ -18,17 +21,22 @@ from collections.abc import Iterator
 
 import psycopg
 from psycopg import sql
+from psycopg._encodings import pg2pyenc  # PostgreSQL's encoding names to Python's codecs (psycopg's own map)
 
 from ..pgtools.runner import CancelToken, run_program
 
 _IDENT = rb'(?:"(?:[^"]|"")*"|[^\s."]+)'
-_COPY = re.compile(rb"COPY (" + _IDENT + rb")\.(" + _IDENT + rb") (?:\(.*\) | )FROM stdin;")  # no columns: 2 spaces
+# "COPY schema.table (columns) FROM stdin;", or with two spaces for a table without columns; a quoted
+# name may hold a newline, so the header may span lines.
+_COPY = re.compile(rb"COPY (" + _IDENT + rb")\.(" + _IDENT + rb") (?:\(.*\) | )FROM stdin;", re.DOTALL)
+_ENCODING = re.compile(rb"SET client_encoding = '([A-Za-z0-9_]+)';")
 _END = b"\\.\n"  # the line that ends a COPY block
 _HEADER_MAX = 1 << 20  # a COPY header is at most this long (1,600 quoted column names fit many times)
 
 
-def _unquote(ident: bytes) -> str:
-    text = ident.decode("utf-8")
+def _unquote(ident: bytes, encoding: str) -> str:
+    # A name that does not decode becomes one no table has (the drill reports it) rather than an error.
+    text = ident.decode(encoding, "replace")
     return text[1:-1].replace('""', '"') if text.startswith('"') else text
 
 
@@ -42,6 +50,7 @@ class CopyRowCounter:
         self._carry = b""  # inside a block: the start of a line that may be the end marker
         self._line: list[bytes] = []  # outside: the start of the current line (a COPY header?)
         self._line_len = 0
+        self._encoding = "utf-8"  # of the names in the script: its SET client_encoding says
 
     def __call__(self, chunk: bytes) -> None:
         pos = 0
@@ -59,11 +68,20 @@ class CopyRowCounter:
         if nl < 0:
             return len(data)
         line = b"".join(self._line)
+        if line.startswith(b"COPY ") and line.count(b'"') % 2 == 1 and self._line_len < _HEADER_MAX:
+            self._line.append(b"\n")  # a quoted name or column with a newline in it: the header goes on
+            self._line_len += 1
+            return nl + 1
         self._line, self._line_len = [], 0
         m = _COPY.fullmatch(line)
         if m:
-            self._table = f"{_unquote(m.group(1))}.{_unquote(m.group(2))}"
+            self._table = f"{_unquote(m.group(1), self._encoding)}.{_unquote(m.group(2), self._encoding)}"
             self.counts.setdefault(self._table, 0)
+        elif e := _ENCODING.fullmatch(line):
+            try:
+                self._encoding = pg2pyenc(e.group(1))
+            except Exception:  # an encoding Python has no codec for: names decode with replacements
+                self._encoding = "ascii"
         return nl + 1
 
     def _in_block(self, data: bytes, pos: int) -> int:
@@ -109,12 +127,12 @@ def archive_row_counts(pg_restore: str, env: dict[str, str], stream: Iterator[by
     return counter.counts
 
 
-# Every ordinary table outside the system schemas, named "schema.table" (unquoted, as pg_dump's table of
-# contents names it): what a restore drill counts in the scratch database.
+# Every table (and partitioned table) outside the system schemas, named "schema.table" (unquoted, as
+# pg_dump's table of contents names it): what a restore drill counts in the scratch database.
 _TABLES = """
 select n.nspname || '.' || c.relname, format('%I.%I', n.nspname, c.relname)
 from pg_class c join pg_namespace n on n.oid = c.relnamespace
-where c.relkind = 'r'
+where c.relkind in ('r', 'p')
   and n.nspname not in ('pg_catalog', 'information_schema') and n.nspname !~ '^pg_(toast|temp_)'
 order by 1
 """

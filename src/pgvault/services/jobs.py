@@ -24,7 +24,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session, aliased
 
-from ..catalog.models import Backupset, CloudAccount, Instance, Job, JobItem, JobStatus, Subclient
+from ..catalog.models import ACTIVE, Backupset, CloudAccount, Instance, Job, JobItem, JobStatus, Subclient
 from ..catalog.types import utcnow
 from ..errors import BadRequest, NotFound
 from ..schemas.jobs import JobItemRow, JobRow, JobView
@@ -87,7 +87,7 @@ def backup_state(instance_id: ColumnElement[int]) -> tuple[Label[Any], Label[Any
     end = select(last.c.ended_at).where(last.c.id == newest)
     # (two comparisons, not IN: a list parameter would be rendered into the statement at every execution)
     active = instance_id.in_(select(_j.c.instance_id).where(
-        _j.c.job_type == "Backup", or_(_j.c.status == JobStatus.WAITING.value, _j.c.status == JobStatus.RUNNING.value)))
+        _j.c.job_type == "Backup", or_(*(_j.c.status == status for status in ACTIVE))))
     return (start.scalar_subquery().label("last_backup_start"), end.scalar_subquery().label("last_backup_end"),
             type_coerce(active, Boolean).label("backup_active"))
 
@@ -238,7 +238,13 @@ _SET_PROGRESS = update(cast(Table, _j)).where(_j.c.id == bindparam("job_id", typ
                                               _j.c.status == JobStatus.RUNNING.value)
 
 
+_ITEM_FIELDS = frozenset(_ji.c.keys()) - {"id", "job_id"}
+
+
 def update_item(session: Session, item_id: int, **values: object) -> None:
+    unknown = values.keys() - _ITEM_FIELDS
+    if unknown:  # Core would leave a misspelt column out of the SET clause without a word
+        raise ValueError(f"job items have no {', '.join(sorted(unknown))}")
     session.execute(_UPDATE_ITEM, {"item_id": item_id, **values})
 
 
