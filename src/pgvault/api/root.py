@@ -10,5 +10,5 @@ router = APIRouter(tags=["service"])
 
 
 @router.get("/", summary="Service check")
-def root() -> dict:
+async def root() -> dict:
     return {"service": "pgvault", "version": __version__, "api": "commandcenter"}
