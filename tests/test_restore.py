@@ -138,7 +138,10 @@ def test_restore_point_chosen_by_time_and_by_job(api, pg, source):
     second = api.wait_job(backup_now(api, entity["subclientId"]))
     assert second["status"] == "Completed"
     first = api.job(source["job"])
-    between = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(first["jobStartTime"]))
+    # A time means its whole second. The first's end (in whole seconds, rounded down) is a second that
+    # holds or follows the first's snapshot (taken after its start, perhaps in a later second than the
+    # start) and ends before the second's, taken at least 1.1 s after the first ended.
+    between = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(first["jobEndTime"]))
 
     _drop(pg, "rt_app_restored")
     body = restore_body(entity, ["/rt_app"], ref_time=between, renameDatabases={"rt_app": "rt_app_restored"})
