@@ -216,10 +216,6 @@ def _active_instances(session: Session | Connection) -> set[int]:
     return set(session.scalars(_ACTIVE))
 
 
-def _due_of(inst: Instance, last: _Last | None, busy: bool, end_if_busy: dt.datetime | None) -> dt.datetime:
-    return _due(inst.plan, inst.created_at, last, busy, end_if_busy)
-
-
 def _due(plan: Plan, created_at: dt.datetime, last: _Last | None, busy: bool,
          end_if_busy: dt.datetime | None) -> dt.datetime:
     end = end_if_busy if busy else (last.end if last else None)
@@ -287,7 +283,7 @@ def check_instance(session: Session, instance_id: int, now: dt.datetime) -> Job 
     last = _last_backups(session, [inst.id]).get(inst.id)
     active = session.scalars(select(Job).where(Job.instance_id == inst.id, Job.job_type == "Backup",
                                                Job.status.in_(ACTIVE)).order_by(Job.id)).all()
-    due = _due_of(inst, last, bool(active), None)
+    due = _due(inst.plan, inst.created_at, last, bool(active), None)
     if due > now or not in_window(inst.plan, now):
         return None
     if active:
