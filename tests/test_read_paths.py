@@ -38,9 +38,15 @@ def seeded(catalog: Catalog, monkeypatch: pytest.MonkeyPatch) -> tuple[Catalog, 
     return catalog, seed(catalog)
 
 
-def test_instance_pages_are_what_they_were(seeded):
+# Every read path runs two ways: prepared on the driver's cursor (Catalog.driver_read, what the API
+# uses) and through SQLAlchemy (Catalog.read_rows, or a Session: what other callers use).
+READERS = ["driver_read", "read_rows"]
+
+
+@pytest.mark.parametrize("reader", READERS)
+def test_instance_pages_are_what_they_were(seeded, reader):
     cat, ids = seeded
-    with cat.read_rows() as conn:
+    with getattr(cat, reader)() as conn:
         for page in GOLDEN["pages"]:
             rows = instances.live_rows(conn, page["clientId"], offset=page["offset"], limit=page["limit"])
             assert as_json(properties_body(rows, NOW)) == page["body"], page
@@ -66,15 +72,17 @@ def test_the_golden_pages_cover_what_the_shape_depends_on():
     assert {i["instance"]["clientId"] for i in GOLDEN["pages"][4]["body"]["instanceProperties"]} == {101}
 
 
-def test_jobs_are_what_they_were(seeded):
+@pytest.mark.parametrize("reader", READERS)
+def test_jobs_are_what_they_were(seeded, reader):
     cat, ids = seeded
-    with cat.read_rows() as conn:
+    with getattr(cat, reader)() as conn:
         for jid in ids["jobs"]:
             view = jobs.job_view(conn, jid)
             assert as_json(job_response(view)) == GOLDEN["jobs"][str(jid)], jid
             assert as_json(job_details(view)) == GOLDEN["details"][str(jid)], jid
         with pytest.raises(NotFound):
             jobs.job_view(conn, 999_999)
+    with cat.read_rows() as conn:
         for listed in GOLDEN["lists"]:
             views, total = jobs.list_jobs(conn, **listed["query"])
             body = {"totalRecordsWithoutPaging": total, "jobs": [{"jobSummary": job_summary(v)} for v in views]}
@@ -118,19 +126,20 @@ def make_token(cat: Catalog, expires: dt.datetime) -> str:
     return token
 
 
-def test_a_cached_token_saves_the_catalog_and_is_forgotten_on_logout(catalog):
+@pytest.mark.parametrize("reader", READERS)
+def test_a_cached_token_saves_the_catalog_and_is_forgotten_on_logout(catalog, reader):
     clock = Clock()
     cache = auth.TokenCache(5, clock=clock)
     token = make_token(catalog, dt.datetime.now(dt.UTC) + dt.timedelta(hours=1))
     assert cache.get(token) is None
-    with catalog.read_rows() as conn:
+    with getattr(catalog, reader)() as conn:
         user = auth.authenticate(conn, token, cache)
     assert user.username == "alice" and cache.get(token) == user and cache.get(" " + token + " ") == user
     with catalog.begin() as s:  # logged out, here
         auth.logout(s, token)
     cache.forget(token)
     assert cache.get(token) is None
-    with catalog.read_rows() as conn, pytest.raises(NotAuthenticated, match="logged out"):
+    with getattr(catalog, reader)() as conn, pytest.raises(NotAuthenticated, match="logged out"):
         auth.authenticate(conn, token, cache)
     # a check that read the catalog before the logout committed cannot put the token back
     cache.put(auth._token_hash(token), user, dt.datetime.now(dt.UTC) + dt.timedelta(hours=1))
@@ -140,24 +149,25 @@ def test_a_cached_token_saves_the_catalog_and_is_forgotten_on_logout(catalog):
     assert cache.get(token) == user  # (only a stale reader could do this, and only after the TTL)
 
 
-def test_a_cached_entry_lives_at_most_its_ttl_and_never_past_the_tokens_expiry(catalog):
+@pytest.mark.parametrize("reader", READERS)
+def test_a_cached_entry_lives_at_most_its_ttl_and_never_past_the_tokens_expiry(catalog, reader):
     clock = Clock()
     cache = auth.TokenCache(5, clock=clock)
     soon = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=2)
     token = make_token(catalog, soon)
-    with catalog.read_rows() as conn:
+    with getattr(catalog, reader)() as conn:
         auth.authenticate(conn, token, cache)
     assert cache.get(token) is not None
     clock.now += 5
     assert cache.get(token) is None and len(cache) == 0  # the TTL ran out
-    with catalog.read_rows() as conn:
+    with getattr(catalog, reader)() as conn:
         auth.authenticate(conn, token, cache)
     assert cache.get(token) is not None
     cache.put(auth._token_hash(token), auth.AuthUser(1, "alice"), dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1))
     assert cache.get(token) is None  # expired: refused even though cached moments ago
     with catalog.begin() as s:
         s.execute(update(AuthToken).values(expires_at=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)))
-    with catalog.read_rows() as conn, pytest.raises(NotAuthenticated, match="expired"):
+    with getattr(catalog, reader)() as conn, pytest.raises(NotAuthenticated, match="expired"):
         auth.authenticate(conn, token, cache)
 
 

@@ -93,7 +93,7 @@ async def list_instances(
 
 
 def _page_rows(ctx: Context, client_id: int | None, offset: int, limit: int | None) -> list[InstanceRow]:
-    with ctx.catalog.read_rows() as conn:
+    with ctx.catalog.driver_read() as conn:
         return instances.live_rows(conn, client_id, offset=offset, limit=limit)
 
 
@@ -103,7 +103,7 @@ async def get_instance(ctx: ContextDep, _: UserDep, instance_id: int) -> Respons
 
 
 def _one_row(ctx: Context, instance_id: int) -> InstanceRow:
-    with ctx.catalog.read_rows() as conn:
+    with ctx.catalog.driver_read() as conn:
         return instances.live_row(conn, instance_id)
 
 

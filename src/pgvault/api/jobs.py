@@ -21,7 +21,7 @@ async def get_job(ctx: ContextDep, _: UserDep, job_id: int) -> Response:
 
 
 def one_job(ctx: Context, job_id: int) -> Response:
-    with ctx.catalog.read_rows() as conn:
+    with ctx.catalog.driver_read() as conn:
         view = jobs.job_view(conn, job_id)
     return json_response(job_response(view))
 
@@ -51,5 +51,5 @@ def list_jobs(ctx: ContextDep, _: UserDep, body: Annotated[JobsRequest, Body()])
 
 @router.post("/JobDetails", summary="One job's progress, counts and attempts")
 def get_job_details(ctx: ContextDep, _: UserDep, body: Annotated[JobDetailsRequest, Body()]) -> dict:
-    with ctx.catalog.read_rows() as s:
-        return job_details(jobs.job_view(s, body.jobId))
+    with ctx.catalog.driver_read() as conn:
+        return job_details(jobs.job_view(conn, body.jobId))

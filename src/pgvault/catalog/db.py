@@ -7,10 +7,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pydantic_core
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
+
+from .prepared import DriverReader
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 READ_ONLY = "pgvault_read_only"  # execution option of the sessions Catalog.read hands out
@@ -22,12 +25,16 @@ SQLITE_POOL_SIZE = 48
 
 
 def make_engine(url: str) -> Engine:
+    # JSON columns are read with pydantic's parser: 4x faster than the json module's, which a GET /Job
+    # called once per database of the job.
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30},
-                               pool_size=SQLITE_POOL_SIZE, max_overflow=SQLITE_POOL_SIZE)
+                               pool_size=SQLITE_POOL_SIZE, max_overflow=SQLITE_POOL_SIZE,
+                               json_deserializer=pydantic_core.from_json)
         _sqlite_tuning(engine)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20,
+                         json_deserializer=pydantic_core.from_json)
 
 
 def _sqlite_tuning(engine: Engine) -> None:
@@ -99,6 +106,27 @@ class Catalog:
         session's own bookkeeping (about 70 us less per transaction)."""
         with self._read_engine.connect() as conn, conn.begin():
             yield conn
+
+    @contextmanager
+    def driver_read(self) -> Iterator[DriverReader]:
+        """A pooled connection's DBAPI cursor in a read-only transaction, for ``Prepared`` reads (see
+        catalog.prepared): the API's hot GETs, without SQLAlchemy's per-statement machinery. On SQLite the
+        transaction is a deferred BEGIN (a WAL snapshot, no lock, as ``read``'s); on PostgreSQL the
+        driver opens it at the first statement. Either way it is rolled back: it never writes."""
+        fairy = self.engine.raw_connection()
+        try:
+            cursor = fairy.cursor()
+            try:
+                if self.dialect == "sqlite":
+                    cursor.execute("BEGIN")
+                try:
+                    yield DriverReader(cursor, self.engine.dialect)
+                finally:
+                    fairy.rollback()
+            finally:
+                cursor.close()
+        finally:
+            fairy.close()
 
     @property
     def local(self) -> bool:

@@ -20,11 +20,13 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, String, bindparam, select
 from sqlalchemy.orm import Session
 
 from ..catalog.models import AuthToken, User
+from ..catalog.prepared import DriverReader, Prepared
 from ..catalog.types import utcnow
 from ..errors import BadRequest, NotAuthenticated
 
@@ -142,18 +144,28 @@ class TokenCache:
         return len(self._entries)
 
 
+class _TokenRow(NamedTuple):
+    revoked_at: dt.datetime | None
+    expires_at: dt.datetime
+    id: int
+    username: str
+
+
 _tokens, _users = AuthToken.__table__, User.__table__
-_TOKEN_CHECK = (select(_tokens.c.revoked_at, _tokens.c.expires_at, _users.c.id, _users.c.username)
-                .join(_users, _users.c.id == _tokens.c.user_id))
+_TOKEN_CHECK = Prepared(
+    select(_tokens.c.revoked_at, _tokens.c.expires_at, _users.c.id, _users.c.username)
+    .join(_users, _users.c.id == _tokens.c.user_id).where(_tokens.c.token_hash == bindparam("digest", type_=String)),
+    _TokenRow)
 
 
-def authenticate(conn: Session | Connection, token: str | None, cache: TokenCache | None = None) -> AuthUser:
+def authenticate(conn: DriverReader | Session | Connection, token: str | None,
+                 cache: TokenCache | None = None) -> AuthUser:
     """The user of a live token (one indexed lookup, SQL rows, no ORM objects); with ``cache``, a valid
     token is remembered there."""
     if not token:
         raise NotAuthenticated("Authtoken header is missing")
     digest = _token_hash(token.strip())
-    row = conn.execute(_TOKEN_CHECK.where(_tokens.c.token_hash == digest)).first()
+    row = _TOKEN_CHECK.first(conn, digest=digest)
     if row is None or row.revoked_at is not None:
         raise NotAuthenticated("Authtoken is invalid or was logged out")
     if row.expires_at <= utcnow():

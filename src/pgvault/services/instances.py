@@ -15,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ..catalog.models import Backupset, CloudAccount, Instance, Job, Plan, Subclient
+from ..catalog.prepared import DriverReader, Prepared
 from ..catalog.types import utcnow
 from ..crypto import Sealer
 from ..errors import BadRequest, Conflict, NotFound
@@ -189,16 +190,17 @@ def _page(by_account: bool, limited: bool) -> Any:
     return _rows_of(ids)
 
 
-# Built once: building a statement of this size costs more than running it.
-_PAGES = {(a, lim): _page(a, lim) for a in (False, True) for lim in (False, True)}
-_ONE = _rows_of(select(_i.c.id).where(_i.c.id == bindparam("instance_id", type_=Integer),
-                                      _i.c.deleted_at.is_(None)))
+# Built once: building a statement of this size costs more than running it. Prepared (catalog.prepared):
+# run on the driver's cursor when the caller has one.
+_PAGES = {(a, lim): Prepared(_page(a, lim), InstanceRow) for a in (False, True) for lim in (False, True)}
+_ONE = Prepared(_rows_of(select(_i.c.id).where(_i.c.id == bindparam("instance_id", type_=Integer),
+                                               _i.c.deleted_at.is_(None))), InstanceRow)
 
 
-assert tuple(c.name for c in _ONE.selected_columns) == InstanceRow._fields
+assert tuple(c.name for c in _ONE.stmt.selected_columns) == InstanceRow._fields
 
 
-def live_rows(conn: Session | Connection, client_id: int | None = None, *, offset: int = 0,
+def live_rows(conn: DriverReader | Session | Connection, client_id: int | None = None, *, offset: int = 0,
               limit: int | None = None) -> list[InstanceRow]:
     """A page of live instances (of one cloud account, with ``client_id``) in id order."""
     params: dict[str, int] = {"offset": offset}
@@ -206,14 +208,14 @@ def live_rows(conn: Session | Connection, client_id: int | None = None, *, offse
         params["client_id"] = client_id
     if limit is not None:
         params["limit"] = limit
-    return list(map(InstanceRow._make, conn.execute(_PAGES[client_id is not None, limit is not None], params).all()))
+    return _PAGES[client_id is not None, limit is not None].all(conn, **params)
 
 
-def live_row(conn: Session | Connection, instance_id: int) -> InstanceRow:
-    row = conn.execute(_ONE, {"instance_id": instance_id}).first()
+def live_row(conn: DriverReader | Session | Connection, instance_id: int) -> InstanceRow:
+    row = _ONE.first(conn, instance_id=instance_id)
     if row is None:
         raise NotFound(f"instance {instance_id} does not exist")
-    return InstanceRow._make(row)
+    return row
 
 
 def schedules(rows: Sequence[InstanceRow]) -> list[Scheduled]:

@@ -25,6 +25,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session, aliased
 
 from ..catalog.models import ACTIVE, Backupset, CloudAccount, Instance, Job, JobItem, JobStatus, Subclient
+from ..catalog.prepared import DriverReader, Prepared
 from ..catalog.types import utcnow
 from ..errors import BadRequest, NotFound
 from ..schemas.jobs import JobItemRow, JobRow, JobView
@@ -67,9 +68,12 @@ _JOB_FROM = (_j.join(_i, _i.c.id == _j.c.instance_id).join(_ca, _ca.c.id == _i.c
              .join(_sc, _sc.c.id == _j.c.subclient_id).join(_bs, _bs.c.id == _sc.c.backupset_id))
 _ITEM_COLUMNS = (_ji.c.job_id, _ji.c.kind, _ji.c.name, _ji.c.status, _ji.c.bytes, _ji.c.sha256, _ji.c.location,
                  _ji.c.error, _ji.c.target, _ji.c.details)
-# Built once: building these statements costs more than running them.
-_ONE_JOB = select(*_JOB_COLUMNS).select_from(_JOB_FROM).where(_j.c.id == bindparam("job_id", type_=Integer))
-_ITEMS_OF = select(*_ITEM_COLUMNS).where(_ji.c.job_id == bindparam("job_id", type_=Integer)).order_by(_ji.c.id)
+# Built once: building these statements costs more than running them. The two of GET /Job/{id} are
+# prepared (catalog.prepared): run on the driver's cursor when the caller has one.
+_ONE_JOB = Prepared(select(*_JOB_COLUMNS).select_from(_JOB_FROM).where(_j.c.id == bindparam("job_id", type_=Integer)),
+                    JobRow)
+_ITEMS_OF = Prepared(select(*_ITEM_COLUMNS).where(_ji.c.job_id == bindparam("job_id", type_=Integer))
+                     .order_by(_ji.c.id), JobItemRow)
 _ITEMS_OF_MANY = (select(*_ITEM_COLUMNS).where(_ji.c.job_id.in_(bindparam("job_ids", expanding=True)))
                   .order_by(_ji.c.id))
 
@@ -92,15 +96,15 @@ def backup_state(instance_id: ColumnElement[int]) -> tuple[Label[Any], Label[Any
             type_coerce(active, Boolean).label("backup_active"))
 
 
-assert tuple(c.name for c in _ONE_JOB.selected_columns) == JobRow._fields
-assert tuple(c.name for c in _ITEMS_OF.selected_columns) == JobItemRow._fields
+assert tuple(c.name for c in _ONE_JOB.stmt.selected_columns) == JobRow._fields
+assert tuple(c.name for c in _ITEMS_OF.stmt.selected_columns) == JobItemRow._fields
 
 
-def job_view(conn: Session | Connection, job_id: int) -> JobView:
-    row = conn.execute(_ONE_JOB, {"job_id": job_id}).first()
+def job_view(conn: DriverReader | Session | Connection, job_id: int) -> JobView:
+    row = _ONE_JOB.first(conn, job_id=job_id)
     if row is None:
         raise NotFound(f"job {job_id} does not exist")
-    return JobView(JobRow._make(row), list(map(JobItemRow._make, conn.execute(_ITEMS_OF, {"job_id": job_id}).all())))
+    return JobView(row, _ITEMS_OF.all(conn, job_id=job_id))
 
 
 _busy = aliased(Job)  # built once: every worker thread polls with it
