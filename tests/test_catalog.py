@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+from typing import NamedTuple
 
 import pytest
-from sqlalchemy import func, inspect, select
+from sqlalchemy import Integer, bindparam, func, inspect, select
 from sqlalchemy.exc import IntegrityError, StatementError
 
 from pgvault.catalog.db import Catalog
-from pgvault.catalog.models import Backupset, CloudAccount, Instance, Job, Plan, Subclient, User
-from pgvault.catalog.types import utcnow
+from pgvault.catalog.models import Backupset, CloudAccount, Instance, Job, JobItem, Plan, Subclient, User
+from pgvault.catalog.prepared import Prepared
+from pgvault.catalog.types import UTCDateTime, utcnow
 from pgvault.services import jobs
 
 
@@ -231,3 +233,46 @@ def test_a_claim_in_flight_keeps_the_instances_next_job_waiting(catalog):
 def test_a_misspelt_job_item_field_is_refused(catalog):
     with catalog.begin() as s, pytest.raises(ValueError, match="job items have no stauts"):
         jobs.update_item(s, 1, stauts="Completed")
+
+
+def test_a_prepared_read_gives_what_sqlalchemy_gives_and_refuses_what_it_cannot_run(catalog):
+    """Prepared reads (catalog.prepared) convert values as SQLAlchemy does (aware datetimes, booleans,
+    JSON, NULLs), bind fixed values carried in the statement, and refuse, at first use, parameters they
+    could not pass to the driver unconverted."""
+    iid = make_instance(catalog)
+    jid = queue(catalog, iid)
+    with catalog.begin() as s:
+        [item] = jobs.add_items(s, jid, [("database", "app")])
+        jobs.update_item(s, item, status="Completed", details=[{"k": "v"}])
+
+    class Row(NamedTuple):
+        id: int
+        status: str
+        created_at: dt.datetime
+        ssl: bool
+        details: object
+        ended_at: dt.datetime | None
+
+    j, ji, i = Job.__table__, JobItem.__table__, Instance.__table__
+    stmt = (select(j.c.id, j.c.status, j.c.created_at, i.c.ssl_enabled, ji.c.details, j.c.ended_at)
+            .join(i, i.c.id == j.c.instance_id).join(ji, ji.c.job_id == j.c.id)
+            .where(j.c.id == bindparam("job_id", type_=Integer), j.c.job_type == "Backup"))
+    prepared = Prepared(stmt, Row)
+    with catalog.driver_read() as reader:
+        fast = prepared.all(reader, job_id=jid)
+        assert prepared.first(reader, job_id=jid + 1000) is None
+        with pytest.raises(TypeError, match="needs parameter 'job_id'"):
+            prepared.all(reader)
+    with catalog.read_rows() as conn:
+        slow = prepared.all(conn, job_id=jid)
+    assert fast == slow and len(fast) == 1
+    row = fast[0]
+    assert row.created_at.tzinfo is not None and row.ssl is False and row.details == [{"k": "v"}]
+    assert row.ended_at is None and row.status == "Waiting"
+
+    for refused, why in [
+        (select(j.c.id).where(j.c.id.in_(bindparam("ids", expanding=True))), "IN list"),
+        (select(j.c.id).where(j.c.created_at < bindparam("t", type_=UTCDateTime)), "needs converting"),
+    ]:
+        with catalog.driver_read() as reader, pytest.raises(TypeError, match=why):
+            Prepared(refused, tuple).all(reader, ids=[1], t=dt.datetime.now(dt.UTC))
