@@ -84,3 +84,50 @@ def test_generated_admin_password_is_written_once_0600_and_never_logged(tmp_path
         svc.login(password=password).close()
     finally:
         svc.stop()
+
+
+def test_password_checks_run_at_most_two_at_a_time_and_outside_a_write_transaction(catalog, monkeypatch):
+    """scrypt takes 32 MiB per call: eight logins at once hold at most KDF_AT_ONCE of them. And the check
+    only reads, so it never waits for (or holds) the catalog's write lock."""
+    import threading
+    import time
+
+    from sqlalchemy import select
+
+    from pgvault.errors import NotAuthenticated
+    from pgvault.services import auth
+
+    with catalog.begin() as s:
+        auth.create_user(s, "alice", "correct horse")
+    real, lock, running, peak = hashlib.scrypt, threading.Lock(), [0], [0]
+
+    def counting_scrypt(*args, **kwargs):
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        try:
+            time.sleep(0.05)
+            return real(*args, **kwargs)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    monkeypatch.setattr(hashlib, "scrypt", counting_scrypt)
+    results: list[object] = []
+
+    def one(password: str) -> None:
+        try:
+            with catalog.read() as s:
+                results.append(auth.check_password(s, "alice", password).username)
+        except NotAuthenticated as exc:
+            results.append(exc)
+
+    with catalog.begin() as writer:  # a writer holds the catalog meanwhile (SQLite: the write lock)
+        writer.execute(select(1))
+        threads = [threading.Thread(target=one, args=("correct horse" if i % 2 else "wrong",)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+    assert peak[0] == auth.KDF_AT_ONCE
+    assert sorted(map(str, results)).count("alice") == 4 and len(results) == 8

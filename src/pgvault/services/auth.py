@@ -34,9 +34,21 @@ _N, _R, _P = 2**15, 8, 1
 TOKEN_PREFIX = "QSDK "  # noqa: S105 - a marker, not a secret
 
 
+# scrypt at these parameters holds 128 * r * n = 32 MiB for ~50 ms of CPU. Unbounded, N logins at once
+# (the API's threadpool runs 40) would take N x 32 MiB, the process's largest allocation by far
+# (docs/performance.md, "Memory"): at most KDF_AT_ONCE run together, and the others wait their turn.
+KDF_AT_ONCE = 2
+_kdf_slots = threading.BoundedSemaphore(KDF_AT_ONCE)
+
+
+def _scrypt(password: bytes, salt: bytes, n: int, r: int, p: int) -> bytes:
+    with _kdf_slots:
+        return hashlib.scrypt(password, salt=salt, n=n, r=r, p=p, maxmem=64 * 1024 * 1024, dklen=32)
+
+
 def hash_password(password: str) -> str:
     salt = secrets.token_bytes(16)
-    digest = hashlib.scrypt(password.encode(), salt=salt, n=_N, r=_R, p=_P, maxmem=64 * 1024 * 1024, dklen=32)
+    digest = _scrypt(password.encode(), salt, _N, _R, _P)
     return "$".join(["scrypt", str(_N), str(_R), str(_P), base64.b64encode(salt).decode(),
                      base64.b64encode(digest).decode()])
 
@@ -48,10 +60,7 @@ def verify_password(password: str, stored: str) -> bool:
         return False
     if scheme != "scrypt":
         return False
-    candidate = hashlib.scrypt(
-        password.encode(), salt=base64.b64decode(salt), n=int(n), r=int(r), p=int(p),
-        maxmem=64 * 1024 * 1024, dklen=32,
-    )
+    candidate = _scrypt(password.encode(), base64.b64decode(salt), int(n), int(r), int(p))
     return hmac.compare_digest(candidate, base64.b64decode(digest))
 
 
@@ -62,18 +71,26 @@ def _token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def login(session: Session, username: str, password: str, ttl_seconds: int) -> tuple[str, User]:
-    user = session.scalar(select(User).where(User.username == username))
+def check_password(session: Session, username: str, password: str) -> AuthUser:
+    """The user whose password this is, else NotAuthenticated. The slow part (scrypt) runs after the
+    read: call it in a read transaction (``Catalog.read``), never in a write one, which on SQLite would
+    hold the catalog's write lock, and every worker's progress write with it, for the KDF's ~50 ms."""
+    row = session.execute(select(User.id, User.username, User.password_hash).where(User.username == username)).first()
     # Same work whether or not the user exists: no user enumeration by timing.
-    ok = verify_password(password, user.password_hash if user else _DUMMY_HASH)
-    if user is None or not ok:
+    ok = verify_password(password, row.password_hash if row else _DUMMY_HASH)
+    if row is None or not ok:
         # Not Command Center's "Access denied" wording: cvpysdk turns a 401 saying "Access denied" with
         # errorCode 5 into a hint about SSL certificates and drops this message.
         raise NotAuthenticated("Login failed: invalid user name or password")
+    return AuthUser(row.id, row.username)
+
+
+def issue_token(session: Session, user: AuthUser, ttl_seconds: int) -> str:
+    """A new token for ``user`` (who just proved their password), shown once."""
     token = TOKEN_PREFIX + secrets.token_hex(32)
     session.add(AuthToken(token_hash=_token_hash(token), user_id=user.id,
                           expires_at=utcnow() + dt.timedelta(seconds=ttl_seconds)))
-    return token, user
+    return token
 
 
 @dataclass(frozen=True, slots=True)
