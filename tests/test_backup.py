@@ -10,6 +10,7 @@ import time
 import pytest
 from psycopg import sql
 from tests.support.data import AWKWARD_NAMES, fill, fingerprint, recreate_database, restore_dump, stored_path
+from tests.support.flows import restore, restore_body
 from tests.support.servers import system_pg_bin
 from tests.support.service import Service, seed_body
 
@@ -226,7 +227,8 @@ def test_restore_point_only_with_manifest(api, pg, service):
 @pytest.mark.parametrize("compressor", ["builtin", "zstd"])
 def test_each_compressor_makes_files_that_restore(pg, pg_target, tmp_path, compressor):
     """The zstd program and pgvault's own compressor (backup/compressor.py) both sit between pg_dump and
-    pgvault; either one's files restore to the same data."""
+    pgvault, and both decompress between pgvault and pg_restore; either one's files restore to the same
+    data, by hand and by a restore job (which then runs the same one as its decompressor)."""
     if compressor == "zstd" and shutil.which("zstd") is None:
         pytest.skip("no zstd program on PATH (scripts/test-deps.sh installs it when root)")
     name = f"cmp_{compressor}"
@@ -235,17 +237,22 @@ def test_each_compressor_makes_files_that_restore(pg, pg_target, tmp_path, compr
     svc = Service(tmp_path / "home", PGVAULT_COMPRESSOR=compressor).start()
     api = svc.login()
     try:
-        _, job_id = register(api, pg, name)
+        entity, job_id = register(api, pg, name)
         done = api.wait_job(job_id)
         assert done["status"] == "Completed", done
         item = next(d for d in done["databases"] if d["name"] == name)
         restore_dump(item["location"], pg_target, f"{name}_restored")
         assert fingerprint(pg_target, f"{name}_restored") == fingerprint(pg, name)
+        body = restore_body(entity, [f"/{name}"], renameDatabases={name: f"{name}_job"})
+        restored = api.wait_job(restore(api, body))
+        assert restored["status"] == "Completed", restored
+        assert fingerprint(pg, f"{name}_job") == fingerprint(pg, name)
     finally:
         api.close()
         svc.stop()
         with pg.connect() as conn:
-            conn.execute(sql.SQL("drop database {} with (force)").format(sql.Identifier(name)))
+            for db in (name, f"{name}_job"):
+                conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(db)))
 
 
 def test_a_missing_zstd_program_fails_the_job_with_the_reason(pg, tmp_path):

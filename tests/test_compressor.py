@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import shutil
 import subprocess
+import threading
 
 import pytest
 import zstandard
 
-from pgvault.backup.compressor import compressor_argv, compressor_env
+from pgvault.backup.compressor import compressor_argv, compressor_env, decompressor_argv
 from pgvault.errors import ToolError
 from pgvault.pgtools.runner import run_program
 
@@ -39,3 +42,71 @@ def test_output_filter_failure_and_success(tmp_path):
     with pytest.raises(ToolError, match="could not start no-such-filter, the output filter of cat"):
         run_program(["cat", str(data)], PATH, log=log, stdout_sink=got.append,
                     stdout_through=(["/nonexistent/no-such-filter"], PATH))
+
+
+def test_input_filter_success_failure_and_a_reader_that_stops(tmp_path):
+    """``stdin_through`` puts a filter before the program (``zstd -d | pg_restore``)."""
+    def source(n: int = 1000):
+        for _ in range(n):
+            yield b"abc\n" * 256
+
+    got: list[bytes] = []
+    run_program(["cat"], PATH, log=log, stdout_sink=got.append, stdin_source=source(),
+                stdin_through=(["tr", "a-z", "A-Z"], PATH))
+    assert b"".join(got) == b"ABC\n" * 256_000
+    with pytest.raises(ToolError, match=r"sh \(the input filter of cat\) exited with code 3: broken"):
+        run_program(["cat"], PATH, log=log, stdout_sink=got.append, stdin_source=source(),
+                    stdin_through=(["sh", "-c", "cat >/dev/null; echo broken >&2; exit 3"], PATH))
+    with pytest.raises(ToolError, match="could not start no-such-filter, the input filter of cat"):
+        run_program(["cat"], PATH, log=log, stdin_source=source(),
+                    stdin_through=(["/nonexistent/no-such-filter"], PATH))
+    # The program stops reading: the filter dies of a broken pipe, and the program's own result stands.
+    result = run_program(["head", "-c", "10"], PATH, log=log, stdout_sink=got.append, stdin_source=source(100_000),
+                         stdin_through=(["cat"], PATH))
+    assert result.returncode == 0
+    with pytest.raises(ToolError, match="sh exited with code 4"):
+        run_program(["sh", "-c", "head -c 10 >/dev/null; exit 4"], PATH, log=log, stdin_source=source(100_000),
+                    stdin_through=(["cat"], PATH))
+
+
+@pytest.mark.parametrize("choice", ["builtin", "zstd"])
+def test_each_decompressor_restores_every_frame_and_refuses_damage(choice):
+    if choice == "zstd" and shutil.which("zstd") is None:
+        pytest.skip("no zstd program on PATH (scripts/test-deps.sh installs it when root)")
+    data = os.urandom(1 << 20) + b"pgvault " * 300_000
+    packed = zstandard.ZstdCompressor(level=1, write_checksum=True).compress(data)
+    env = compressor_env()
+    ok = subprocess.run(decompressor_argv(choice), input=packed + packed, env=env, capture_output=True)
+    assert ok.returncode == 0 and ok.stdout == data + data  # two frames, as concatenated files are
+    cut = subprocess.run(decompressor_argv(choice), input=packed[:-1000], env=env, capture_output=True)
+    assert cut.returncode != 0 and cut.stderr
+    damaged = bytearray(packed)
+    damaged[len(damaged) // 2] ^= 0xFF
+    bad = subprocess.run(decompressor_argv(choice), input=bytes(damaged), env=env, capture_output=True)
+    assert bad.returncode != 0 and bad.stderr
+
+
+def test_the_builtin_decompressor_dies_of_a_broken_pipe_as_zstd_does():
+    """Its reader stopped: exit by SIGPIPE, which the runner reads as "the program stopped reading"."""
+    import signal
+
+    packed = zstandard.ZstdCompressor(level=1, write_checksum=True).compress(os.urandom(1 << 16) * 200)
+    proc = subprocess.Popen(decompressor_argv("builtin"), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            env=compressor_env())
+    assert proc.stdout is not None and proc.stdin is not None
+    stdin = proc.stdin
+
+    def feed() -> None:
+        with contextlib.suppress(BrokenPipeError):
+            stdin.write(packed)
+            stdin.close()
+
+    feeder = threading.Thread(target=feed, daemon=True)
+    feeder.start()
+    assert len(proc.stdout.read(10)) == 10
+    proc.stdout.close()
+    try:
+        assert proc.wait(30) == -signal.SIGPIPE
+    finally:
+        proc.kill()
+        feeder.join(10)

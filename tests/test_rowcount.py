@@ -107,7 +107,8 @@ def test_counts_match_count_star_at_every_boundary(tricky):
 def test_archive_row_counts_runs_pg_restore_on_the_stream(tricky):
     truth, archive, _ = tricky
     chunks = (archive[i : i + 8192] for i in range(0, len(archive), 8192))
-    counts = archive_row_counts(str(bundled_bin_dir() / "pg_restore"), {"PATH": "/usr/bin:/bin"}, chunks, log=log)
+    counts = archive_row_counts(str(bundled_bin_dir() / "pg_restore"), {"PATH": "/usr/bin:/bin"},
+                                {"stdin_source": chunks, "stdin_through": None}, log=log)
     in_archive(truth, counts)
 
 
@@ -124,8 +125,8 @@ def test_names_are_read_in_the_dumps_encoding(pg):
                "PGDATABASE": "rc_latin1", "PGSSLMODE": "disable"}
         archive = subprocess.run([str(bundled_bin_dir() / "pg_dump"), "--format=custom", "--compress=0"], env=env,
                                  check=True, capture_output=True).stdout
-        counts = archive_row_counts(str(bundled_bin_dir() / "pg_restore"), {"PATH": "/usr/bin:/bin"}, iter([archive]),
-                                    log=log)
+        counts = archive_row_counts(str(bundled_bin_dir() / "pg_restore"), {"PATH": "/usr/bin:/bin"},
+                                    {"stdin_source": iter([archive]), "stdin_through": None}, log=log)
         assert counts == {"public.café": 2}
     finally:
         with pg.connect() as conn:

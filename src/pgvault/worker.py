@@ -312,7 +312,7 @@ class WorkerPool:
                 overwrite=bool(opts.get("overwrite")), restore_globals=bool(opts.get("restore_globals")),
                 ownership=bool(opts.get("ownership")), parallelism=int(opts.get("parallelism", 2)),
                 pg_bin=self.settings.pg_bin, data_key_sealed=point.data_key_sealed, sealer=self.sealer,
-                alternates=self._other_copies(point),
+                alternates=self._other_copies(point), compressor=self.settings.compressor,
             )
         outcome = RestoreRun(req, CatalogReporter(self.catalog, job_id), cancel, job_log).run()
         return _Result(outcome.status, outcome.message)
@@ -330,7 +330,7 @@ class WorkerPool:
                                 manifest_sha256=point.manifest_sha256, drill=bool(job.options.get("drill")),
                                 drill_address=address, scratch_dir=Path(tempfile.gettempdir()),
                                 pg_bin=self.settings.pg_bin, data_key_sealed=point.data_key_sealed,
-                                sealer=self.sealer)
+                                sealer=self.sealer, compressor=self.settings.compressor)
             point_id = point.id
         outcome = VerifyRun(req, CatalogReporter(self.catalog, job_id), cancel, job_log).run()
 

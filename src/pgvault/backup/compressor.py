@@ -11,6 +11,10 @@ The compressor is the ``zstd`` command-line tool when it is installed, else this
 about 30 ms more to start). Both write standard zstd frames with a content checksum: either one's files
 restore with the other, and with ``zstd -dc``.
 ``PGVAULT_COMPRESSOR`` chooses: ``auto`` (the default), ``zstd`` or ``builtin``.
+
+Restores go the other way through the same program (``decompressor_argv``: ``zstd -d``, or this module
+with ``-d``) between pgvault and pg_restore: pgvault reads, checks and decrypts the stored stream and
+writes it, still compressed, into the decompressor; the archive itself never enters pgvault's process.
 """
 
 from __future__ import annotations
@@ -18,7 +22,9 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import sys
+from typing import Any, BinaryIO
 
 CHOICES = ("auto", "zstd", "builtin")
 _BLOCK = 1 << 20
@@ -43,6 +49,19 @@ def compressor_argv(level: int, choice: str = "auto") -> list[str]:
     return [sys.executable, "-P", "-m", "pgvault.backup.compressor", str(level)]
 
 
+def decompressor_argv(choice: str = "auto") -> list[str]:
+    """The command that reads a zstd stream on stdin and writes it decompressed on stdout; it fails (exit
+    code not 0) on a stream that is damaged, cut short, or whose content checksum does not match."""
+    if choice not in CHOICES:
+        raise ValueError(f"compressor must be one of {', '.join(CHOICES)}, not {choice!r}")
+    zstd = shutil.which("zstd") if choice != "builtin" else None
+    if zstd is not None:
+        return [zstd, "-d", "--quiet", "--stdout"]
+    if choice == "zstd":
+        raise CompressorMissing("PGVAULT_COMPRESSOR=zstd, but there is no zstd program on PATH")
+    return [sys.executable, "-P", "-m", "pgvault.backup.compressor", "-d"]
+
+
 def compressor_env() -> dict[str, str]:
     """What the compressor needs of the environment (and nothing else: no libpq settings)."""
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C.UTF-8"}
@@ -56,15 +75,69 @@ def main(argv: list[str]) -> int:
 
     import zstandard
 
-    if len(argv) != 1 or not argv[0].lstrip("-").isdigit():
-        print("usage: python -m pgvault.backup.compressor LEVEL", file=sys.stderr)
+    decompress = argv == ["-d"]
+    if not decompress and (len(argv) != 1 or not argv[0].lstrip("-").isdigit()):
+        print("usage: python -m pgvault.backup.compressor LEVEL | -d", file=sys.stderr)
         return 2
     with contextlib.suppress(OSError):  # not a pipe, or a lower limit: only fewer, larger reads are lost
         fcntl.fcntl(0, _F_SETPIPE_SZ, _BLOCK)
-    with open(0, "rb", buffering=0, closefd=False) as src, open(1, "wb", buffering=0, closefd=False) as dst:
+    with open(0, "rb", buffering=0, closefd=False) as src, open(1, "wb", buffering=0, closefd=False) as raw:
+        dst = _WriteAll(raw)
+        if decompress:
+            return _decompress(zstandard, src, dst)
         # With a content checksum in the frame, as the zstd program writes: decompression verifies it.
         zstandard.ZstdCompressor(level=int(argv[0]), write_checksum=True).copy_stream(
-            src, dst, read_size=_BLOCK, write_size=_BLOCK)
+            src, dst, read_size=_BLOCK, write_size=_BLOCK)  # type: ignore[arg-type]  # needs only .write
+    return 0
+
+
+class _WriteAll:
+    """A raw file whose ``write`` writes every byte: a raw write may write only part (a pipe whose reader
+    goes away mid-write, a signal), and neither copy_stream nor a plain loop would notice the rest lost."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self.raw = raw
+
+    def write(self, data: bytes) -> int:
+        view = memoryview(data)
+        while view:
+            view = view[self.raw.write(view) or 0:]
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+
+def _decompress(zstandard: Any, src: BinaryIO, dst: _WriteAll) -> int:
+    """Every frame of the input (a file may hold several, as ``zstd`` concatenates them), each verified
+    against its content checksum; a stream cut short inside a frame is an error, as with ``zstd -d``."""
+    decompressor = zstandard.ZstdDecompressor()
+    obj = decompressor.decompressobj()
+    inside = False  # whether bytes of a frame that has not ended were read
+    try:
+        while chunk := src.read(_BLOCK):
+            while chunk:
+                inside = True
+                out = obj.decompress(chunk)
+                if out:
+                    dst.write(out)
+                if not obj.eof:
+                    break
+                inside = False
+                chunk = obj.unused_data  # the next frame starts in this chunk
+                obj = decompressor.decompressobj()
+    except zstandard.ZstdError as exc:
+        print(f"zstd: {exc}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        # The reader (pg_restore) stopped, and its own exit code says why. Die of SIGPIPE as the zstd
+        # program does (Python ignores it), which the runner takes for exactly that.
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGPIPE)
+        return 1
+    if inside:
+        print("zstd: the stream ends inside a frame (truncated)", file=sys.stderr)
+        return 1
     return 0
 
 

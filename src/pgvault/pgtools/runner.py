@@ -145,6 +145,7 @@ def run_program(
     on_stderr: Callable[[str], None] | None = None,
     check: bool = True,
     stdout_through: tuple[list[str], dict[str, str]] | None = None,
+    stdin_through: tuple[list[str], dict[str, str]] | None = None,
 ) -> ProgramResult:
     """Run one program to its end. stdout goes to ``stdout_sink`` in 1 MiB chunks (or is discarded);
     stderr lines go to ``log`` (and ``on_stderr``), the last of them into the result and any ``ToolError``;
@@ -155,20 +156,50 @@ def run_program(
     ``stdout_through`` (argv, env) puts a filter program between the program's stdout and the sink, joined
     by a kernel pipe (``pg_dump | zstd``): the unfiltered bytes never pass through this process. Both are
     stopped together, and a failure of either fails the run, the filter's first (the program then only
-    saw a broken pipe)."""
+    saw a broken pipe).
+
+    ``stdin_through`` (argv, env) is the same the other way round (``zstd -d | pg_restore``): the source
+    feeds the filter, whose stdout is the program's stdin. A filter that fails fails the run, first (the
+    program then saw its input cut short), unless it died of a broken pipe: then the program stopped
+    reading, and the program's own result says why."""
     name = Path(argv[0]).name
-    fname = Path(stdout_through[0][0]).name if stdout_through is not None else ""
+    through = stdout_through or stdin_through
+    fname = Path(through[0][0]).name if through is not None else ""
     if cancel is not None:
         cancel.raise_if_cancelled()
     if stdout_through is not None and stdout_sink is None:
         raise ValueError("stdout_through needs a stdout_sink")
-    proc = subprocess.Popen(
-        argv, env=env, stdin=subprocess.PIPE if stdin_source is not None else subprocess.DEVNULL,
-        stdout=subprocess.PIPE if stdout_sink is not None else subprocess.DEVNULL,
-        stderr=subprocess.PIPE, start_new_session=True, bufsize=0,
-    )
+    if stdin_through is not None and (stdin_source is None or stdout_through is not None):
+        raise ValueError("stdin_through needs a stdin_source, and no stdout_through")
+    infilt: subprocess.Popen[bytes] | None = None
+    if stdin_through is not None:
+        try:
+            infilt = subprocess.Popen(stdin_through[0], env=stdin_through[1], stdin=subprocess.PIPE,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                                      bufsize=0)
+        except OSError as exc:
+            raise ToolError(f"could not start {fname}, the input filter of {name}: {exc}") from exc
+    try:
+        proc = subprocess.Popen(
+            argv, env=env,
+            stdin=infilt.stdout if infilt is not None else (
+                subprocess.PIPE if stdin_source is not None else subprocess.DEVNULL),
+            stdout=subprocess.PIPE if stdout_sink is not None else subprocess.DEVNULL,
+            stderr=subprocess.PIPE, start_new_session=True, bufsize=0,
+        )
+    except BaseException:
+        if infilt is not None:
+            _terminate(infilt)
+            _close(infilt)
+        raise
     procs = [proc]
     stdout = proc.stdout
+    feed_into = proc.stdin
+    if infilt is not None:
+        assert infilt.stdout is not None
+        infilt.stdout.close()  # the program holds the pipe's read end: the filter sees EPIPE if it dies
+        procs.append(infilt)
+        feed_into = infilt.stdin
     if stdout_through is not None:
         try:
             filt = subprocess.Popen(stdout_through[0], env=stdout_through[1], stdin=proc.stdout,
@@ -176,10 +207,7 @@ def run_program(
                                     bufsize=0)
         except BaseException as exc:
             _terminate(proc)
-            for stream in (proc.stdout, proc.stderr, proc.stdin):
-                if stream is not None:
-                    with contextlib.suppress(OSError):
-                        stream.close()
+            _close(proc)
             if isinstance(exc, OSError):
                 raise ToolError(f"could not start {fname}, the output filter of {name}: {exc}") from exc
             raise
@@ -203,19 +231,20 @@ def run_program(
     source_failed: list[BaseException] = []
 
     def feed_stdin() -> None:
-        assert proc.stdin is not None and stdin_source is not None
+        assert feed_into is not None and stdin_source is not None
         try:
             for chunk in stdin_source:
                 try:
-                    proc.stdin.write(chunk)
-                except OSError:  # the program stopped reading (it exited): its exit code tells
+                    feed_into.write(chunk)
+                except OSError:  # the program (or its filter) stopped reading: its exit code tells
                     return
         except Exception as exc:
             source_failed.append(exc)
-            _terminate(proc)
+            for p in procs:
+                _terminate(p)
         finally:
             with contextlib.suppress(OSError):
-                proc.stdin.close()
+                feed_into.close()
 
     def stop() -> None:
         try:
@@ -249,21 +278,27 @@ def run_program(
         for t in threads:
             t.join(timeout=10)
         for p in procs:
-            for stream in (p.stdout, p.stderr, p.stdin):
-                if stream is not None:
-                    with contextlib.suppress(OSError):
-                        stream.close()
+            _close(p)
     if cancel is not None:
         cancel.raise_if_cancelled()
     if source_failed:
         raise source_failed[0]
-    if len(procs) > 1 and procs[1].returncode != 0:
-        raise ToolError(f"{fname} (the output filter of {name}) exited with code {procs[1].returncode}: "
+    if len(procs) > 1 and procs[1].returncode != 0 and not (
+            infilt is not None and procs[1].returncode == -signal.SIGPIPE):
+        role = "input filter" if infilt is not None else "output filter"
+        raise ToolError(f"{fname} (the {role} of {name}) exited with code {procs[1].returncode}: "
                         f"{chr(10).join(filter_tail) or 'no message'}")
     result = ProgramResult(proc.returncode, "\n".join(tail))
     if check and proc.returncode != 0:
         raise ToolError(f"{name} exited with code {proc.returncode}: {result.stderr or 'no message'}")
     return result
+
+
+def _close(proc: subprocess.Popen[bytes]) -> None:
+    for stream in (proc.stdout, proc.stderr, proc.stdin):
+        if stream is not None:
+            with contextlib.suppress(OSError):
+                stream.close()
 
 
 def _terminate(proc: subprocess.Popen[bytes]) -> None:

@@ -4,18 +4,23 @@ and a stored file decrypted (encrypted plans) and decompressed as a stream for p
 A file's ``format`` names what the backup did to the program's output, in order ("custom+zstd+aes256gcm":
 pg_dump's custom archive, zstd, AES-256-GCM); reading undoes it in reverse. Only authenticated plaintext
 ever leaves ``decoded_stream``: a wrong data key fails at the first chunk, before a byte reaches a program.
+A database's archive is decompressed by a child process rather than here (``archive_input``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Callable, Iterator
+from typing import TypedDict
 
 import zstandard
 
+from ..backup.compressor import CompressorMissing, compressor_env, decompressor_argv
 from ..backup.encryption import FORMAT_SUFFIX, DecryptionError, decrypt_stream, open_data_key
 from ..backup.manifest import FileEntry, Manifest
 from ..crypto import Sealer
+from ..errors import ToolError
 from ..storage import Storage, StorageError
 
 
@@ -106,12 +111,38 @@ def decoded_stream(storage: Storage, entry: FileEntry, progress: Callable[[int],
     return stream
 
 
-def archive_stream(storage: Storage, entry: FileEntry, progress: Callable[[int], None] | None = None,
-                   data_key: bytes | None = None) -> Iterator[bytes]:
-    """The pg_dump archive of a stored database, for pg_restore's stdin."""
-    if not entry.format.startswith("custom+"):
+Filter = tuple[list[str], dict[str, str]]  # a program between two others: argv, env
+
+
+class ProgramInput(TypedDict):
+    """What ``run_program`` needs to feed a stored file to a program: ``run_program(..., **input)``."""
+
+    stdin_source: Iterator[bytes]
+    stdin_through: Filter | None
+
+
+def decompressor(choice: str = "auto") -> Filter:
+    """The decompressor restores run (``PGVAULT_COMPRESSOR`` chooses, as for backups): chosen once per
+    job, so that a missing ``zstd`` fails the job up front with what to do."""
+    try:
+        return decompressor_argv(choice), compressor_env()
+    except CompressorMissing as exc:
+        raise ToolError(str(exc)) from exc
+
+
+def archive_input(storage: Storage, entry: FileEntry, progress: Callable[[int], None] | None = None,
+                  data_key: bytes | None = None, through: Filter | None = None) -> ProgramInput:
+    """The pg_dump archive of a stored database, for pg_restore's stdin: this process reads the stored
+    file and decrypts it (checking every chunk), and a decompressor child (``zstd -d``, see
+    backup/compressor.py) between it and pg_restore expands it, so that the archive, 4-80x the stored
+    bytes, never passes through this process. The decompressor verifies the frames' checksums and fails
+    the run on a damaged or cut-short stream."""
+    base, *layers = entry.format.split("+")
+    if base != "custom" or not layers or layers[0] != "zstd":
         raise IntegrityError(f"{entry.key}: unknown format {entry.format!r}")
-    return decoded_stream(storage, entry, progress, data_key)
+    stored = dataclasses.replace(entry, format="+".join([base, *layers[1:]]))  # all but the zstd layer
+    return {"stdin_source": decoded_stream(storage, stored, progress, data_key),
+            "stdin_through": through or decompressor()}
 
 
 def _decompressed(stream: Iterator[bytes]) -> Iterator[bytes]:

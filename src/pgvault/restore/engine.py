@@ -19,6 +19,7 @@ import os
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +36,18 @@ from ..pgtools.binaries import Toolset, toolset_for_server
 from ..pgtools.connection import ServerAddress
 from ..pgtools.runner import Cancelled, CancelToken, client_env, dbname_arg, run_program
 from ..storage import Storage, StorageError
-from .archive import IntegrityError, archive_stream, check_file, data_key, decoded_stream, is_encrypted, load_manifest
+from .archive import (
+    Filter,
+    IntegrityError,
+    ProgramInput,
+    archive_input,
+    check_file,
+    data_key,
+    decoded_stream,
+    decompressor,
+    is_encrypted,
+    load_manifest,
+)
 from .pgrestore import RestoreErrors
 from .toc import select_entries
 
@@ -69,6 +81,7 @@ class RestoreRequest:
     pg_bin: Path | None = None
     data_key_sealed: bytes | None = None  # an encrypted restore point's data key, sealed by the master key
     sealer: Sealer | None = None  # opens it
+    compressor: str = "auto"  # PGVAULT_COMPRESSOR: which decompressor feeds pg_restore (archive.decompressor)
 
 
 @dataclass
@@ -98,6 +111,7 @@ class RestoreRun:
         self._total = 1
         self._reported = 0.0
         self._key: bytes | None = None
+        self._decompressor: Filter | None = None
 
     def run(self) -> RestoreOutcome:
         try:
@@ -112,11 +126,16 @@ class RestoreRun:
         except PgvaultError as exc:
             return RestoreOutcome(FAILED, exc.message)
 
+    def _archive(self, entry: DatabaseEntry, progress: Callable[[int], None] | None = None) -> ProgramInput:
+        """A stored database's archive as pg_restore's input (decrypted here, decompressed by a child)."""
+        return archive_input(self.req.storage, entry.file, progress, self._key, self._decompressor)
+
     # -- phases --------------------------------------------------------------------------------
     def _run(self) -> RestoreOutcome:
         req = self.req
         self.reporter.phase("Verify", 1)
         self._key = data_key(req.sealer, req.data_key_sealed)
+        self._decompressor = decompressor(req.compressor)
         manifest, entries = self._verified_copy()
 
         ids = self.reporter.items(
@@ -284,7 +303,7 @@ class RestoreRun:
             argv += ["--no-owner", "--no-privileges"]
         try:
             result = run_program(argv, {**env, "PGDATABASE": scratch}, log=self.log, cancel=self.cancel,
-                                 stdin_source=archive_stream(self.req.storage, entry.file, self._progress, self._key),
+                                 **self._archive(entry, self._progress),
                                  on_stderr=errors.feed, check=False)
         except BaseException:
             with contextlib.suppress(Exception), self.req.address.connect() as conn:
@@ -347,7 +366,7 @@ class RestoreRun:
         assert item.tables is not None
         listing: list[bytes] = []
         run_program([tools.path("pg_restore"), "--list"], env, log=self.log, cancel=self.cancel,
-                    stdin_source=archive_stream(self.req.storage, entry.file, data_key=self._key),
+                    **self._archive(entry),
                     stdout_sink=listing.append)
         chosen, missing = select_entries(b"".join(listing).decode("utf-8", "replace"), item.tables)
         if missing:
@@ -365,7 +384,7 @@ class RestoreRun:
             if self.req.overwrite:
                 argv += ["--clean", "--if-exists"]
             result = run_program(argv, {**env, "PGDATABASE": item.target}, log=self.log, cancel=self.cancel,
-                                 stdin_source=archive_stream(self.req.storage, entry.file, self._progress, self._key),
+                                 **self._archive(entry, self._progress),
                                  on_stderr=errors.feed, check=False)
         if result.returncode != 0:
             return (FAILED, f"{item.source}: table restore rolled back: {result.stderr[-800:]}", errors.objects)

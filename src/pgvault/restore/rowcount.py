@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterator
 
 import psycopg
 from psycopg import sql
 from psycopg._encodings import pg2pyenc  # PostgreSQL's encoding names to Python's codecs (psycopg's own map)
 
 from ..pgtools.runner import CancelToken, run_program
+from .archive import ProgramInput
 
 _IDENT = rb'(?:"(?:[^"]|"")*"|[^\s."]+)'
 # "COPY schema.table (columns) FROM stdin;", or with two spaces for a table without columns; a quoted
@@ -118,12 +118,12 @@ class CopyRowCounter:
         return len(data)
 
 
-def archive_row_counts(pg_restore: str, env: dict[str, str], stream: Iterator[bytes], *, log: logging.Logger,
+def archive_row_counts(pg_restore: str, env: dict[str, str], archive: ProgramInput, *, log: logging.Logger,
                        cancel: CancelToken | None = None) -> dict[str, int]:
-    """Rows per table in the archive that ``stream`` yields (pg_restore reads it; no database is used)."""
+    """Rows per table in the archive (``archive.archive_input``; pg_restore reads it, no database is used)."""
     counter = CopyRowCounter()
-    run_program([pg_restore, "--data-only", "--file=-"], env, log=log, cancel=cancel, stdin_source=stream,
-                stdout_sink=counter)
+    run_program([pg_restore, "--data-only", "--file=-"], env, log=log, cancel=cancel, stdout_sink=counter,
+                **archive)
     return counter.counts
 
 

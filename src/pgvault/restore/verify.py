@@ -14,7 +14,7 @@ import contextlib
 import logging
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +28,17 @@ from ..pgtools.binaries import toolset_for_server
 from ..pgtools.connection import ServerAddress
 from ..pgtools.runner import Cancelled, CancelToken, client_env, dbname_arg, run_program
 from ..storage import Storage, StorageError
-from .archive import IntegrityError, archive_stream, check_file, data_key, is_encrypted, load_manifest
+from .archive import (
+    Filter,
+    IntegrityError,
+    ProgramInput,
+    archive_input,
+    check_file,
+    data_key,
+    decompressor,
+    is_encrypted,
+    load_manifest,
+)
 from .engine import RestoreReporter, _drop_database
 from .pgrestore import RestoreErrors
 from .rowcount import archive_row_counts, row_counts
@@ -46,6 +56,7 @@ class VerifyRequest:
     pg_bin: Path | None = None
     data_key_sealed: bytes | None = None  # an encrypted restore point's data key, sealed by the master key
     sealer: Sealer | None = None  # opens it
+    compressor: str = "auto"  # PGVAULT_COMPRESSOR: which decompressor feeds pg_restore (archive.decompressor)
 
 
 @dataclass
@@ -66,6 +77,7 @@ class VerifyRun:
         self.cancel = cancel
         self.log = log
         self._key: bytes | None = None
+        self._decompressor: Filter | None = None
 
     def run(self) -> VerifyOutcome:
         try:
@@ -80,12 +92,17 @@ class VerifyRun:
             text = exc.message if isinstance(exc, PgvaultError) else str(exc).strip()
             return VerifyOutcome("Failed", f"the verification could not run: {text}")
 
+    def _archive(self, entry: DatabaseEntry, progress: Callable[[int], None] | None = None) -> ProgramInput:
+        """A stored database's archive as pg_restore's input (decrypted here, decompressed by a child)."""
+        return archive_input(self.req.storage, entry.file, progress, self._key, self._decompressor)
+
     def _run(self) -> VerifyOutcome:
         req = self.req
         self.reporter.phase("Verify files", 1)
         manifest = load_manifest(req.storage, req.prefix, req.manifest_sha256)
         files = [d.file for d in manifest.databases] + ([manifest.globals] if manifest.globals else [])
         self._key = data_key(req.sealer, req.data_key_sealed)
+        self._decompressor = decompressor(req.compressor)
         if self._key is None and any(is_encrypted(f) for f in files):
             raise IntegrityError("the files are encrypted and the restore point has no data key")
         ids = self.reporter.items([("file", f.key.rsplit("/", 1)[-1]) for f in files])
@@ -155,14 +172,12 @@ class VerifyRun:
             errors = RestoreErrors()
             result = run_program([pg_restore, "--no-password", dbname_arg(scratch), "--no-owner", "--no-privileges"],
                                  {**env, "PGDATABASE": scratch}, log=self.log, cancel=self.cancel,
-                                 stdin_source=archive_stream(self.req.storage, entry.file, data_key=self._key),
+                                 **self._archive(entry),
                                  on_stderr=errors.feed, check=False)
             if result.returncode != 0 and not errors.ignored:
                 return [f"{entry.name}: pg_restore failed: {result.stderr[-300:]}"]
             problems = [f"{entry.name}: {o['object']}: {o['error']}" for o in errors.objects]
-            expected = archive_row_counts(pg_restore, env, archive_stream(self.req.storage, entry.file,
-                                                                          data_key=self._key),
-                                          log=self.log, cancel=self.cancel)
+            expected = archive_row_counts(pg_restore, env, self._archive(entry), log=self.log, cancel=self.cancel)
             with address.with_db(scratch).connect() as conn:
                 conn.execute("begin isolation level repeatable read read only")
                 restored, _ = row_counts(conn)
