@@ -30,7 +30,8 @@ class Settings(BaseSettings):
     connect_timeout_seconds: int = Field(10, ge=1)
     lock_wait_seconds: int = Field(600, ge=1, description="how long pg_dump waits for a table lock")
     compressor: Literal["auto", "zstd", "builtin"] = Field(
-        "auto", description="what compresses dumps: the zstd program (auto: when on PATH) or pgvault's own")
+        "auto", description="what compresses dumps and decompresses them for restores: the zstd program "
+                            "(auto: when on PATH) or pgvault's own")
     job_lease_seconds: int = Field(60, ge=5)
     job_poll_seconds: float = Field(2.0, gt=0)
     scheduler_seconds: float = Field(30.0, gt=0, description="how often the scheduler looks for due backups")
