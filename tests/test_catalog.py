@@ -8,7 +8,7 @@ from typing import NamedTuple
 
 import pytest
 from sqlalchemy import Integer, bindparam, func, inspect, select
-from sqlalchemy.exc import IntegrityError, StatementError
+from sqlalchemy.exc import DataError, IntegrityError, StatementError
 
 from pgvault.catalog.db import Catalog
 from pgvault.catalog.models import Backupset, CloudAccount, Instance, Job, JobItem, Plan, Subclient, User
@@ -269,6 +269,12 @@ def test_a_prepared_read_gives_what_sqlalchemy_gives_and_refuses_what_it_cannot_
     row = fast[0]
     assert row.created_at.tzinfo is not None and row.ssl is False and row.details == [{"k": "v"}]
     assert row.ended_at is None and row.status == "Waiting"
+
+    # The driver's errors come out as SQLAlchemy's, as on the Core path (the API maps DataError to a 400).
+    with pytest.raises((DataError, OverflowError)), catalog.driver_read() as reader:
+        prepared.first(reader, job_id=2**70)
+    with catalog.driver_read() as reader:  # and the pooled connection is fine afterwards
+        assert prepared.first(reader, job_id=jid) == row
 
     for refused, why in [
         (select(j.c.id).where(j.c.id.in_(bindparam("ids", expanding=True))), "IN list"),

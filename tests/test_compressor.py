@@ -84,6 +84,27 @@ def test_each_decompressor_restores_every_frame_and_refuses_damage(choice):
     damaged[len(damaged) // 2] ^= 0xFF
     bad = subprocess.run(decompressor_argv(choice), input=bytes(damaged), env=env, capture_output=True)
     assert bad.returncode != 0 and bad.stderr
+    empty = subprocess.run(decompressor_argv(choice), input=b"", env=env, capture_output=True)
+    assert empty.returncode != 0
+
+
+def test_the_builtin_decompressors_memory_does_not_follow_the_expansion(tmp_path):
+    """256 MiB of zeros compress to ~8 KB: decompressed in one call they would take 256 MiB at once. The
+    child's peak RSS is compared with its peak on a small input (both include what the fork copied)."""
+    compress = zstandard.ZstdCompressor(level=1, write_checksum=True).compress
+
+    def peak_kib(data: bytes) -> int:
+        packed = tmp_path / "in.zst"
+        packed.write_bytes(compress(data))
+        with open(packed, "rb") as src, open(os.devnull, "wb") as dst:
+            proc = subprocess.Popen(decompressor_argv("builtin"), stdin=src, stdout=dst, env=compressor_env())
+            _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        assert proc.returncode == 0
+        return int(usage.ru_maxrss)  # KiB on Linux
+
+    small, zeros = peak_kib(b"x" * 1000), peak_kib(bytes(256 << 20))
+    assert zeros - small < 64 * 1024, f"{(zeros - small) // 1024} MiB more for 256 MiB of zeros"
 
 
 def test_the_builtin_decompressor_dies_of_a_broken_pipe_as_zstd_does():

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from enum import Enum
 
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
@@ -60,7 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (jobs, instances, root, auth, clients, plans, subclients, tasks, restore_points,
                    commserv, agents, credentials, backupsets, schedules):
         for route in module.router.routes:
-            _add_route(app, BASE, module.router.tags, route)
+            _add_route(app, BASE, route)
             templates.append(BASE + route.path)
     app.add_api_route(BASE, root.root, methods=["GET"], include_in_schema=False)
     errors.install(app, frozenset({BASE, BASE + "/", BASE + "/Login", BASE + "/RenewLoginToken"}))
@@ -68,15 +67,29 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
-def _add_route(app: FastAPI, prefix: str, tags: list[str | Enum], route: BaseRoute) -> None:
+def _add_route(app: FastAPI, prefix: str, route: BaseRoute) -> None:
     """A module's route, added to the application's own router rather than through ``include_router``:
     FastAPI (0.165) keeps an included router as a live branch and matches a request against every branch
     before it, twice, which was a fifth of the CPU of a GET /Job/{id}; routes of the application's
-    router are matched once, in order."""
+    router are matched once, in order. The settings pgvault's routes use are carried over; one that is
+    not (route dependencies, custom responses, ...) is refused here rather than silently dropped."""
     if not isinstance(route, APIRoute):
         raise TypeError(f"{route!r}: only API routes are expected in pgvault's routers")
+    unsupported = [name for name, default in _UNSUPPORTED.items() if getattr(route, name) != default]
+    if unsupported:
+        raise TypeError(f"{route.path}: _add_route does not carry over {', '.join(unsupported)}")
     app.router.add_api_route(
-        prefix + route.path, route.endpoint, methods=sorted(route.methods or ()), name=route.name, tags=tags,
-        summary=route.summary, description=route.description, response_model=route.response_model,
-        status_code=route.status_code, include_in_schema=route.include_in_schema,
+        prefix + route.path, route.endpoint, methods=sorted(route.methods or ()), name=route.name,
+        tags=route.tags, summary=route.summary, description=route.description,
+        response_model=route.response_model, status_code=route.status_code,
+        include_in_schema=route.include_in_schema,
     )
+
+
+_UNSUPPORTED: dict[str, object] = {
+    "dependencies": [], "responses": {}, "deprecated": None, "operation_id": None, "openapi_extra": None,
+    "callbacks": [], "response_model_include": None, "response_model_exclude": None,
+    "response_model_exclude_unset": False, "response_model_exclude_defaults": False,
+    "response_model_exclude_none": False, "response_model_by_alias": True,
+    "response_description": "Successful Response",
+}

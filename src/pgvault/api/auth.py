@@ -28,8 +28,9 @@ def login(ctx: ContextDep, body: Annotated[LoginRequest, Body()]) -> dict:
         password = base64.b64decode(body.password, validate=True).decode("utf-8")
     except (binascii.Error, UnicodeDecodeError):
         raise BadRequest("password must be base64-encoded") from None
-    with ctx.catalog.read() as s:  # the password check reads only (see auth.check_password)
-        user = auth.check_password(s, body.username, password)
+    with ctx.catalog.read() as s:
+        row = auth.password_row(s, body.username)
+    user = auth.check_password(row, password)  # scrypt, outside any transaction
     with ctx.catalog.begin() as s:
         token = auth.issue_token(s, user, ctx.settings.token_ttl_seconds)
     return {"token": token, "userName": user.username, "userId": user.id, "aliasName": str(user.id)}

@@ -101,31 +101,46 @@ class _WriteAll:
     def write(self, data: bytes) -> int:
         view = memoryview(data)
         while view:
-            view = view[self.raw.write(view) or 0:]
+            n = self.raw.write(view)
+            if n is None:  # only a non-blocking stdout says "not now", and this one never is
+                raise BlockingIOError("stdout is non-blocking")
+            view = view[n:]
         return len(data)
 
     def flush(self) -> None:
         pass
 
 
+# Input is fed to the decompressor this many bytes at a time: what one call returns is bounded by what
+# these bytes can expand to (zstd reaches ~32,000x on runs of one byte: ~32 MiB), where a 1 MiB chunk of
+# a table of zeros would come back as gigabytes at once. Per call the cost is ~1 us.
+_FEED = 1024
+
+
 def _decompress(zstandard: Any, src: BinaryIO, dst: _WriteAll) -> int:
     """Every frame of the input (a file may hold several, as ``zstd`` concatenates them), each verified
-    against its content checksum; a stream cut short inside a frame is an error, as with ``zstd -d``."""
+    against its content checksum; an input that is empty or ends inside a frame is an error, as with
+    ``zstd -d``."""
     decompressor = zstandard.ZstdDecompressor()
     obj = decompressor.decompressobj()
     inside = False  # whether bytes of a frame that has not ended were read
+    seen = False
     try:
-        while chunk := src.read(_BLOCK):
-            while chunk:
+        while block := src.read(_BLOCK):
+            seen = True
+            view = memoryview(block)
+            while view:
                 inside = True
-                out = obj.decompress(chunk)
+                piece, view = view[:_FEED], view[_FEED:]
+                out = obj.decompress(piece)
                 if out:
                     dst.write(out)
-                if not obj.eof:
-                    break
-                inside = False
-                chunk = obj.unused_data  # the next frame starts in this chunk
-                obj = decompressor.decompressobj()
+                if obj.eof:  # a frame ended: the rest of this piece starts the next one
+                    inside = False
+                    rest = obj.unused_data
+                    obj = decompressor.decompressobj()
+                    if rest:
+                        view = memoryview(bytes(rest) + bytes(view))
     except zstandard.ZstdError as exc:
         print(f"zstd: {exc}", file=sys.stderr)
         return 1
@@ -135,8 +150,9 @@ def _decompress(zstandard: Any, src: BinaryIO, dst: _WriteAll) -> int:
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGPIPE)
         return 1
-    if inside:
-        print("zstd: the stream ends inside a frame (truncated)", file=sys.stderr)
+    if not seen or inside:
+        print("zstd: " + ("the input is empty" if not seen else "the stream ends inside a frame (truncated)"),
+              file=sys.stderr)
         return 1
     return 0
 

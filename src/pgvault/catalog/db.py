@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -11,6 +13,7 @@ import pydantic_core
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from .prepared import DriverReader
@@ -24,17 +27,25 @@ READ_ONLY = "pgvault_read_only"  # execution option of the sessions Catalog.read
 SQLITE_POOL_SIZE = 48
 
 
+def _json_loads(text: str | bytes) -> object:
+    """JSON columns are read with pydantic's parser, 4x faster than the json module's (a GET /Job reads one
+    per database of the job); what it refuses and the json module wrote (a lone surrogate escaped into an
+    error message) still reads."""
+    try:
+        return pydantic_core.from_json(text)
+    except ValueError:
+        return json.loads(text)
+
+
 def make_engine(url: str) -> Engine:
-    # JSON columns are read with pydantic's parser: 4x faster than the json module's, which a GET /Job
-    # called once per database of the job.
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30},
                                pool_size=SQLITE_POOL_SIZE, max_overflow=SQLITE_POOL_SIZE,
-                               json_deserializer=pydantic_core.from_json)
+                               json_deserializer=_json_loads)
         _sqlite_tuning(engine)
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20,
-                         json_deserializer=pydantic_core.from_json)
+                         json_deserializer=_json_loads)
 
 
 def _sqlite_tuning(engine: Engine) -> None:
@@ -112,19 +123,30 @@ class Catalog:
         """A pooled connection's DBAPI cursor in a read-only transaction, for ``Prepared`` reads (see
         catalog.prepared): the API's hot GETs, without SQLAlchemy's per-statement machinery. On SQLite the
         transaction is a deferred BEGIN (a WAL snapshot, no lock, as ``read``'s); on PostgreSQL the
-        driver opens it at the first statement. Either way it is rolled back: it never writes."""
+        driver opens it at the first statement. Either way it is rolled back: it never writes.
+
+        The driver's errors come out as SQLAlchemy's (``DataError`` for an id out of PostgreSQL's integer
+        range, which the API answers with a 400, as on the Core path), and a connection the server
+        dropped is thrown out of the pool rather than handed to the next request."""
+        dialect = self.engine.dialect
         fairy = self.engine.raw_connection()
         try:
             cursor = fairy.cursor()
             try:
                 if self.dialect == "sqlite":
                     cursor.execute("BEGIN")
-                try:
-                    yield DriverReader(cursor, self.engine.dialect)
-                finally:
-                    fairy.rollback()
+                yield DriverReader(cursor, dialect)
+            except dialect.loaded_dbapi.Error as exc:
+                invalidated = dialect.is_disconnect(exc, fairy.dbapi_connection, cursor)
+                if invalidated:
+                    fairy.invalidate(exc)
+                raise DBAPIError.instance(None, None, exc, dialect.loaded_dbapi.Error,
+                                          connection_invalidated=invalidated, dialect=dialect) from exc
             finally:
-                cursor.close()
+                with contextlib.suppress(Exception):  # never in place of the read's own error
+                    cursor.close()
+                    if fairy.is_valid:
+                        fairy.rollback()
         finally:
             fairy.close()
 

@@ -10,7 +10,9 @@ Connection, inside a write transaction for instance) the same ``Prepared`` runs 
 
 Only statements whose parameters need no conversion on the way in (integers, strings) and that have no
 expanding (IN-list) parameters can be prepared; that is checked when a statement is first compiled for
-a dialect, so a statement that does not qualify fails its first use in any test, not in production.
+a dialect, so a statement that does not qualify fails its first use in any test, not in production. A
+NULL comes back as None without its column's processor being called (every type the catalog uses maps
+None to None; a type that turned NULL into something else would read differently here).
 """
 
 from __future__ import annotations
@@ -77,15 +79,16 @@ class Prepared(Generic[R]):
     def __init__(self, stmt: Select[Any], row: Callable[..., R]) -> None:
         self.stmt = stmt
         self.row = row
-        self._compiled: dict[str, _Compiled] = {}
+        self._compiled: dict[tuple[str, str], _Compiled] = {}
         self._lock = threading.Lock()
 
     def compiled(self, dialect: Dialect) -> _Compiled:
-        done = self._compiled.get(dialect.name)
+        key = (dialect.name, dialect.driver)  # the SQL and the processors depend on both
+        done = self._compiled.get(key)
         if done is None:
             with self._lock:
-                done = self._compiled.get(dialect.name) or _Compiled(self.stmt, dialect)
-                self._compiled[dialect.name] = done
+                done = self._compiled.get(key) or _Compiled(self.stmt, dialect)
+                self._compiled[key] = done
         return done
 
     def all(self, conn: DriverReader | Connection | Session, **params: Any) -> list[R]:

@@ -102,7 +102,6 @@ class VerifyRun:
         manifest = load_manifest(req.storage, req.prefix, req.manifest_sha256)
         files = [d.file for d in manifest.databases] + ([manifest.globals] if manifest.globals else [])
         self._key = data_key(req.sealer, req.data_key_sealed)
-        self._decompressor = decompressor(req.compressor)
         if self._key is None and any(is_encrypted(f) for f in files):
             raise IntegrityError("the files are encrypted and the restore point has no data key")
         ids = self.reporter.items([("file", f.key.rsplit("/", 1)[-1]) for f in files])
@@ -126,6 +125,7 @@ class VerifyRun:
                                  verify_status="Passed")
 
         self.reporter.phase("Restore drill", 50)
+        self._decompressor = decompressor(req.compressor)  # only a drill decompresses
         started = time.monotonic()
         problems: list[str] = []
         with self._drill_server() as address:
@@ -170,14 +170,20 @@ class VerifyRun:
             conn.execute(sql.SQL("create database {} template template0").format(sql.Identifier(scratch)))
         try:
             errors = RestoreErrors()
-            result = run_program([pg_restore, "--no-password", dbname_arg(scratch), "--no-owner", "--no-privileges"],
-                                 {**env, "PGDATABASE": scratch}, log=self.log, cancel=self.cancel,
-                                 **self._archive(entry),
-                                 on_stderr=errors.feed, check=False)
+            try:
+                result = run_program([pg_restore, "--no-password", dbname_arg(scratch), "--no-owner",
+                                      "--no-privileges"], {**env, "PGDATABASE": scratch}, log=self.log,
+                                     cancel=self.cancel, on_stderr=errors.feed, check=False, **self._archive(entry))
+            except ToolError as exc:  # the decompressor failed (the archive did not come out whole), or a start
+                return [f"{entry.name}: the archive could not be restored: {exc}"]
             if result.returncode != 0 and not errors.ignored:
                 return [f"{entry.name}: pg_restore failed: {result.stderr[-300:]}"]
             problems = [f"{entry.name}: {o['object']}: {o['error']}" for o in errors.objects]
-            expected = archive_row_counts(pg_restore, env, self._archive(entry), log=self.log, cancel=self.cancel)
+            try:
+                expected = archive_row_counts(pg_restore, env, self._archive(entry), log=self.log,
+                                              cancel=self.cancel)
+            except ToolError as exc:
+                return [*problems, f"{entry.name}: the archive's rows could not be counted: {exc}"]
             with address.with_db(scratch).connect() as conn:
                 conn.execute("begin isolation level repeatable read read only")
                 restored, _ = row_counts(conn)
@@ -190,8 +196,6 @@ class VerifyRun:
             return problems
         except psycopg.Error as exc:
             return [f"{entry.name}: {str(exc).strip()}"]
-        except ToolError as exc:
-            return [f"{entry.name}: the archive's rows could not be counted: {exc}"]
         finally:
             with contextlib.suppress(Exception), address.connect() as conn:
                 _drop_database(conn, scratch, version_num)

@@ -71,11 +71,22 @@ def _token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def check_password(session: Session, username: str, password: str) -> AuthUser:
-    """The user whose password this is, else NotAuthenticated. The slow part (scrypt) runs after the
-    read: call it in a read transaction (``Catalog.read``), never in a write one, which on SQLite would
-    hold the catalog's write lock, and every worker's progress write with it, for the KDF's ~50 ms."""
+class PasswordRow(NamedTuple):
+    id: int
+    username: str
+    password_hash: str
+
+
+def password_row(session: Session, username: str) -> PasswordRow | None:
+    """The user's stored password hash (None for an unknown user), for ``check_password``."""
     row = session.execute(select(User.id, User.username, User.password_hash).where(User.username == username)).first()
+    return None if row is None else PasswordRow(*row)
+
+
+def check_password(row: PasswordRow | None, password: str) -> AuthUser:
+    """The user whose password this is, else NotAuthenticated. The slow part (scrypt, ~50 ms, and a wait
+    for a turn at it, KDF_AT_ONCE): run it outside any transaction, which would hold a pooled connection
+    (and on SQLite a snapshot, or with BEGIN IMMEDIATE the write lock) for all that time."""
     # Same work whether or not the user exists: no user enumeration by timing.
     ok = verify_password(password, row.password_hash if row else _DUMMY_HASH)
     if row is None or not ok:
