@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from tests.support.service import Service, seed_body
+from tests.test_bad_input import BAD_REQUESTS
 
 
 def test_seed_request_on_a_postgresql_catalog(pg, tmp_path):
@@ -28,6 +29,9 @@ def test_seed_request_on_a_postgresql_catalog(pg, tmp_path):
         assert listed["nextBackupTime"] >= done["jobStartTime"] and listed["defaultSubclientId"] > 0
         assert api.get("/Instance").json()["instanceProperties"] == page
         assert api.get("/Job/999999").status_code == 404
+        for method, path, kw in BAD_REQUESTS:  # out-of-range values: a 400 or 404 here too, never a 500
+            bad = api.request(method, path, **kw)
+            assert bad.status_code in (200, 400, 404), (path, bad.status_code, bad.text)
         assert pg.password not in svc.log_text()
         with pg.connect("pgvault_catalog") as conn:
             assert conn.execute("select count(*) from restore_points").fetchone()[0] == 1
