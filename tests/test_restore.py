@@ -3,6 +3,7 @@ managed (non-superuser) targets, by time, a corrupted file, and a kill midway; a
 
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
@@ -292,9 +293,27 @@ def test_globals_on_request(api, pg, pg_target, source, target_instance):
                 conn.execute("drop role if exists rt_reporting")
 
 
-def test_kill_midway_leaves_no_half_restored_database(api, pg, source):
+def _children_of(pid: int) -> list[str]:
+    """The command lines of the processes whose parent is ``pid``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            if ppid == pid:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    found.append(f.read().replace(b"\0", b" ").decode(errors="replace"))
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            continue
+    return found
+
+
+def test_kill_midway_leaves_no_half_restored_database(api, pg, source, service):
     """Rows of one table pass a CHECK that sleeps while it runs in a restore's scratch database, so the
-    restore is reliably caught in the middle of loading data."""
+    restore is reliably caught in the middle of loading data. Neither pg_restore nor the decompressor
+    feeding it outlives the kill."""
     recreate_database(pg, "rt_slow")
     with pg.connect("rt_slow") as conn:
         conn.execute("""create function gate(x int) returns boolean language plpgsql as $$
@@ -318,9 +337,13 @@ def test_kill_midway_leaves_no_half_restored_database(api, pg, source):
                 break
             assert time.monotonic() < deadline
             time.sleep(0.1)
+        assert service.proc is not None
+        assert any("pg_restore" in c for c in _children_of(service.proc.pid))
         assert api.post(f"/Job/{job_id}/action/kill").status_code == 200
         done = api.wait_job(job_id, timeout=60)
         assert done["status"] == "Killed", done
+        left = [c for c in _children_of(service.proc.pid) if "pg_restore" in c or "-d" in c.split()]
+        assert not left, left
         assert "scratch copies dropped" in done["message"]
         with pg.connect() as conn:
             names = {r[0] for r in conn.execute("select datname from pg_database")}
