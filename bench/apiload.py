@@ -27,10 +27,10 @@ from pgvault.catalog.models import Backupset, CloudAccount, Instance, Job, JobIt
 from pgvault.crypto import Sealer, load_or_create_master_key
 
 
-def seed_catalog(home: Path, instances: int, job_items: int = 13) -> int:
-    """Adds ``instances`` instances (each with its backupset and subclient) and one finished backup job;
-    returns the job's id."""
-    catalog = Catalog(f"sqlite:///{home / 'catalog.db'}")
+def seed_catalog(home: Path, instances: int, job_items: int = 13, catalog_url: str | None = None) -> int:
+    """Adds ``instances`` instances (each with its backupset and subclient) and one finished backup job
+    to the service's catalog (its SQLite file in ``home``, or ``catalog_url``); returns the job's id."""
+    catalog = Catalog(catalog_url or f"sqlite:///{home / 'catalog.db'}")
     sealed = Sealer(load_or_create_master_key(home, None)).seal(b"not-a-real-password", "instance.password")
     now = dt.datetime.now(dt.UTC)
     try:

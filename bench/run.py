@@ -92,11 +92,20 @@ def restore_available(svc: Service) -> bool:
     return any(p.lower() == (BASE + "/createtask").lower() for p in spec.get("paths", {}))
 
 
-def api_phase(work: Path, args: argparse.Namespace) -> dict[str, Any]:
-    svc = Service(work / "pgvault-api").start()
+def api_phase(work: Path, args: argparse.Namespace, catalog_server: LocalServer) -> dict[str, Any]:
+    env: dict[str, str] = {}
+    url = None
+    if args.api_catalog == "postgresql":  # the scale-out's catalog: a database on a PostgreSQL server
+        with catalog_server.connect() as conn:
+            conn.execute("drop database if exists pgvault_api_catalog")
+            conn.execute("create database pgvault_api_catalog")
+        url = (f"postgresql+psycopg://{catalog_server.superuser}:{catalog_server.password}@127.0.0.1:"
+               f"{catalog_server.port}/pgvault_api_catalog")
+        env["PGVAULT_CATALOG_URL"] = url
+    svc = Service(work / "pgvault-api", **env).start()
     try:
         t0 = time.perf_counter()
-        job_id = apiload.seed_catalog(svc.home, args.api_instances)
+        job_id = apiload.seed_catalog(svc.home, args.api_instances, catalog_url=url)
         seeded = time.perf_counter() - t0
         say(f"  {args.api_instances} instances written to the catalog in {seeded:.1f} s; job {job_id}")
         r = svc.api().get("/Instance", params={"offset": args.api_instances - 5, "limit": 100})
@@ -155,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--api-clients", type=int, default=32)
     p.add_argument("--api-instances", type=int, default=10_000)
     p.add_argument("--api-page", type=int, default=100, help="GET /Instance page size")
+    p.add_argument("--api-catalog", choices=["sqlite", "postgresql"], default="sqlite",
+                   help="the API service's catalog: SQLite (the default) or a database on the source server")
     p.add_argument("--skip", action="append", default=[], choices=["backup", "restore", "memory", "api"])
     p.add_argument("--workdir", type=Path, default=None, help="where the temporary folder goes")
     p.add_argument("--output", type=Path, default=ROOT / "bench" / "results" / "latest.json")
@@ -301,8 +312,8 @@ def main(argv: list[str] | None = None) -> int:
 
         if "api" not in args.skip:
             say(f"api: {args.api_rounds} rounds x {args.api_requests} requests per endpoint, "
-                f"{args.api_clients} clients, {args.api_instances} instances")
-            api = api_phase(work, args)
+                f"{args.api_clients} clients, {args.api_instances} instances, {args.api_catalog} catalog")
+            api = api_phase(work, args, source)
             reads = [api["job"], api["instances"]]
             keys.update(api_read_vs_trivial=r3(min(r["rps"] for r in reads) / api["trivial"]["rps"]),
                         api_p99_ms=round(max(r["p99_ms"] for r in reads), 1))

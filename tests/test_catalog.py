@@ -275,6 +275,9 @@ def test_a_prepared_read_gives_what_sqlalchemy_gives_and_refuses_what_it_cannot_
         prepared.first(reader, job_id=2**70)
     with catalog.driver_read() as reader:  # and the pooled connection is fine afterwards
         assert prepared.first(reader, job_id=jid) == row
+        driver_connection = reader.cursor.connection
+    if catalog.dialect == "postgresql":  # reads run in autocommit; the pool must not get it back so
+        assert driver_connection.autocommit is False
 
     for refused, why in [
         (select(j.c.id).where(j.c.id.in_(bindparam("ids", expanding=True))), "IN list"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
@@ -40,10 +41,13 @@ async def run_read(ctx: Context, fn: Callable[..., T], *args: Any, short: bool =
     """Run ``fn(*args)``, a read of the catalog that builds its answer. A short read of a local catalog
     (SQLite: a call into this process, well under a millisecond of CPU for the hot GETs) runs right here
     on the event loop: handing it to the threadpool costs more than the read, and with 40 threads taking
-    turns at the GIL every call into SQLite has to win it back. A catalog across the network
-    (PostgreSQL) or a long read (an unpaged list) goes to the threadpool, so the event loop never waits."""
+    turns at the GIL every call into SQLite has to win it back. A short read of a catalog across the
+    network (PostgreSQL) goes to a few threads of its own (``Context.reads``), which mostly wait on round
+    trips; a long read (an unpaged list) to the shared threadpool. Either way the event loop never waits."""
     if short and ctx.catalog.local:
         return fn(*args)
+    if short:
+        return await asyncio.get_running_loop().run_in_executor(ctx.reads, fn, *args)
     return await run_in_threadpool(fn, *args)
 
 

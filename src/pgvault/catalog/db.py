@@ -120,33 +120,45 @@ class Catalog:
 
     @contextmanager
     def driver_read(self) -> Iterator[DriverReader]:
-        """A pooled connection's DBAPI cursor in a read-only transaction, for ``Prepared`` reads (see
-        catalog.prepared): the API's hot GETs, without SQLAlchemy's per-statement machinery. On SQLite the
-        transaction is a deferred BEGIN (a WAL snapshot, no lock, as ``read``'s); on PostgreSQL the
-        driver opens it at the first statement. Either way it is rolled back: it never writes.
+        """A pooled connection's DBAPI cursor for ``Prepared`` reads (see catalog.prepared): the API's hot
+        GETs, without SQLAlchemy's per-statement machinery. Nothing is written through it.
+
+        On SQLite the reads share a transaction, a deferred BEGIN (a WAL snapshot, no lock, as ``read``'s),
+        which costs nothing. On PostgreSQL each statement is its own transaction (autocommit): BEGIN and
+        ROLLBACK were two of a GET /Job's five round trips, and the API's reads are single statements
+        except GET /Job's job-then-items, whose two snapshots can differ only as two successive polls
+        would (the workers write a job's progress and its items in separate transactions anyway).
 
         The driver's errors come out as SQLAlchemy's (``DataError`` for an id out of PostgreSQL's integer
         range, which the API answers with a 400, as on the Core path), and a connection the server
         dropped is thrown out of the pool rather than handed to the next request."""
         dialect = self.engine.dialect
         fairy = self.engine.raw_connection()
+        raw: Any = fairy.dbapi_connection
         try:
             cursor = fairy.cursor()
             try:
                 if self.dialect == "sqlite":
                     cursor.execute("BEGIN")
+                else:
+                    raw.autocommit = True  # (no transaction is open: the pool rolled it back on return)
                 yield DriverReader(cursor, dialect)
             except dialect.loaded_dbapi.Error as exc:
-                invalidated = dialect.is_disconnect(exc, fairy.dbapi_connection, cursor)
+                invalidated = dialect.is_disconnect(exc, raw, cursor)
                 if invalidated:
                     fairy.invalidate(exc)
                 raise DBAPIError.instance(None, None, exc, dialect.loaded_dbapi.Error,
                                           connection_invalidated=invalidated, dialect=dialect) from exc
             finally:
-                with contextlib.suppress(Exception):  # never in place of the read's own error
+                try:
                     cursor.close()
                     if fairy.is_valid:
                         fairy.rollback()
+                        if self.dialect != "sqlite":
+                            raw.autocommit = False  # as SQLAlchemy's sessions expect it
+                except Exception:  # never in place of the read's own error; and never back into the pool
+                    with contextlib.suppress(Exception):  # in autocommit, where a Session would not be atomic
+                        fairy.invalidate()
         finally:
             fairy.close()
 
