@@ -39,3 +39,21 @@ def test_bench_runs_at_tiny_size(tmp_path: Path) -> None:
         assert medians[key] > 0
     assert medians["api"]["job"]["errors"] == 0 and medians["api"]["instances"]["errors"] == 0
     assert list(tmp_path.iterdir()) == [out], "the work folder (servers, backups) was not removed"
+
+
+@pytest.mark.skipif(shutil.which("zstd") is None, reason="the bench checks for the zstd CLI first")
+def test_bench_measures_the_api_on_a_postgresql_catalog(tmp_path: Path) -> None:
+    out = tmp_path / "latest.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "run.py"), "--tiny", "--skip", "backup", "--skip", "restore",
+         "--skip", "memory", "--api-catalog", "postgresql", "--api-requests", "40", "--api-rounds", "1",
+         "--api-clients", "4", "--api-instances", "300", "--workdir", str(tmp_path), "--output", str(out)],
+        capture_output=True, text=True, timeout=600, cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "postgresql catalog" in proc.stdout
+    result = json.loads(out.read_text())
+    api = result["medians"]["api"]
+    assert api["job"]["errors"] == 0 and api["instances"]["errors"] == 0 and api["job"]["rps"] > 0
+    assert result["backup_vs_floor"] is None and result["api_read_vs_trivial"] > 0
+    assert list(tmp_path.iterdir()) == [out], "the work folder (servers, backups) was not removed"
