@@ -48,6 +48,19 @@ def test_backup_and_restore_through_s3(api, service, pg, s3, tmp_path):
                                                           renameDatabases={"s3_app": "s3_app_copy"})))
         assert restored["status"] == "Completed", restored
         assert fingerprint(pg, "s3_app_copy") == fingerprint(pg, "s3_app")
+        # a table restore and a drill read an archive twice, from one download (restore.archive.readable_twice)
+        original = fingerprint(pg, "s3_app")
+        with pg.connect("s3_app") as conn:
+            conn.execute("drop table sales.orders cascade")
+        tables = restore_body(entity, ["/s3_app/sales/orders"], table_level=True)
+        assert api.wait_job(restore(api, tables))["status"] == "Completed"
+        assert fingerprint(pg, "s3_app") == original
+        point = api.get("/RestorePoints", params={"instanceId": entity["instanceId"]}).json()["restorePoints"][0]
+        drill = api.post(f"/RestorePoints/{point['restorePointId']}/action/verify", json={"drill": True})
+        assert drill.status_code == 200, drill.text
+        drilled = api.wait_job(drill.json()["jobIds"][0])
+        assert drilled["status"] == "Completed", drilled
+        assert api.get(f"/RestorePoints/{point['restorePointId']}").json()["drill"]["status"] == "Passed"
         assert s3.secret_access_key not in service.log_text()
         gone = api.delete(f"/Instance/{entity['instanceId']}", params={"deleteBackups": "true"})
         assert gone.status_code == 200, gone.text

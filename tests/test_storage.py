@@ -9,6 +9,7 @@ import json
 import os
 import random
 import socket
+import stat
 import time
 
 import pytest
@@ -409,3 +410,39 @@ def test_a_fan_out_write_that_fails_on_one_destination_leaves_it_on_none(tmp_pat
     with pytest.raises(StorageError, match="full"):
         w.commit()
     assert not first.exists("backup/file")
+
+
+def test_an_object_read_twice_is_downloaded_once(tmp_path):
+    """restore.archive.readable_twice: a remote storage's object is copied once into a private folder
+    (removed afterwards); a local storage is read where it is."""
+    from pgvault.backup.manifest import FileEntry
+    from pgvault.restore.archive import readable_twice
+
+    class CountingRemote(LocalStorage):
+        remote = True
+
+        def __init__(self, root):
+            super().__init__(root)
+            self.reads = 0
+
+        def read(self, key, chunk_size=1 << 20):
+            self.reads += 1
+            yield from super().read(key, chunk_size)
+
+    remote = CountingRemote(tmp_path / "bucket")
+    data = os.urandom(3 << 20)
+    with remote.writer("p/databases/000-app.dump.zst") as w:
+        w.write(data)
+        w.commit()
+    entry = FileEntry(key="p/databases/000-app.dump.zst", bytes=len(data), sha256="", format="custom+zstd")
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    with readable_twice(remote, entry, scratch) as local:
+        assert not local.remote and remote.reads == 1
+        (copy_dir,) = scratch.iterdir()
+        assert stat.S_IMODE(copy_dir.stat().st_mode) == 0o700
+        assert b"".join(local.read(entry.key)) == data and b"".join(local.read(entry.key)) == data
+    assert remote.reads == 1 and list(scratch.iterdir()) == []
+    on_disk = LocalStorage(tmp_path / "bucket")
+    with readable_twice(on_disk, entry, scratch) as same:
+        assert same is on_disk and list(scratch.iterdir()) == []

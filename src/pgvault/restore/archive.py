@@ -9,9 +9,13 @@ A database's archive is decompressed by a child process rather than here (``arch
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
+import os
+import tempfile
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TypedDict
 
 import zstandard
@@ -21,7 +25,7 @@ from ..backup.encryption import FORMAT_SUFFIX, DecryptionError, decrypt_stream, 
 from ..backup.manifest import FileEntry, Manifest
 from ..crypto import Sealer
 from ..errors import ToolError
-from ..storage import Storage, StorageError
+from ..storage import LocalStorage, Storage, StorageError
 
 
 class IntegrityError(Exception):
@@ -128,6 +132,26 @@ def decompressor(choice: str = "auto") -> Filter:
         return decompressor_argv(choice), compressor_env()
     except CompressorMissing as exc:
         raise ToolError(str(exc)) from exc
+
+
+@contextlib.contextmanager
+def readable_twice(storage: Storage, entry: FileEntry, scratch: Path | None = None) -> Iterator[Storage]:
+    """Where to read ``entry`` from when it will be read more than once (a drill restores an archive and
+    then counts its rows; a table restore lists it and then restores from it): ``storage`` itself when
+    its reads are local; else one downloaded copy in a private temporary folder (``scratch``, or the
+    system's), removed on the way out. The copy holds the stored bytes, 4-80x smaller than the archive,
+    and its reads are checked as every read is (sha256 before a restore, the decompressor's checksums)."""
+    if not storage.remote:
+        yield storage
+        return
+    with tempfile.TemporaryDirectory(prefix="pgvault-copy-", dir=scratch) as tmp:
+        os.chmod(tmp, 0o700)
+        local = LocalStorage(tmp)
+        with local.writer(entry.key) as w:
+            for chunk in storage.read(entry.key):
+                w.write(chunk)
+            w.commit()
+        yield local
 
 
 def archive_input(storage: Storage, entry: FileEntry, progress: Callable[[int], None] | None = None,

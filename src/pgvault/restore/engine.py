@@ -47,6 +47,7 @@ from .archive import (
     decompressor,
     is_encrypted,
     load_manifest,
+    readable_twice,
 )
 from .pgrestore import RestoreErrors
 from .toc import select_entries
@@ -126,9 +127,11 @@ class RestoreRun:
         except PgvaultError as exc:
             return RestoreOutcome(FAILED, exc.message)
 
-    def _archive(self, entry: DatabaseEntry, progress: Callable[[int], None] | None = None) -> ProgramInput:
-        """A stored database's archive as pg_restore's input (decrypted here, decompressed by a child)."""
-        return archive_input(self.req.storage, entry.file, progress, self._key, self._decompressor)
+    def _archive(self, entry: DatabaseEntry, progress: Callable[[int], None] | None = None,
+                 storage: Storage | None = None) -> ProgramInput:
+        """A stored database's archive as pg_restore's input (decrypted here, decompressed by a child),
+        from the restore point's storage or from ``storage`` (a local copy: ``readable_twice``)."""
+        return archive_input(storage or self.req.storage, entry.file, progress, self._key, self._decompressor)
 
     # -- phases --------------------------------------------------------------------------------
     def _run(self) -> RestoreOutcome:
@@ -363,10 +366,15 @@ class RestoreRun:
 
     def _restore_tables(self, item: RestoreItem, entry: DatabaseEntry, tools: Toolset, env: dict[str, str]
                         ) -> tuple[str, str, list[dict[str, str]]]:
+        with readable_twice(self.req.storage, entry.file) as storage:  # listed, then restored from
+            return self._restore_tables_from(storage, item, entry, tools, env)
+
+    def _restore_tables_from(self, storage: Storage, item: RestoreItem, entry: DatabaseEntry, tools: Toolset,
+                             env: dict[str, str]) -> tuple[str, str, list[dict[str, str]]]:
         assert item.tables is not None
         listing: list[bytes] = []
         run_program([tools.path("pg_restore"), "--list"], env, log=self.log, cancel=self.cancel,
-                    **self._archive(entry),
+                    **self._archive(entry, storage=storage),
                     stdout_sink=listing.append)
         chosen, missing = select_entries(b"".join(listing).decode("utf-8", "replace"), item.tables)
         if missing:
@@ -384,7 +392,7 @@ class RestoreRun:
             if self.req.overwrite:
                 argv += ["--clean", "--if-exists"]
             result = run_program(argv, {**env, "PGDATABASE": item.target}, log=self.log, cancel=self.cancel,
-                                 **self._archive(entry, self._progress),
+                                 **self._archive(entry, self._progress, storage),
                                  on_stderr=errors.feed, check=False)
         if result.returncode != 0:
             return (FAILED, f"{item.source}: table restore rolled back: {result.stderr[-800:]}", errors.objects)

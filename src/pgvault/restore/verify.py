@@ -38,6 +38,7 @@ from .archive import (
     decompressor,
     is_encrypted,
     load_manifest,
+    readable_twice,
 )
 from .engine import RestoreReporter, _drop_database
 from .pgrestore import RestoreErrors
@@ -92,9 +93,11 @@ class VerifyRun:
             text = exc.message if isinstance(exc, PgvaultError) else str(exc).strip()
             return VerifyOutcome("Failed", f"the verification could not run: {text}")
 
-    def _archive(self, entry: DatabaseEntry, progress: Callable[[int], None] | None = None) -> ProgramInput:
-        """A stored database's archive as pg_restore's input (decrypted here, decompressed by a child)."""
-        return archive_input(self.req.storage, entry.file, progress, self._key, self._decompressor)
+    def _archive(self, entry: DatabaseEntry, progress: Callable[[int], None] | None = None,
+                 storage: Storage | None = None) -> ProgramInput:
+        """A stored database's archive as pg_restore's input (decrypted here, decompressed by a child),
+        from the restore point's storage or from ``storage`` (a local copy: ``readable_twice``)."""
+        return archive_input(storage or self.req.storage, entry.file, progress, self._key, self._decompressor)
 
     def _run(self) -> VerifyOutcome:
         req = self.req
@@ -170,20 +173,23 @@ class VerifyRun:
             conn.execute(sql.SQL("create database {} template template0").format(sql.Identifier(scratch)))
         try:
             errors = RestoreErrors()
-            try:
-                result = run_program([pg_restore, "--no-password", dbname_arg(scratch), "--no-owner",
-                                      "--no-privileges"], {**env, "PGDATABASE": scratch}, log=self.log,
-                                     cancel=self.cancel, on_stderr=errors.feed, check=False, **self._archive(entry))
-            except ToolError as exc:  # the decompressor failed (the archive did not come out whole), or a start
-                return [f"{entry.name}: the archive could not be restored: {exc}"]
-            if result.returncode != 0 and not errors.ignored:
-                return [f"{entry.name}: pg_restore failed: {result.stderr[-300:]}"]
-            problems = [f"{entry.name}: {o['object']}: {o['error']}" for o in errors.objects]
-            try:
-                expected = archive_row_counts(pg_restore, env, self._archive(entry), log=self.log,
-                                              cancel=self.cancel)
-            except ToolError as exc:
-                return [*problems, f"{entry.name}: the archive's rows could not be counted: {exc}"]
+            # read twice (restored, then its rows counted): from one local copy when the storage is remote
+            with readable_twice(self.req.storage, entry.file, self.req.scratch_dir) as storage:
+                try:
+                    result = run_program([pg_restore, "--no-password", dbname_arg(scratch), "--no-owner",
+                                          "--no-privileges"], {**env, "PGDATABASE": scratch}, log=self.log,
+                                         cancel=self.cancel, on_stderr=errors.feed, check=False,
+                                         **self._archive(entry, storage=storage))
+                except ToolError as exc:  # the decompressor failed (the archive did not come out whole)
+                    return [f"{entry.name}: the archive could not be restored: {exc}"]
+                if result.returncode != 0 and not errors.ignored:
+                    return [f"{entry.name}: pg_restore failed: {result.stderr[-300:]}"]
+                problems = [f"{entry.name}: {o['object']}: {o['error']}" for o in errors.objects]
+                try:
+                    expected = archive_row_counts(pg_restore, env, self._archive(entry, storage=storage),
+                                                  log=self.log, cancel=self.cancel)
+                except ToolError as exc:
+                    return [*problems, f"{entry.name}: the archive's rows could not be counted: {exc}"]
             with address.with_db(scratch).connect() as conn:
                 conn.execute("begin isolation level repeatable read read only")
                 restored, _ = row_counts(conn)

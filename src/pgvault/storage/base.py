@@ -44,6 +44,10 @@ class ObjectWriter(abc.ABC):
 
 
 class Storage(abc.ABC):
+    # Whether a read crosses the network: reading an object twice then downloads it twice, and a reader
+    # that needs two passes takes a local copy first (restore.archive.readable_twice).
+    remote = False
+
     @abc.abstractmethod
     def writer(self, key: str) -> ObjectWriter: ...
 

@@ -46,6 +46,7 @@ class FanOutStorage(Storage):
         if not members:
             raise StorageError("a plan needs at least one destination")
         self.members = members
+        self.remote = members[0].remote  # reads come from the first
 
     def writer(self, key: str) -> ObjectWriter:
         writers: list[ObjectWriter] = []

@@ -181,6 +181,8 @@ class _S3Writer(ObjectWriter):
 class S3Storage(Storage):
     """A bucket, or a folder (``prefix``) inside one, on any S3-compatible endpoint."""
 
+    remote = True
+
     def __init__(self, bucket: str, *, region: str | None = None, endpoint: str | None = None, prefix: str = "",
                  access_key_id: str | None = None, secret_access_key: str | None = None,
                  virtual_hosted: bool = False, allow_http: bool = False, proxy_url: str | None = None,
