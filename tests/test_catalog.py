@@ -278,6 +278,11 @@ def test_a_prepared_read_gives_what_sqlalchemy_gives_and_refuses_what_it_cannot_
         driver_connection = reader.cursor.connection
     if catalog.dialect == "postgresql":  # reads run in autocommit; the pool must not get it back so
         assert driver_connection.autocommit is False
+        fairy = catalog.engine.raw_connection()  # and should anything skip that, the pool's check-in does it
+        raw = fairy.dbapi_connection
+        raw.autocommit = True
+        fairy.close()
+        assert raw.autocommit is False
 
     for refused, why in [
         (select(j.c.id).where(j.c.id.in_(bindparam("ids", expanding=True))), "IN list"),

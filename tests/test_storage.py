@@ -412,10 +412,13 @@ def test_a_fan_out_write_that_fails_on_one_destination_leaves_it_on_none(tmp_pat
     assert not first.exists("backup/file")
 
 
-def test_an_object_read_twice_is_downloaded_once(tmp_path):
-    """restore.archive.readable_twice: a remote storage's object is copied once into a private folder
-    (removed afterwards); a local storage is read where it is."""
+def test_an_object_read_twice_is_downloaded_once(tmp_path, monkeypatch):
+    """restore.archive.readable_twice: a remote storage's object is copied once into pgvault's private
+    runtime folder (removed afterwards); a local storage is read where it is; a copy that cannot be
+    written is a ToolError (this host's problem, not the backup's); a kill stops the download."""
     from pgvault.backup.manifest import FileEntry
+    from pgvault.errors import ToolError
+    from pgvault.pgtools import runner
     from pgvault.restore.archive import readable_twice
 
     class CountingRemote(LocalStorage):
@@ -435,14 +438,24 @@ def test_an_object_read_twice_is_downloaded_once(tmp_path):
         w.write(data)
         w.commit()
     entry = FileEntry(key="p/databases/000-app.dump.zst", bytes=len(data), sha256="", format="custom+zstd")
-    scratch = tmp_path / "scratch"
-    scratch.mkdir()
-    with readable_twice(remote, entry, scratch) as local:
+    run_dir = tmp_path / "run"
+    run_dir.mkdir(mode=0o700)
+    monkeypatch.setattr(runner, "_runtime_dir", run_dir)
+    with readable_twice(remote, entry) as local:
         assert not local.remote and remote.reads == 1
-        (copy_dir,) = scratch.iterdir()
-        assert stat.S_IMODE(copy_dir.stat().st_mode) == 0o700
+        (copy_dir,) = run_dir.iterdir()
+        assert copy_dir.name.startswith("pgvault-") and stat.S_IMODE(copy_dir.stat().st_mode) == 0o700
         assert b"".join(local.read(entry.key)) == data and b"".join(local.read(entry.key)) == data
-    assert remote.reads == 1 and list(scratch.iterdir()) == []
+    assert remote.reads == 1 and list(run_dir.iterdir()) == []
     on_disk = LocalStorage(tmp_path / "bucket")
-    with readable_twice(on_disk, entry, scratch) as same:
-        assert same is on_disk and list(scratch.iterdir()) == []
+    with readable_twice(on_disk, entry) as same:
+        assert same is on_disk and list(run_dir.iterdir()) == []
+
+    cancel = runner.CancelToken()
+    cancel.cancel()
+    with pytest.raises(runner.Cancelled), readable_twice(remote, entry, cancel):
+        pass
+    assert list(run_dir.iterdir()) == []
+    monkeypatch.setattr(runner, "_runtime_dir", tmp_path / "missing" / "run")
+    with pytest.raises(ToolError, match="no room for a local copy"), readable_twice(remote, entry):
+        pass

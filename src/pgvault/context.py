@@ -59,9 +59,9 @@ class Context:
         return cls(settings, catalog, sealer, pool, scheduler, TokenCache(settings.token_cache_seconds))
 
     def close(self) -> None:
-        self.reads.shutdown(wait=False, cancel_futures=True)
         self.scheduler.stop()
         self.pool.stop()
+        self.reads.shutdown(wait=True)  # (uvicorn closes after the requests in flight have been answered)
         self.catalog.dispose()
 
 

@@ -44,8 +44,19 @@ def make_engine(url: str) -> Engine:
                                json_deserializer=_json_loads)
         _sqlite_tuning(engine)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20,
-                         json_deserializer=_json_loads)
+    engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, json_deserializer=_json_loads)
+
+    @event.listens_for(engine, "checkin")
+    def _never_back_in_autocommit(dbapi_conn: Any, record: Any) -> None:
+        # Catalog.driver_read reads in autocommit and turns it off again; should that ever be skipped, the
+        # pool must not hand the connection to a Session, whose writes would then not be atomic.
+        if dbapi_conn is not None and getattr(dbapi_conn, "autocommit", False):
+            try:
+                dbapi_conn.autocommit = False
+            except Exception:
+                record.invalidate()
+
+    return engine
 
 
 def _sqlite_tuning(engine: Engine) -> None:

@@ -83,6 +83,12 @@ def use_runtime_dir(path: Path) -> None:
     _runtime_dir = path
 
 
+def runtime_dir() -> Path | None:
+    """The private folder ``use_runtime_dir`` set (None: the system's temporary folder). What pgvault
+    puts there is named ``pgvault-*`` and swept at the next start."""
+    return _runtime_dir
+
+
 def _escape_passfile(value: str) -> str:
     return value.replace("\\", "\\\\").replace(":", "\\:")
 

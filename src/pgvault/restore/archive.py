@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import hashlib
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,6 +26,7 @@ from ..backup.encryption import FORMAT_SUFFIX, DecryptionError, decrypt_stream, 
 from ..backup.manifest import FileEntry, Manifest
 from ..crypto import Sealer
 from ..errors import ToolError
+from ..pgtools.runner import CancelToken, runtime_dir
 from ..storage import LocalStorage, Storage, StorageError
 
 
@@ -135,23 +137,39 @@ def decompressor(choice: str = "auto") -> Filter:
 
 
 @contextlib.contextmanager
-def readable_twice(storage: Storage, entry: FileEntry, scratch: Path | None = None) -> Iterator[Storage]:
-    """Where to read ``entry`` from when it will be read more than once (a drill restores an archive and
-    then counts its rows; a table restore lists it and then restores from it): ``storage`` itself when
-    its reads are local; else one downloaded copy in a private temporary folder (``scratch``, or the
-    system's), removed on the way out. The copy holds the stored bytes, 4-80x smaller than the archive,
-    and its reads are checked as every read is (sha256 before a restore, the decompressor's checksums)."""
+def readable_twice(storage: Storage, entry: FileEntry, cancel: CancelToken | None = None) -> Iterator[Storage]:
+    """Where to read ``entry`` from when it will be read twice (a drill restores an archive and then
+    counts its rows): ``storage`` itself when its reads are local; else one downloaded copy in pgvault's
+    private runtime folder (``PGVAULT_HOME/run``, 0700; swept at start should a crash leave it), removed
+    on the way out. The copy holds the stored bytes, 4-80x smaller than the archive, and its reads are
+    checked as every read is (the decompressor's checksums, and decryption's). A read of ``storage`` that
+    fails raises StorageError; a copy that cannot be written locally (a full disk) raises ToolError: a
+    fact about this host, not about the backup."""
     if not storage.remote:
         yield storage
         return
-    with tempfile.TemporaryDirectory(prefix="pgvault-copy-", dir=scratch) as tmp:
-        os.chmod(tmp, 0o700)
-        local = LocalStorage(tmp)
-        with local.writer(entry.key) as w:
+    try:
+        tmp = tempfile.mkdtemp(prefix="pgvault-copy-", dir=runtime_dir())
+    except OSError as exc:
+        raise ToolError(f"no room for a local copy of {entry.key}: {exc.strerror}") from exc
+    try:
+        path = Path(tmp) / entry.key
+        try:
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            out = os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb")
+        except OSError as exc:
+            raise ToolError(f"no room for a local copy of {entry.key}: {exc.strerror}") from exc
+        with out:  # a scratch copy: no fsync, it is gone when the reads are done
             for chunk in storage.read(entry.key):
-                w.write(chunk)
-            w.commit()
-        yield local
+                if cancel is not None:
+                    cancel.raise_if_cancelled()
+                try:
+                    out.write(chunk)
+                except OSError as exc:
+                    raise ToolError(f"no room for a local copy of {entry.key} in {tmp}: {exc.strerror}") from exc
+        yield LocalStorage(tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def archive_input(storage: Storage, entry: FileEntry, progress: Callable[[int], None] | None = None,

@@ -47,7 +47,6 @@ from .archive import (
     decompressor,
     is_encrypted,
     load_manifest,
-    readable_twice,
 )
 from .pgrestore import RestoreErrors
 from .toc import select_entries
@@ -366,15 +365,12 @@ class RestoreRun:
 
     def _restore_tables(self, item: RestoreItem, entry: DatabaseEntry, tools: Toolset, env: dict[str, str]
                         ) -> tuple[str, str, list[dict[str, str]]]:
-        with readable_twice(self.req.storage, entry.file) as storage:  # listed, then restored from
-            return self._restore_tables_from(storage, item, entry, tools, env)
-
-    def _restore_tables_from(self, storage: Storage, item: RestoreItem, entry: DatabaseEntry, tools: Toolset,
-                             env: dict[str, str]) -> tuple[str, str, list[dict[str, str]]]:
+        # (read twice, but ``pg_restore --list`` stops after the archive's table of contents, its first
+        # bytes: no local copy of a remote archive, unlike a drill's two full reads)
         assert item.tables is not None
         listing: list[bytes] = []
         run_program([tools.path("pg_restore"), "--list"], env, log=self.log, cancel=self.cancel,
-                    **self._archive(entry, storage=storage),
+                    **self._archive(entry),
                     stdout_sink=listing.append)
         chosen, missing = select_entries(b"".join(listing).decode("utf-8", "replace"), item.tables)
         if missing:
@@ -392,7 +388,7 @@ class RestoreRun:
             if self.req.overwrite:
                 argv += ["--clean", "--if-exists"]
             result = run_program(argv, {**env, "PGDATABASE": item.target}, log=self.log, cancel=self.cancel,
-                                 **self._archive(entry, self._progress, storage),
+                                 **self._archive(entry, self._progress),
                                  on_stderr=errors.feed, check=False)
         if result.returncode != 0:
             return (FAILED, f"{item.source}: table restore rolled back: {result.stderr[-800:]}", errors.objects)

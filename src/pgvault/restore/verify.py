@@ -174,7 +174,7 @@ class VerifyRun:
         try:
             errors = RestoreErrors()
             # read twice (restored, then its rows counted): from one local copy when the storage is remote
-            with readable_twice(self.req.storage, entry.file, self.req.scratch_dir) as storage:
+            with readable_twice(self.req.storage, entry.file, self.cancel) as storage:
                 try:
                     result = run_program([pg_restore, "--no-password", dbname_arg(scratch), "--no-owner",
                                           "--no-privileges"], {**env, "PGDATABASE": scratch}, log=self.log,
