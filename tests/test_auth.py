@@ -86,7 +86,7 @@ def test_generated_admin_password_is_written_once_0600_and_never_logged(tmp_path
         svc.stop()
 
 
-def test_password_checks_run_at_most_two_at_a_time_and_outside_any_transaction(catalog, monkeypatch):
+def test_password_checks_run_one_at_a_time_and_outside_any_transaction(catalog, monkeypatch):
     """scrypt takes 32 MiB per call: eight logins at once hold at most KDF_AT_ONCE of them. And the login
     only reads before the check, which runs outside any transaction: it never waits for (or holds) the
     catalog's write lock."""

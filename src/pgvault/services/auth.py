@@ -36,8 +36,10 @@ TOKEN_PREFIX = "QSDK "  # noqa: S105 - a marker, not a secret
 
 # scrypt at these parameters holds 128 * r * n = 32 MiB for ~50 ms of CPU. Unbounded, N logins at once
 # (the API's threadpool runs 40) would take N x 32 MiB, the process's largest allocation by far
-# (docs/performance.md, "Memory"): at most KDF_AT_ONCE run together, and the others wait their turn.
-KDF_AT_ONCE = 2
+# (docs/performance.md, "Memory"). One at a time keeps the process's peak at start-up plus one KDF
+# (~145 MB) and still checks ~20 passwords a second, which a login API whose tokens last hours never
+# needs; the others wait their turn.
+KDF_AT_ONCE = 1
 _kdf_slots = threading.BoundedSemaphore(KDF_AT_ONCE)
 
 
