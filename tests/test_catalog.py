@@ -276,8 +276,13 @@ def test_a_prepared_read_gives_what_sqlalchemy_gives_and_refuses_what_it_cannot_
     with catalog.driver_read() as reader:  # and the pooled connection is fine afterwards
         assert prepared.first(reader, job_id=jid) == row
         driver_connection = reader.cursor.connection
-    if catalog.dialect == "postgresql":  # reads run in autocommit; the pool must not get it back so
+    # the pool ended the read: no transaction left open (a SQLite snapshot would hold the WAL back), and
+    # on PostgreSQL the connection is out of autocommit again (a Session's writes would not be atomic)
+    if catalog.dialect == "sqlite":
+        assert not driver_connection.in_transaction
+    else:
         assert driver_connection.autocommit is False
+        assert driver_connection.info.transaction_status == driver_connection.info.transaction_status.IDLE
         fairy = catalog.engine.raw_connection()  # and should anything skip that, the pool's check-in does it
         raw = fairy.dbapi_connection
         raw.autocommit = True

@@ -48,8 +48,8 @@ def make_engine(url: str) -> Engine:
 
     @event.listens_for(engine, "checkin")
     def _never_back_in_autocommit(dbapi_conn: Any, record: Any) -> None:
-        # Catalog.driver_read reads in autocommit and turns it off again; should that ever be skipped, the
-        # pool must not hand the connection to a Session, whose writes would then not be atomic.
+        # Catalog.driver_read reads in autocommit: the pool must not hand such a connection to a Session,
+        # whose writes would then not be atomic. (A connection that cannot be reset is thrown away.)
         if dbapi_conn is not None and getattr(dbapi_conn, "autocommit", False):
             try:
                 dbapi_conn.autocommit = False
@@ -140,6 +140,9 @@ class Catalog:
         except GET /Job's job-then-items, whose two snapshots can differ only as two successive polls
         would (the workers write a job's progress and its items in separate transactions anyway).
 
+        Either way the pool ends the read when the connection goes back: its reset rolls the SQLite
+        transaction back, and on PostgreSQL its check-in turns autocommit off (``make_engine``).
+
         The driver's errors come out as SQLAlchemy's (``DataError`` for an id out of PostgreSQL's integer
         range, which the API answers with a 400, as on the Core path), and a connection the server
         dropped is thrown out of the pool rather than handed to the next request."""
@@ -152,7 +155,9 @@ class Catalog:
                 if self.dialect == "sqlite":
                     cursor.execute("BEGIN")
                 else:
-                    raw.autocommit = True  # (no transaction is open: the pool rolled it back on return)
+                    # (no transaction is open: the pool rolled it back on return; its check-in listener
+                    # turns autocommit off again, see make_engine)
+                    raw.autocommit = True
                 yield DriverReader(cursor, dialect)
             except dialect.loaded_dbapi.Error as exc:
                 invalidated = dialect.is_disconnect(exc, raw, cursor)
@@ -161,15 +166,8 @@ class Catalog:
                 raise DBAPIError.instance(None, None, exc, dialect.loaded_dbapi.Error,
                                           connection_invalidated=invalidated, dialect=dialect) from exc
             finally:
-                try:
+                with contextlib.suppress(Exception):  # never in place of the read's own error
                     cursor.close()
-                    if fairy.is_valid:
-                        fairy.rollback()
-                        if self.dialect != "sqlite":
-                            raw.autocommit = False  # as SQLAlchemy's sessions expect it
-                except Exception:  # never in place of the read's own error; and never back into the pool
-                    with contextlib.suppress(Exception):  # in autocommit, where a Session would not be atomic
-                        fairy.invalidate()
         finally:
             fairy.close()
 

@@ -20,6 +20,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..errors import ToolError
 from .connection import ServerAddress
@@ -179,12 +180,7 @@ def run_program(
         raise ValueError("stdin_through needs a stdin_source, and no stdout_through")
     infilt: subprocess.Popen[bytes] | None = None
     if stdin_through is not None:
-        try:
-            infilt = subprocess.Popen(stdin_through[0], env=stdin_through[1], stdin=subprocess.PIPE,
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
-                                      bufsize=0)
-        except OSError as exc:
-            raise ToolError(f"could not start {fname}, the input filter of {name}: {exc}") from exc
+        infilt = _start_filter(stdin_through, subprocess.PIPE, f"{fname}, the input filter of {name}")
     try:
         proc = subprocess.Popen(
             argv, env=env,
@@ -208,14 +204,10 @@ def run_program(
         feed_into = infilt.stdin
     if stdout_through is not None:
         try:
-            filt = subprocess.Popen(stdout_through[0], env=stdout_through[1], stdin=proc.stdout,
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
-                                    bufsize=0)
-        except BaseException as exc:
+            filt = _start_filter(stdout_through, proc.stdout, f"{fname}, the output filter of {name}")
+        except BaseException:
             _terminate(proc)
             _close(proc)
-            if isinstance(exc, OSError):
-                raise ToolError(f"could not start {fname}, the output filter of {name}: {exc}") from exc
             raise
         assert proc.stdout is not None
         proc.stdout.close()  # the filter holds the pipe's read end: the program sees EPIPE if it dies
@@ -298,6 +290,15 @@ def run_program(
     if check and proc.returncode != 0:
         raise ToolError(f"{name} exited with code {proc.returncode}: {result.stderr or 'no message'}")
     return result
+
+
+def _start_filter(through: tuple[list[str], dict[str, str]], stdin: Any, what: str) -> subprocess.Popen[bytes]:
+    """A filter program (``zstd``) with its stdout piped; ToolError when it cannot start."""
+    try:
+        return subprocess.Popen(through[0], env=through[1], stdin=stdin, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, start_new_session=True, bufsize=0)
+    except OSError as exc:
+        raise ToolError(f"could not start {what}: {exc}") from exc
 
 
 def _close(proc: subprocess.Popen[bytes]) -> None:

@@ -14,7 +14,7 @@ import contextlib
 import logging
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,11 +93,10 @@ class VerifyRun:
             text = exc.message if isinstance(exc, PgvaultError) else str(exc).strip()
             return VerifyOutcome("Failed", f"the verification could not run: {text}")
 
-    def _archive(self, entry: DatabaseEntry, progress: Callable[[int], None] | None = None,
-                 storage: Storage | None = None) -> ProgramInput:
+    def _archive(self, entry: DatabaseEntry, storage: Storage) -> ProgramInput:
         """A stored database's archive as pg_restore's input (decrypted here, decompressed by a child),
-        from the restore point's storage or from ``storage`` (a local copy: ``readable_twice``)."""
-        return archive_input(storage or self.req.storage, entry.file, progress, self._key, self._decompressor)
+        from ``storage`` (the restore point's, or a local copy of it: ``readable_twice``)."""
+        return archive_input(storage, entry.file, None, self._key, self._decompressor)
 
     def _run(self) -> VerifyOutcome:
         req = self.req
@@ -179,14 +178,14 @@ class VerifyRun:
                     result = run_program([pg_restore, "--no-password", dbname_arg(scratch), "--no-owner",
                                           "--no-privileges"], {**env, "PGDATABASE": scratch}, log=self.log,
                                          cancel=self.cancel, on_stderr=errors.feed, check=False,
-                                         **self._archive(entry, storage=storage))
+                                         **self._archive(entry, storage))
                 except ToolError as exc:  # the decompressor failed (the archive did not come out whole)
                     return [f"{entry.name}: the archive could not be restored: {exc}"]
                 if result.returncode != 0 and not errors.ignored:
                     return [f"{entry.name}: pg_restore failed: {result.stderr[-300:]}"]
                 problems = [f"{entry.name}: {o['object']}: {o['error']}" for o in errors.objects]
                 try:
-                    expected = archive_row_counts(pg_restore, env, self._archive(entry, storage=storage),
+                    expected = archive_row_counts(pg_restore, env, self._archive(entry, storage),
                                                   log=self.log, cancel=self.cancel)
                 except ToolError as exc:
                     return [*problems, f"{entry.name}: the archive's rows could not be counted: {exc}"]
