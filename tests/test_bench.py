@@ -17,17 +17,21 @@ KEYS = ["backup_vs_floor", "backup_vs_peers", "restore_vs_floor", "pgvault_cpu_s
         "api_read_vs_trivial", "api_p99_ms"]
 
 
-@pytest.mark.skipif(shutil.which("zstd") is None, reason="the floor pipeline needs the zstd CLI (apt-get install zstd)")
-def test_bench_runs_at_tiny_size(tmp_path: Path) -> None:
+def run_bench(tmp_path: Path, *args: str) -> tuple[str, dict]:
+    """bench/run.py at its tiny size with a small API load and ``args``; its stdout and its results."""
     out = tmp_path / "latest.json"
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "run.py"), "--tiny", "--repeat", "1", "--restore-repeat", "1",
-         "--memory-scale", "2", "--api-requests", "40", "--api-rounds", "1", "--api-clients", "4",
-         "--api-instances", "300", "--workdir", str(tmp_path), "--output", str(out)],
+        [sys.executable, str(ROOT / "bench" / "run.py"), "--tiny", "--api-requests", "40", "--api-rounds", "1",
+         "--api-clients", "4", "--api-instances", "300", "--workdir", str(tmp_path), "--output", str(out), *args],
         capture_output=True, text=True, timeout=900, cwd=ROOT,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    result = json.loads(out.read_text())
+    return proc.stdout, json.loads(out.read_text())
+
+
+@pytest.mark.skipif(shutil.which("zstd") is None, reason="the floor pipeline needs the zstd CLI (apt-get install zstd)")
+def test_bench_runs_at_tiny_size(tmp_path: Path) -> None:
+    _, result = run_bench(tmp_path, "--repeat", "1", "--restore-repeat", "1", "--memory-scale", "2")
     for key in KEYS:
         value = result[key]
         if key == "restore_vs_floor" and result["restore_status"].startswith("not available"):
@@ -38,22 +42,15 @@ def test_bench_runs_at_tiny_size(tmp_path: Path) -> None:
     for key in ("floor_s", "peers_s", "pgvault_s", "restore_floor_s"):
         assert medians[key] > 0
     assert medians["api"]["job"]["errors"] == 0 and medians["api"]["instances"]["errors"] == 0
-    assert list(tmp_path.iterdir()) == [out], "the work folder (servers, backups) was not removed"
+    assert list(tmp_path.iterdir()) == [tmp_path / "latest.json"], "the work folder (servers, backups) was not removed"
 
 
 @pytest.mark.skipif(shutil.which("zstd") is None, reason="the bench checks for the zstd CLI first")
 def test_bench_measures_the_api_on_a_postgresql_catalog(tmp_path: Path) -> None:
-    out = tmp_path / "latest.json"
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "run.py"), "--tiny", "--skip", "backup", "--skip", "restore",
-         "--skip", "memory", "--api-catalog", "postgresql", "--api-requests", "40", "--api-rounds", "1",
-         "--api-clients", "4", "--api-instances", "300", "--workdir", str(tmp_path), "--output", str(out)],
-        capture_output=True, text=True, timeout=600, cwd=ROOT,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "postgresql catalog" in proc.stdout
-    result = json.loads(out.read_text())
+    stdout, result = run_bench(tmp_path, "--skip", "backup", "--skip", "restore", "--skip", "memory",
+                               "--api-catalog", "postgresql")
+    assert "postgresql catalog" in stdout
     api = result["medians"]["api"]
     assert api["job"]["errors"] == 0 and api["instances"]["errors"] == 0 and api["job"]["rps"] > 0
     assert result["backup_vs_floor"] is None and result["api_read_vs_trivial"] > 0
-    assert list(tmp_path.iterdir()) == [out], "the work folder (servers, backups) was not removed"
+    assert list(tmp_path.iterdir()) == [tmp_path / "latest.json"], "the work folder (servers, backups) was not removed"

@@ -90,7 +90,7 @@ async def list_instances(
 ) -> Response:
     short = limit is not None and limit <= SHORT_PAGE
     rows = await run_read(ctx, _page_rows, ctx, client_id, offset, limit, short=short)
-    return await _answer(ctx, rows, short)
+    return await _answer(rows, short)
 
 
 def _page_rows(ctx: Context, client_id: int | None, offset: int, limit: int | None) -> list[InstanceRow]:
@@ -100,7 +100,7 @@ def _page_rows(ctx: Context, client_id: int | None, offset: int, limit: int | No
 
 @router.get("/Instance/{instance_id}", summary="One instance")
 async def get_instance(ctx: ContextDep, _: UserDep, instance_id: int) -> Response:
-    return await _answer(ctx, [await run_read(ctx, _one_row, ctx, instance_id)], True)
+    return await _answer([await run_read(ctx, _one_row, ctx, instance_id)], True)
 
 
 def _one_row(ctx: Context, instance_id: int) -> InstanceRow:
@@ -108,7 +108,7 @@ def _one_row(ctx: Context, instance_id: int) -> InstanceRow:
         return instances.live_row(conn, instance_id)
 
 
-async def _answer(ctx: Context, rows: list[InstanceRow], short: bool) -> Response:
+async def _answer(rows: list[InstanceRow], short: bool) -> Response:
     """The answer for these rows (no catalog involved), built on the event loop when that is cheap. A cron
     plan's next backup time costs ~0.4 ms per instance (croniter), so a page with cron plans, or a long
     list, is built in the threadpool."""
