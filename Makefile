@@ -18,12 +18,13 @@ $(STAMP): pyproject.toml
 run: install
 	$(BIN)/pgvault serve
 
+# --dist loadgroup: the tests of one PostgreSQL major of the version matrix share a backed-up source on one worker.
 # A private temporary folder per run: pytest prunes "old" numbered folders of other sessions under
 # /tmp/pytest-of-$USER, which would pull the data folders out from under a concurrent run's servers.
 test: install
 	bash scripts/test-deps.sh
 	tmp=$$(mktemp -d /tmp/pgvault-tests.XXXXXX); \
-	$(BIN)/python -m pytest -n 2 --basetemp="$$tmp/t" $(PYTEST_ARGS); rc=$$?; rm -rf "$$tmp"; exit $$rc
+	$(BIN)/python -m pytest -n 2 --dist loadgroup --basetemp="$$tmp/t" $(PYTEST_ARGS); rc=$$?; rm -rf "$$tmp"; exit $$rc
 
 lint: install
 	$(BIN)/ruff check src tests bench

@@ -6,7 +6,11 @@
 #   18 tools back up an older major version).
 # - zstd: pgvault compresses with the zstd program when it is installed and with its own builtin
 #   compressor otherwise (src/pgvault/backup/compressor.py); the tests run both.
+# - PostgreSQL 10 to 18 server programs (scripts/pg-servers.sh, from the npm registry): the version matrix
+#   (tests/test_version_matrix.py) and restore drills on the backed-up server's own major.
 set -euo pipefail
+bash "$(dirname "$0")/pg-servers.sh" "$(dirname "$0")/../.cache/pg-servers" \
+  || echo "note: PostgreSQL 10-18 server programs could not be installed: the version matrix tests will be skipped" >&2
 missing=()
 compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null || missing+=(postgresql)
 command -v zstd >/dev/null || missing+=(zstd)

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from tests.support.certs import TestCA, make_ca
-from tests.support.servers import system_pg_bin
+from tests.support.servers import MajorServers, matrix_dirs, system_pg_bin
 from tests.support.service import Api, Service
 
 from pgvault.catalog.db import Catalog
 from pgvault.pgtools.localserver import LocalServer
+
+# Every `pgvault serve` the tests start finds the matrix's server programs for restore drills (a drill runs
+# on the backed-up server's own major).
+os.environ.setdefault("PGVAULT_PG_SERVERS", os.pathsep.join(str(p) for p in matrix_dirs()))
 
 
 @pytest.fixture(scope="session")
@@ -54,6 +59,14 @@ def pg_ssl(tmp_path_factory: pytest.TempPathFactory, test_ca: TestCA) -> Iterato
     with server:
         yield server
 
+
+
+@pytest.fixture(scope="session")
+def majors(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MajorServers]:
+    """PostgreSQL 10 to 18 (scripts/pg-servers.sh), one server per major, started when first asked for."""
+    pool = MajorServers(tmp_path_factory.mktemp("majors"))
+    yield pool
+    pool.stop()
 
 
 @pytest.fixture(scope="session")

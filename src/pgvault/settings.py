@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
@@ -20,6 +21,9 @@ class Settings(BaseSettings):
     master_key: SecretStr | None = None
     admin_password: SecretStr | None = None
     pg_bin: Path | None = None
+    pg_servers: str = Field(
+        "", description="folders (separated by ':') holding PostgreSQL server programs as <major>/bin, for restore "
+                        "drills on the backed-up server's own major; /usr/lib/postgresql is searched after them")
     token_ttl_seconds: int = Field(12 * 3600, ge=60)
     token_cache_seconds: float = Field(
         5.0, ge=0, le=300,
@@ -48,6 +52,10 @@ class Settings(BaseSettings):
         if url.startswith("postgresql://") or url.startswith("postgres://"):
             url = "postgresql+psycopg://" + url.split("://", 1)[1]
         return url
+
+    @property
+    def pg_server_dirs(self) -> list[Path]:
+        return [Path(p).expanduser() for p in self.pg_servers.split(os.pathsep) if p]
 
     @property
     def backups_dir(self) -> Path:

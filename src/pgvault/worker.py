@@ -329,7 +329,8 @@ class WorkerPool:
             req = VerifyRequest(job_id=job_id, storage=storage, prefix=point.prefix,
                                 manifest_sha256=point.manifest_sha256, drill=bool(job.options.get("drill")),
                                 drill_address=address, scratch_dir=Path(tempfile.gettempdir()),
-                                pg_bin=self.settings.pg_bin, data_key_sealed=point.data_key_sealed,
+                                pg_bin=self.settings.pg_bin, pg_servers=self.settings.pg_server_dirs,
+                                data_key_sealed=point.data_key_sealed,
                                 sealer=self.sealer, compressor=self.settings.compressor)
             point_id = point.id
         outcome = VerifyRun(req, CatalogReporter(self.catalog, job_id), cancel, job_log).run()

@@ -17,9 +17,18 @@ from pgvault.pgtools.localserver import LocalServer
 AWKWARD_NAMES = ["app db", 'Quote"d', "CamelCase", "données_été", "it's"]
 
 
+def drop_database(conn: psycopg.Connection, name: str) -> None:
+    """``drop database ... with (force)``, also on servers before 13 (which lack it)."""
+    if conn.info.server_version >= 130000:
+        conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
+        return
+    conn.execute("select pg_terminate_backend(pid) from pg_stat_activity where datname = %s", (name,))
+    conn.execute(sql.SQL("drop database if exists {}").format(sql.Identifier(name)))
+
+
 def recreate_database(server: LocalServer, name: str) -> None:
     with server.connect() as conn:
-        conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
+        drop_database(conn, name)
         conn.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
 
 

@@ -54,19 +54,24 @@ def create_instance(
         with ctx.catalog.begin() as s:
             inst, job = instances.create(s, reg, info, ctx.sealer)
             job.started_by = user.username
+            twins = instances.same_server(s, inst)
             result = instance_entity(inst.id, inst.cloud_account_id, inst.name, inst.subclients[0].id)
             job_id = job.id
     except PgvaultError as exc:
         exc.entity = entity
         raise
     ctx.pool.wake()
-    warning_code, warning = 0, ""
+    warnings = []
     declared = instances.declared_major(reg.declared_version)
     actual = instances.server_major(info)
     if declared != actual:
-        warning_code = 1
-        warning = (f"declared version {reg.declared_version!r} (major {declared}) differs from the server's "
-                   f"PostgreSQL {info.version} (major {actual}); the server's version is used")
+        warnings.append(f"declared version {reg.declared_version!r} (major {declared}) differs from the server's "
+                        f"PostgreSQL {info.version} (major {actual}); the server's version is used")
+    if twins:
+        names = ", ".join(repr(n) for n in twins)
+        warnings.append(f"{reg.address.host}:{reg.address.port} is already registered as {names}: that server "
+                        "is now backed up once per registration")
+    warning_code, warning = (1 if warnings else 0), "; ".join(warnings)
     log.info("instance %s (%s) registered; backup job %s queued", result["instanceId"], reg.address, job_id)
     return {
         "processinginstructioninfo": {

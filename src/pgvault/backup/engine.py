@@ -12,8 +12,9 @@ import contextlib
 import datetime as dt
 import hashlib
 import logging
+import re
 import threading
-import urllib.parse
+import unicodedata
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,8 +95,13 @@ class _HashingWriter:
 
 
 def object_name(index: int, database: str) -> str:
-    """A storage-safe, collision-free name for any database name (spaces, quotes, capitals, non-ASCII)."""
-    return f"{index:03d}-{urllib.parse.quote(database, safe='')}"
+    """A file name a DBA can read and paste into a shell, for any database name: the index makes it unique,
+    and the rest is the name in plain ASCII letters, digits, ``.``, ``_`` and ``-`` (accents dropped, any
+    other run of characters one ``_``). The manifest keeps the exact name: ``sales db`` is stored as
+    ``002-sales_db.dump.zst``, ``données`` as ``003-donnees.dump.zst``."""
+    ascii_name = unicodedata.normalize("NFKD", database).encode("ascii", "ignore").decode()
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", ascii_name).strip("._-")[:60].rstrip("._-")
+    return f"{index:03d}-{slug or 'db'}"
 
 
 class BackupRun:

@@ -7,6 +7,7 @@ most frequent failure users of peer tools report. pgvault ships PostgreSQL 18 cl
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import re
 import subprocess
@@ -15,6 +16,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from ..errors import ToolError
+from .versions import OLDEST_DUMPABLE, PgVersion
 
 
 def bundled_bin_dir() -> Path:
@@ -55,12 +57,59 @@ def toolset(bin_dir: Path | None = None) -> Toolset:
 
 def toolset_for_server(server_version_num: int, bin_dir: Path | None = None) -> Toolset:
     """The client tools for a server, or a refusal that says what to install."""
-    tools = toolset(bin_dir)
-    server_major = server_version_num // 10000 if server_version_num >= 100000 else server_version_num // 100
-    if server_major > tools.major:
+    return check_tools_serve(toolset(bin_dir), server_version_num)
+
+
+def check_tools_serve(tools: Toolset, server_version_num: int) -> Toolset:
+    """``tools`` when they can dump and restore a server of ``server_version_num``: pg_dump refuses a newer
+    major than its own, and since PostgreSQL 15 it refuses servers older than 9.2."""
+    server = PgVersion(server_version_num)
+    if server.major > (tools.major,):
         raise ToolError(
-            f"the server runs PostgreSQL {server_major} but the newest pg_dump found is {tools.version} "
-            f"({tools.bin_dir}); install PostgreSQL {server_major} client tools (or a newer pgvault) and "
+            f"the server runs PostgreSQL {server.label} but the newest pg_dump found is {tools.version} "
+            f"({tools.bin_dir}); install PostgreSQL {server.major_label} client tools (or a newer pgvault) and "
             f"point PGVAULT_PG_BIN at their bin folder"
         )
+    if tools.major >= 15 and server.num < OLDEST_DUMPABLE:
+        raise ToolError(
+            f"the server runs PostgreSQL {server.label}, older than 9.2, the oldest that pg_dump {tools.version} "
+            f"can dump; point PGVAULT_PG_BIN at the bin folder of PostgreSQL 14 (or older) client tools"
+        )
     return tools
+
+
+DEBIAN_SERVERS = Path("/usr/lib/postgresql")  # Debian's and Ubuntu's packages (PGDG's too): <major>/bin
+
+
+@dataclass(frozen=True)
+class ServerBinaries:
+    """Where a PostgreSQL server of one major can be started from (``initdb``, ``pg_ctl``, ``postgres``):
+    restore drills run on a throwaway server of the backed-up server's own major."""
+
+    bin_dir: Path
+    major: str
+
+
+def server_search_path(extra: list[Path] | None = None) -> list[Path]:
+    """The folders searched for ``<major>/bin``, in order: ``PGVAULT_PG_SERVERS`` (``extra``), then Debian's
+    ``/usr/lib/postgresql``."""
+    return [*(extra or []), DEBIAN_SERVERS]
+
+
+def server_binaries(major: str, extra: list[Path] | None = None) -> ServerBinaries:
+    """Server programs of PostgreSQL ``major`` ("15", "9.6"): the first ``<folder>/<major>/bin`` of the search
+    path that has all three, else the bundled server when it is that major; else a ``ToolError`` that says
+    where it looked and what to install."""
+    for folder in server_search_path(extra):
+        candidate = folder / major / "bin"
+        if all((candidate / p).is_file() for p in ("initdb", "pg_ctl", "postgres")):
+            return ServerBinaries(candidate, major)
+    with contextlib.suppress(ToolError):
+        bundled = bundled_bin_dir()
+        if str(toolset(bundled).major) == major and (bundled / "initdb").is_file():
+            return ServerBinaries(bundled, major)
+    looked = ", ".join(str(f / major / "bin") for f in server_search_path(extra))
+    raise ToolError(
+        f"no PostgreSQL {major} server programs (initdb, pg_ctl, postgres) found in {looked}; install them "
+        f"(Debian: apt-get install postgresql-{major}) or name their parent folder in PGVAULT_PG_SERVERS"
+    )

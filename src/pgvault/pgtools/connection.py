@@ -13,6 +13,7 @@ from typing import Any
 import psycopg
 
 from ..errors import ConnectionFailed
+from .versions import PgVersion
 
 
 @dataclass(frozen=True)
@@ -78,8 +79,8 @@ class ServerInfo:
     version_num: int
 
     @property
-    def major(self) -> int:
-        return self.version_num // 10000 if self.version_num >= 100000 else self.version_num // 100
+    def pg_version(self) -> PgVersion:
+        return PgVersion(self.version_num)
 
 
 def probe(address: ServerAddress) -> ServerInfo:

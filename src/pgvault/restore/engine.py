@@ -35,6 +35,7 @@ from ..errors import ConnectionFailed, PgvaultError, ToolError
 from ..pgtools.binaries import Toolset, toolset_for_server
 from ..pgtools.connection import ServerAddress
 from ..pgtools.runner import Cancelled, CancelToken, client_env, dbname_arg, run_program
+from ..pgtools.versions import PgVersion
 from ..storage import Storage, StorageError
 from .archive import (
     Filter,
@@ -49,6 +50,7 @@ from .archive import (
     load_manifest,
 )
 from .pgrestore import RestoreErrors
+from .script import ScriptErrors, restore_script
 from .toc import select_entries
 
 COMPLETED, PARTIAL, FAILED, KILLED = "Completed", "Completed w/ one or more errors", "Failed", "Killed"
@@ -282,7 +284,7 @@ class RestoreRun:
                 status, note, details = self._restore_database(index, item, entry, tools, env, version_num,
                                                                existing)
             else:
-                status, note, details = self._restore_tables(item, entry, tools, env)
+                status, note, details = self._restore_tables(item, entry, tools, env, version_num)
         except Cancelled:
             self.reporter.item_update(item_id, status=KILLED, error="killed")
             raise
@@ -299,7 +301,7 @@ class RestoreRun:
         with self.req.address.connect() as conn:
             _drop_database(conn, scratch, version_num)
             self._create_database(conn, scratch, entry)
-        errors = RestoreErrors()
+        errors = RestoreErrors(PgVersion(version_num))
         argv = [tools.path("pg_restore"), "--no-password", dbname_arg(scratch)]
         if not self.req.ownership:
             argv += ["--no-owner", "--no-privileges"]
@@ -315,9 +317,11 @@ class RestoreRun:
             with self.req.address.connect() as conn:
                 _drop_database(conn, scratch, version_num)
             return FAILED, f"{item.source}: pg_restore failed: {result.stderr[-1000:]}", errors.objects
+        if note := errors.summary():
+            self.log.info("%s: %s", item.source, note)
         replacing = item.target in existing
-        if errors.ignored and replacing:
-            return (PARTIAL, f"{item.source}: {errors.ignored} objects could not be restored; the existing "
+        if errors.failed and replacing:
+            return (PARTIAL, f"{item.source}: {errors.failed} objects could not be restored; the existing "
                     f"database {item.target!r} was kept and the partial restore left as {scratch!r}",
                     errors.objects)
         dropped = False
@@ -335,8 +339,8 @@ class RestoreRun:
                      else "the target was left as it was")
             return (FAILED, f"{item.source}: could not put the restored database in place as {item.target!r}: "
                     f"{str(exc).strip()}; {state}; the scratch copy was dropped", errors.objects)
-        if errors.ignored:
-            return PARTIAL, f"{item.source}: {errors.ignored} objects could not be restored", errors.objects
+        if errors.failed:
+            return PARTIAL, f"{item.source}: {errors.failed} objects could not be restored", errors.objects
         return COMPLETED, "", []
 
     def _create_database(self, conn: psycopg.Connection, name: str, entry: DatabaseEntry) -> None:
@@ -363,8 +367,8 @@ class RestoreRun:
                 if n == len(attempts) - 1:
                     raise
 
-    def _restore_tables(self, item: RestoreItem, entry: DatabaseEntry, tools: Toolset, env: dict[str, str]
-                        ) -> tuple[str, str, list[dict[str, str]]]:
+    def _restore_tables(self, item: RestoreItem, entry: DatabaseEntry, tools: Toolset, env: dict[str, str],
+                        version_num: int) -> tuple[str, str, list[dict[str, str]]]:
         # (read twice, but ``pg_restore --list`` stops after the archive's table of contents, its first
         # bytes: no local copy of a remote archive, unlike a drill's two full reads)
         assert item.tables is not None
@@ -376,20 +380,23 @@ class RestoreRun:
         if missing:
             names = ", ".join(f"{s}.{t}" for s, t in missing)
             return FAILED, f"{item.source}: not in the backup: {names}", []
-        errors = RestoreErrors()
+        errors = ScriptErrors()
         with tempfile.TemporaryDirectory(prefix="pgvault-toc-") as tmp:
             os.chmod(tmp, 0o700)
             list_file = Path(tmp) / "restore.list"
             list_file.write_text("\n".join(chosen) + "\n")
-            argv = [tools.path("pg_restore"), "--no-password", dbname_arg(item.target), "--single-transaction",
-                    f"--use-list={list_file}"]
+            argv = [tools.path("pg_restore"), "--single-transaction", f"--use-list={list_file}", "--file=-"]
             if not self.req.ownership:
                 argv += ["--no-owner", "--no-privileges"]
             if self.req.overwrite:
                 argv += ["--clean", "--if-exists"]
-            result = run_program(argv, {**env, "PGDATABASE": item.target}, log=self.log, cancel=self.cancel,
-                                 **self._archive(entry, self._progress),
-                                 on_stderr=errors.feed, check=False)
+            psql = [tools.path("psql"), "--no-password", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", "-"]
+            result, dropped = restore_script(argv, env, self._archive(entry, self._progress), psql,
+                                             {**env, "PGDATABASE": item.target}, target=PgVersion(version_num),
+                                             log=self.log, cancel=self.cancel, on_psql_stderr=errors.feed)
+        if dropped:
+            self.log.info("%s: the target (PostgreSQL %s) does not have %s, which pg_restore sets; ignored",
+                          item.source, PgVersion(version_num).label, ", ".join(sorted(set(dropped))))
         if result.returncode != 0:
             return (FAILED, f"{item.source}: table restore rolled back: {result.stderr[-800:]}", errors.objects)
         return COMPLETED, "", []

@@ -14,8 +14,34 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from ..pgtools.versions import PgVersion
+
+# Parameters that pg_restore sets (at the start of every restore, or before a table) and that older servers
+# do not have, with the first release that has each. On an older server ``SET transaction_timeout = 0``
+# fails with "unrecognized configuration parameter" and changes nothing that server does (it has no such
+# timeout; before 12 every table is heap): such an error is not an object that failed to restore.
+NEWER_PARAMETERS = {
+    "transaction_timeout": 170000,
+    "default_table_access_method": 120000,
+    "idle_in_transaction_session_timeout": 90600,
+    "row_security": 90500,
+}
+_SET = re.compile(r"^SET (\w+) = ('?[\w.]*'?);$")
+
+
+def unknown_to(target: PgVersion, command: str) -> str | None:
+    """The parameter a ``SET`` command sets, when the ``target`` server is older than that parameter (see
+    ``NEWER_PARAMETERS``); None for any other command."""
+    m = _SET.match(command.strip())
+    if m is None or m.group(1) not in NEWER_PARAMETERS or target.num >= NEWER_PARAMETERS[m.group(1)]:
+        return None
+    if m.group(1) == "default_table_access_method" and m.group(2).strip() != "heap":
+        return None
+    return m.group(1)
+
 _TOC = re.compile(r"^pg_restore: from TOC entry \d+; \d+ \d+ (.+)$")
 _ERROR = re.compile(r"^pg_restore: error: (.+)$")
+_COULD_NOT_SET = re.compile(r'^could not set "(\w+)": ERROR:\s+unrecognized configuration parameter "(\w+)"')
 _IGNORED = re.compile(r"^pg_restore: warning: errors ignored on restore: (\d+)$")
 
 
@@ -30,14 +56,39 @@ def redact(sql_text: str) -> str:
 
 @dataclass
 class RestoreErrors:
+    """pg_restore's stderr, read line by line: ``objects`` are the objects that failed; a ``SET`` of a
+    parameter the ``target`` server does not know (``NEWER_PARAMETERS``) goes to ``unknown_settings``
+    instead, since nothing was lost."""
+
+    target: PgVersion
     objects: list[dict[str, str]] = field(default_factory=list)
-    ignored: int = 0
+    ignored: int = 0  # pg_restore's own count, "errors ignored on restore: N", unknown settings included
+    unknown_settings: list[str] = field(default_factory=list)
     _current: str | None = None
+
+    @property
+    def failed(self) -> int:
+        """How many objects really failed to restore."""
+        return len(self.objects)
+
+    def summary(self) -> str:
+        """A line for the job's log about the settings skipped, or ""."""
+        if not self.unknown_settings:
+            return ""
+        names = ", ".join(sorted(set(self.unknown_settings)))
+        return (f"the target (PostgreSQL {self.target.label}) does not have {names}, which pg_restore sets; "
+                "ignored, nothing was lost")
 
     def feed(self, line: str) -> None:
         if m := _TOC.match(line):
             self._current = m.group(1)
         elif m := _ERROR.match(line):
+            # pg_restore sets a table's access method itself, without a "Command was:" line
+            if (s := _COULD_NOT_SET.match(m.group(1))) and s.group(1) == s.group(2) and \
+                    unknown_to(self.target, f"SET {s.group(1)} = heap;"):
+                self.unknown_settings.append(s.group(1))
+                self._current = None
+                return
             self.objects.append({"object": self._current or "", "error": m.group(1)})
             self._current = None
         elif m := _IGNORED.match(line):
@@ -45,6 +96,12 @@ class RestoreErrors:
         elif self.objects and not line.startswith("pg_restore:"):
             last = self.objects[-1]
             if line.startswith("Command was:"):
-                last["command"] = redact(line.removeprefix("Command was:").strip())[:500]
+                command = line.removeprefix("Command was:").strip()
+                setting = unknown_to(self.target, command)
+                if setting is not None and f'unrecognized configuration parameter "{setting}"' in last["error"]:
+                    self.objects.pop()
+                    self.unknown_settings.append(setting)
+                    return
+                last["command"] = redact(command)[:500]
             else:
                 last["error"] = f"{last['error']} {line.strip()}"[:1000]

@@ -15,7 +15,7 @@ import logging
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
@@ -24,9 +24,10 @@ from psycopg import sql
 from ..backup.manifest import DatabaseEntry
 from ..crypto import Sealer
 from ..errors import PgvaultError, ToolError
-from ..pgtools.binaries import toolset_for_server
+from ..pgtools.binaries import server_binaries, toolset_for_server
 from ..pgtools.connection import ServerAddress
 from ..pgtools.runner import Cancelled, CancelToken, client_env, dbname_arg, run_program
+from ..pgtools.versions import PgVersion
 from ..storage import Storage, StorageError
 from .archive import (
     Filter,
@@ -55,6 +56,7 @@ class VerifyRequest:
     drill_address: ServerAddress | None  # None: a throwaway server
     scratch_dir: Path  # outside PGVAULT_HOME: a throwaway server's folder must be reachable by its own user
     pg_bin: Path | None = None
+    pg_servers: list[Path] = field(default_factory=list)  # PGVAULT_PG_SERVERS: a throwaway server's programs
     data_key_sealed: bytes | None = None  # an encrypted restore point's data key, sealed by the master key
     sealer: Sealer | None = None  # opens it
     compressor: str = "auto"  # PGVAULT_COMPRESSOR: which decompressor feeds pg_restore (archive.decompressor)
@@ -130,12 +132,15 @@ class VerifyRun:
         self._decompressor = decompressor(req.compressor)  # only a drill decompresses
         started = time.monotonic()
         problems: list[str] = []
-        with self._drill_server() as address:
+        source = PgVersion(manifest.server_version_num)
+        with self._drill_server(source) as (address, where):
             with address.connect() as conn:
                 row = conn.execute("select current_setting('server_version_num')::int").fetchone()
                 assert row is not None
                 version_num = int(row[0])
             tools = toolset_for_server(version_num, req.pg_bin)
+            on = f"on PostgreSQL {PgVersion(version_num).label} ({where})"
+            self.log.info("restore drill %s; the backup is of PostgreSQL %s", on, source.label)
             with client_env(address) as env:
                 for n, database in enumerate(manifest.databases):
                     self.cancel.raise_if_cancelled()
@@ -144,25 +149,30 @@ class VerifyRun:
         seconds = round(time.monotonic() - started, 3)
         if problems:
             message = "; ".join(problems)
-            return VerifyOutcome("Completed w/ one or more errors", f"files verified; drill found: {message}",
+            return VerifyOutcome("Completed w/ one or more errors", f"files verified; drill {on} found: {message}",
                                  verify_status="Passed", drill_status="Failed", drill_seconds=seconds,
-                                 drill_message=message)
-        message = f"{len(manifest.databases)} databases restored and their row counts match the archive's"
+                                 drill_message=f"{on}: {message}")
+        message = (f"{len(manifest.databases)} databases restored {on} and their row counts match the "
+                   "archive's")
         return VerifyOutcome("Completed", f"files verified; {message}", verify_status="Passed",
                              drill_status="Passed", drill_seconds=seconds, drill_message=message)
 
     @contextlib.contextmanager
-    def _drill_server(self) -> Iterator[ServerAddress]:
+    def _drill_server(self, source: PgVersion) -> Iterator[tuple[ServerAddress, str]]:
+        """The drill's server and a few words on it: the instance asked for, else a throwaway server of the
+        backed-up server's own major (a drill on another major proves nothing about restoring to the
+        source: pg_restore 18 onto 16 fails in ways it does not on 18). No such binaries: a ToolError."""
         if self.req.drill_address is not None:
-            yield self.req.drill_address
+            yield self.req.drill_address, "a registered instance"
             return
         from ..pgtools.localserver import LocalServer
 
+        binaries = server_binaries(source.major_label, self.req.pg_servers)
         self.req.scratch_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix=f"drill-{self.req.job_id}-", dir=self.req.scratch_dir) as tmp, \
-                LocalServer(Path(tmp)) as server:
-            yield ServerAddress(host=server.host, port=server.port, user=server.superuser,
-                                password=server.password)
+                LocalServer(Path(tmp), bin_dir=binaries.bin_dir) as server:
+            yield (ServerAddress(host=server.host, port=server.port, user=server.superuser, password=server.password),
+                   f"a throwaway server from {binaries.bin_dir}")
 
     def _drill_one(self, address: ServerAddress, env: dict[str, str], pg_restore: str, version_num: int,
                    index: int, entry: DatabaseEntry) -> list[str]:
@@ -171,7 +181,7 @@ class VerifyRun:
             _drop_database(conn, scratch, version_num)
             conn.execute(sql.SQL("create database {} template template0").format(sql.Identifier(scratch)))
         try:
-            errors = RestoreErrors()
+            errors = RestoreErrors(PgVersion(version_num))
             # read twice (restored, then its rows counted): from one local copy when the storage is remote
             with readable_twice(self.req.storage, entry.file, self.cancel) as storage:
                 try:

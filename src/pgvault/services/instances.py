@@ -89,9 +89,7 @@ def declared_major(version: str) -> str:
 
 
 def server_major(info: ServerInfo) -> str:
-    if info.version_num >= 100000:
-        return str(info.version_num // 10000)
-    return f"{info.version_num // 10000}.{info.version_num // 100 % 100}"
+    return info.pg_version.major_label
 
 
 def ensure_name_free(session: Session, account: CloudAccount, name: str) -> None:
@@ -101,6 +99,14 @@ def ensure_name_free(session: Session, account: CloudAccount, name: str) -> None
     )
     if clash is not None:
         raise Conflict(f"an instance named {name!r} already exists in cloud account {account.name!r}")
+
+
+def same_server(session: Session, inst: Instance) -> list[str]:
+    """The names of the other live instances registered for the same ``host:port`` (host names compared
+    without case), in any cloud account."""
+    return list(session.scalars(
+        select(Instance.name).where(func.lower(Instance.host) == inst.host.lower(), Instance.port == inst.port,
+                                    Instance.id != inst.id, Instance.deleted_at.is_(None)).order_by(Instance.id)))
 
 
 def create(session: Session, reg: Registration, info: ServerInfo, sealer: Sealer) -> tuple[Instance, Job]:

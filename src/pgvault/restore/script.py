@@ -1,0 +1,159 @@
+"""A restore that must be all or nothing, on any major: ``pg_restore --single-transaction -f -`` (the SQL
+script, wrapped in BEGIN ... COMMIT by pg_restore itself) | the settings filter | ``psql -v ON_ERROR_STOP=1``.
+
+Why not ``pg_restore --single-transaction -d``: it stops at the first error, and pg_restore 18 begins every
+restore with ``SET transaction_timeout = 0``, which servers before 17 refuse. Table-level restores onto
+PostgreSQL 10-16 all failed that way. The script route lets pgvault drop exactly those ``SET`` lines
+(``pgrestore.NEWER_PARAMETERS``, only outside COPY data) and keeps every other error fatal; the
+transaction commits only when psql reaches pg_restore's final COMMIT, so a script cut short (a failed
+pg_restore, a kill) commits nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import re
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from ..pgtools.runner import CancelToken, ProgramResult, run_program
+from ..pgtools.versions import PgVersion
+from .archive import ProgramInput
+from .pgrestore import redact, unknown_to
+
+_COPY_START = re.compile(rb"^COPY .* FROM stdin;$")
+_PSQL_ERROR = re.compile(r"^psql:[^:]*:\d+: (ERROR|FATAL):\s+(.*)$")
+
+
+class ScriptFilter:
+    """Streams a pg_restore SQL script through, dropping the ``SET`` lines of parameters the target does not
+    have. COPY data (``COPY ... FROM stdin;`` up to ``\\.``) passes untouched and without per-line work, so a
+    row whose text happens to read ``SET transaction_timeout = 0;`` is kept."""
+
+    def __init__(self, target: PgVersion) -> None:
+        self.target = target
+        self.dropped: list[str] = []
+        self._pending = b""
+        self._in_copy = False
+
+    def feed(self, chunk: bytes) -> bytes:
+        data = self._pending + chunk
+        out: list[bytes] = []
+        pos = 0
+        while pos < len(data):
+            if self._in_copy:
+                end = data.find(b"\n\\.\n", pos - 1 if pos else 0)
+                if end < 0:  # all of it is data, but keep the tail that may begin the end marker
+                    keep = max(pos, len(data) - 3)
+                    out.append(data[pos:keep])
+                    pos = keep
+                    break
+                out.append(data[pos:end + 4])
+                pos = end + 4
+                self._in_copy = False
+                continue
+            nl = data.find(b"\n", pos)
+            if nl < 0:
+                break
+            line = data[pos:nl]
+            pos = nl + 1
+            if _COPY_START.match(line):
+                self._in_copy = True
+            elif line.startswith(b"SET ") and (name := unknown_to(self.target, line.decode("utf-8", "replace"))):
+                self.dropped.append(name)
+                continue
+            out.append(line + b"\n")
+        self._pending = data[pos:]
+        return b"".join(out)
+
+    def finish(self) -> bytes:
+        rest, self._pending = self._pending, b""
+        if rest and not self._in_copy and unknown_to(self.target, rest.decode("utf-8", "replace")):
+            return b""
+        return rest
+
+
+@dataclass
+class ScriptErrors:
+    """psql's errors (ON_ERROR_STOP: the first one ends the script, and the transaction with it)."""
+
+    objects: list[dict[str, str]] = field(default_factory=list)
+
+    def feed(self, line: str) -> None:
+        if m := _PSQL_ERROR.match(line):
+            self.objects.append({"object": "", "error": m.group(2)})
+        elif self.objects and line.startswith(("DETAIL:", "HINT:", "CONTEXT:")):
+            self.objects[-1]["error"] = f"{self.objects[-1]['error']} {line.strip()}"[:1000]
+        elif self.objects and line.startswith("LINE "):
+            self.objects[-1]["command"] = redact(line.split(":", 1)[-1].strip())[:500]
+
+
+class _PsqlGone(Exception):
+    pass
+
+
+def restore_script(restore_argv: list[str], restore_env: dict[str, str], archive: ProgramInput,
+                   psql_argv: list[str], psql_env: dict[str, str], *, target: PgVersion, log: logging.Logger,
+                   cancel: CancelToken, on_psql_stderr: Callable[[str], None]) -> tuple[ProgramResult, list[str]]:
+    """Run ``restore_argv`` (a pg_restore writing its script to stdout) into ``psql_argv``, the script
+    filtered for ``target`` on the way. Returns psql's result (non-zero: nothing was committed) and the
+    settings dropped. A failure of pg_restore stops psql before it can see the end of the script, and is
+    raised."""
+    filt = ScriptFilter(target)
+    pipe: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=16)
+    psql_done = threading.Event()
+    outcome: list[ProgramResult | BaseException] = []
+
+    def script() -> Iterator[bytes]:
+        while (item := pipe.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item  # run_program stops psql: the transaction never reaches COMMIT
+            yield item
+
+    def run_psql() -> None:
+        try:
+            outcome.append(run_program(psql_argv, psql_env, log=log, cancel=cancel, stdin_source=script(),
+                                       on_stderr=on_psql_stderr, check=False))
+        except BaseException as exc:
+            outcome.append(exc)
+        finally:
+            psql_done.set()
+
+    def put(item: bytes | BaseException | None) -> None:
+        while True:
+            try:
+                pipe.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                if psql_done.is_set():
+                    raise _PsqlGone() from None
+
+    def sink(chunk: bytes) -> None:
+        if data := filt.feed(chunk):
+            put(data)
+
+    thread = threading.Thread(target=run_psql, name="psql-script", daemon=True)
+    thread.start()
+    failure: BaseException | None = None
+    try:
+        try:
+            run_program(restore_argv, restore_env, log=log, cancel=cancel, stdout_sink=sink, **archive)
+            tail: list[bytes | BaseException | None] = [filt.finish(), None]
+        except _PsqlGone:
+            tail = []  # psql stopped first (an error in the script): its result says why
+        except BaseException as exc:
+            failure, tail = exc, [exc]
+        for item in tail:
+            put(item)
+    except _PsqlGone:
+        pass
+    finally:
+        thread.join()
+    if failure is not None:
+        raise failure
+    result = outcome[0]
+    if isinstance(result, BaseException):
+        raise result
+    return result, filt.dropped
