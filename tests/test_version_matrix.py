@@ -248,3 +248,44 @@ def test_ssl_with_ca_verification(api, majors, test_ca: certs.TestCA, other_ca: 
     assert fingerprint(server, "ssl copy") == original
     with server.connect() as conn:
         drop_database(conn, "ssl copy")
+
+
+@pytest.mark.parametrize("major", per_major([16]))
+def test_drill_without_the_source_major_says_so_instead_of_passing(majors, tmp_path, major):
+    """No PostgreSQL 16 programs anywhere pgvault looks: the drill fails with the reason, it does not fall
+    back to the bundled 18."""
+    if Path(f"/usr/lib/postgresql/{major}/bin/postgres").exists():
+        pytest.skip(f"Debian's PostgreSQL {major} is installed, so the major cannot be made missing")
+    server = majors.get(major)
+    empty = tmp_path / "no-servers"
+    empty.mkdir()
+    svc = Service(tmp_path / "home", PGVAULT_PG_SERVERS=str(empty)).start()
+    try:
+        api = svc.login()
+        entity, job = register(api, server, "drill-missing-major")
+        assert job["status"] == "Completed", job
+        point = api.get("/RestorePoints", params={"instanceId": entity["instanceId"]}).json()["restorePoints"][0]
+        r = api.post(f"/RestorePoints/{point['restorePointId']}/action/verify", json={"drill": True})
+        done = api.wait_job(r.json()["jobIds"][0], timeout=120)
+        assert done["status"] == "Failed", done
+        assert f"no PostgreSQL {major} server programs" in done["message"], done["message"]
+        assert "PGVAULT_PG_SERVERS" in done["message"]
+        drill = api.get(f"/RestorePoints/{point['restorePointId']}").json()["drill"]
+        assert drill["status"] is None  # nothing recorded as passed (or failed) on the backup
+        api.close()
+    finally:
+        svc.stop()
+
+
+@pytest.mark.parametrize("major", per_major([14]))
+def test_the_same_server_registered_twice_is_accepted_with_a_warning(api, majors, major):
+    server = majors.get(major, flavour="twice")
+    first, _ = register(api, server, f"twice-a-{major}")
+    assert first["warning"] == ""
+    second, _ = register(api, server, f"twice-b-{major}")
+    assert f"127.0.0.1:{server.port} is already registered as 'twice-a-{major}'" in second["warning"]
+    for entity in (first, second):
+        assert api.delete(f"/Instance/{entity['instanceId']}").status_code == 200
+    third, _ = register(api, server, f"twice-c-{major}")
+    assert third["warning"] == ""  # deleted registrations do not count
+    api.delete(f"/Instance/{third['instanceId']}")
