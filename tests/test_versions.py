@@ -81,7 +81,8 @@ def feed(target: int, lines: list[str]) -> RestoreErrors:
 
 
 def test_settings_an_older_target_lacks_are_not_failed_objects():
-    errors = feed(110022, [*PREAMBLE_ERROR, *AM_ERROR, *REAL_ERROR, "pg_restore: warning: errors ignored on restore: 3"])
+    ignored = "pg_restore: warning: errors ignored on restore: 3"
+    errors = feed(110022, [*PREAMBLE_ERROR, *AM_ERROR, *REAL_ERROR, ignored])
     assert errors.ignored == 3
     assert errors.failed == 1 and errors.objects[0]["object"] == "EXTENSION hstore (no owner)"
     assert "default_table_access_method, transaction_timeout" in errors.summary() and "11.22" in errors.summary()
