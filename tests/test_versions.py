@@ -13,7 +13,7 @@ from pgvault.errors import ToolError
 from pgvault.pgtools.binaries import Toolset, check_tools_serve
 from pgvault.pgtools.connection import ServerInfo
 from pgvault.pgtools.versions import PgVersion
-from pgvault.restore.pgrestore import RestoreErrors
+from pgvault.restore.pgrestore import RestoreErrors, target_options
 from pgvault.restore.script import ScriptFilter
 from pgvault.services.instances import server_major
 
@@ -64,8 +64,6 @@ PREAMBLE_ERROR = [
     'pg_restore: error: could not execute query: ERROR:  unrecognized configuration parameter "transaction_timeout"',
     "Command was: SET transaction_timeout = 0;",
 ]
-AM_ERROR = ['pg_restore: error: could not set "default_table_access_method": ERROR:  unrecognized configuration '
-            'parameter "default_table_access_method"']
 REAL_ERROR = [
     "pg_restore: from TOC entry 2; 3079 16385 EXTENSION hstore (no owner)",
     'pg_restore: error: could not execute query: ERROR:  permission denied to create extension "hstore"',
@@ -81,15 +79,11 @@ def feed(target: int, lines: list[str]) -> RestoreErrors:
 
 
 def test_settings_an_older_target_lacks_are_not_failed_objects():
-    ignored = "pg_restore: warning: errors ignored on restore: 3"
-    errors = feed(110022, [*PREAMBLE_ERROR, *AM_ERROR, *REAL_ERROR, ignored])
-    assert errors.ignored == 3
+    errors = feed(150018, [*PREAMBLE_ERROR, *REAL_ERROR, "pg_restore: warning: errors ignored on restore: 2"])
+    assert errors.ignored == 2
     assert errors.failed == 1 and errors.objects[0]["object"] == "EXTENSION hstore (no owner)"
-    assert "default_table_access_method, transaction_timeout" in errors.summary() and "11.22" in errors.summary()
-    assert feed(150018, PREAMBLE_ERROR).failed == 0
-    # on 11 the table access method is unknown too; on 12 it is not (a real error there)
-    assert feed(110022, AM_ERROR).failed == 0
-    assert feed(120022, AM_ERROR).failed == 1
+    assert "transaction_timeout" in errors.summary() and "15.18" in errors.summary()
+    assert feed(100023, PREAMBLE_ERROR).failed == 0
 
 
 def test_the_same_errors_on_a_server_that_has_the_setting_still_count():
@@ -99,24 +93,76 @@ def test_the_same_errors_on_a_server_that_has_the_setting_still_count():
     assert feed(150018, wrong_value).failed == 1
 
 
-SCRIPT = (b"SET statement_timeout = 0;\nSET transaction_timeout = 0;\nSET lock_timeout = 0;\n"
-          b"SET default_table_access_method = heap;\nCREATE TABLE t (x text);\n"
+def test_an_object_whose_failure_quotes_those_lines_still_failed():
+    """A function whose definition carries the two lines of the harmless error is not made harmless by
+    them: only the exact shape, outside any TOC entry, with nothing in between, counts."""
+    quoted = [
+        "pg_restore: from TOC entry 214; 1255 16390 FUNCTION public.evil() postgres",
+        "pg_restore: error: could not execute query: ERROR:  syntax error at or near \"x\"",
+        'LINE 1: unrecognized configuration parameter "transaction_timeout"',
+        "Command was: SET transaction_timeout = 0;",
+        "pg_restore: warning: errors ignored on restore: 1",
+    ]
+    assert feed(150018, quoted).failed == 1
+    in_between = [PREAMBLE_ERROR[0], "HINT:  something", PREAMBLE_ERROR[1]]
+    assert feed(150018, in_between).failed == 1
+
+
+def test_pg_restores_own_count_wins_over_what_was_parsed():
+    assert feed(150018, [*PREAMBLE_ERROR, "pg_restore: warning: errors ignored on restore: 3"]).failed == 2
+
+
+def test_no_table_access_method_before_12():
+    assert target_options(PgVersion(110022)) == ["--no-table-access-method"]
+    assert target_options(PgVersion(120000)) == []
+
+
+SCRIPT = (b"--\n-- PostgreSQL database dump\n--\n\\restrict abc\nBEGIN;\n\nSET statement_timeout = 0;\n"
+          b"SET transaction_timeout = 0;\nSET lock_timeout = 0;\n"
+          b"SELECT pg_catalog.set_config('search_path', '', false);\n\n"
+          b"CREATE FUNCTION f() RETURNS void AS $$\nSET transaction_timeout = 0;\nCOMMIT;\n$$ LANGUAGE sql;\n"
+          b"CREATE TABLE t (x text);\n"
           b"COPY public.t (x) FROM stdin;\nSET transaction_timeout = 0;\nrow 2\n\\.\n"
-          b"SET default_table_access_method = heap;\nSELECT 1;\n")
+          b"COPY public.e (x) FROM stdin;\n\\.\n"
+          b"SET transaction_timeout = 0;\nSELECT 1;\nCOMMIT;\n\n--\n-- dump complete\n--\n\n\\unrestrict abc\n")
+
+
+def run_filter(target: int, script: bytes, cuts: list[int]) -> tuple[bytes, bytes]:
+    """(what the filter let out before finish, all of it)."""
+    filt = ScriptFilter(PgVersion(target))
+    parts, last = [], 0
+    for cut in [*cuts, len(script)]:
+        parts.append(filt.feed(script[last:cut]))
+        last = cut
+    early = b"".join(parts)
+    return early, early + filt.finish()
 
 
 @pytest.mark.parametrize("chunk", [1, 2, 3, 5, 7, 64, 1 << 20])
-def test_script_filter_drops_only_settings_outside_copy_data(chunk):
-    filt = ScriptFilter(PgVersion(110022))
-    out = b"".join(filt.feed(SCRIPT[i:i + chunk]) for i in range(0, len(SCRIPT), chunk)) + filt.finish()
-    assert out == (b"SET statement_timeout = 0;\nSET lock_timeout = 0;\nCREATE TABLE t (x text);\n"
-                   b"COPY public.t (x) FROM stdin;\nSET transaction_timeout = 0;\nrow 2\n\\.\nSELECT 1;\n")
-    assert filt.dropped == ["transaction_timeout", "default_table_access_method", "default_table_access_method"]
+def test_script_filter_drops_only_preamble_settings(chunk):
+    cuts = list(range(chunk, len(SCRIPT), chunk))
+    early, out = run_filter(110022, SCRIPT, cuts)
+    assert out == SCRIPT.replace(b"SET transaction_timeout = 0;\nSET lock_timeout", b"SET lock_timeout", 1)
+    assert out.count(b"SET transaction_timeout = 0;") == 3  # a function body, COPY data, after the preamble
+    assert not early.endswith(b"\\unrestrict abc\n") and b"SELECT 1;\n" in early
+    assert early.count(b"COMMIT;") == 1  # the function body's; the closing COMMIT waits for finish()
+
+
+def test_script_filter_fuzzed_against_its_reference():
+    import random
+
+    rng = random.Random(11)
+    want = run_filter(110022, SCRIPT, [])[1]
+    for _ in range(3000):
+        cuts = sorted(rng.sample(range(1, len(SCRIPT)), rng.randint(1, 12)))
+        early, out = run_filter(110022, SCRIPT, cuts)
+        assert out == want, cuts
+        assert b"dump complete" not in early, cuts
 
 
 def test_script_filter_keeps_everything_for_a_target_that_knows_the_settings():
-    filt = ScriptFilter(PgVersion(170010))
-    assert filt.feed(SCRIPT) + filt.finish() == SCRIPT and filt.dropped == []
+    _, out = run_filter(170010, SCRIPT, [10, 100])
+    assert out == SCRIPT
 
 
 @pytest.mark.parametrize(("name", "expected"), [

@@ -16,16 +16,18 @@ from dataclasses import dataclass, field
 
 from ..pgtools.versions import PgVersion
 
-# Parameters that pg_restore sets (at the start of every restore, or before a table) and that older servers
-# do not have, with the first release that has each. On an older server ``SET transaction_timeout = 0``
-# fails with "unrecognized configuration parameter" and changes nothing that server does (it has no such
-# timeout; before 12 every table is heap): such an error is not an object that failed to restore.
+# Parameters that pg_restore sets at the start of every restore (its "fixed output state", before any
+# object) and that older servers do not have, with the first release that has each. On an older server
+# ``SET transaction_timeout = 0`` fails with "unrecognized configuration parameter" and changes nothing that
+# server does (it has no such timeout): such an error is not an object that failed to restore.
+# (``default_table_access_method``, set before each table, is turned off for targets before 12 instead:
+# ``NO_TABLE_ACCESS_METHOD_BEFORE``.)
 NEWER_PARAMETERS = {
     "transaction_timeout": 170000,
-    "default_table_access_method": 120000,
     "idle_in_transaction_session_timeout": 90600,
     "row_security": 90500,
 }
+NO_TABLE_ACCESS_METHOD_BEFORE = 120000  # pg_restore --no-table-access-method below this server version
 _SET = re.compile(r"^SET (\w+) = ('?[\w.]*'?);$")
 
 
@@ -35,13 +37,18 @@ def unknown_to(target: PgVersion, command: str) -> str | None:
     m = _SET.match(command.strip())
     if m is None or m.group(1) not in NEWER_PARAMETERS or target.num >= NEWER_PARAMETERS[m.group(1)]:
         return None
-    if m.group(1) == "default_table_access_method" and m.group(2).strip() != "heap":
-        return None
     return m.group(1)
+
+
+def target_options(target: PgVersion) -> list[str]:
+    """pg_restore options a target of this version needs: before 12 there are no table access methods,
+    and pg_restore would ``SET default_table_access_method`` before every table."""
+    return ["--no-table-access-method"] if target.num < NO_TABLE_ACCESS_METHOD_BEFORE else []
+
 
 _TOC = re.compile(r"^pg_restore: from TOC entry \d+; \d+ \d+ (.+)$")
 _ERROR = re.compile(r"^pg_restore: error: (.+)$")
-_COULD_NOT_SET = re.compile(r'^could not set "(\w+)": ERROR:\s+unrecognized configuration parameter "(\w+)"')
+_UNRECOGNIZED = re.compile(r'^could not execute query: ERROR:\s+unrecognized configuration parameter "(\w+)"$')
 _IGNORED = re.compile(r"^pg_restore: warning: errors ignored on restore: (\d+)$")
 
 
@@ -58,18 +65,22 @@ def redact(sql_text: str) -> str:
 class RestoreErrors:
     """pg_restore's stderr, read line by line: ``objects`` are the objects that failed; a ``SET`` of a
     parameter the ``target`` server does not know (``NEWER_PARAMETERS``) goes to ``unknown_settings``
-    instead, since nothing was lost."""
+    instead, since nothing was lost. Only the exact shape pg_restore gives such an error counts: outside
+    any TOC entry, the error line alone, then its ``Command was:`` line (an object's failure whose text
+    merely quotes those lines stays a failure)."""
 
     target: PgVersion
     objects: list[dict[str, str]] = field(default_factory=list)
     ignored: int = 0  # pg_restore's own count, "errors ignored on restore: N", unknown settings included
     unknown_settings: list[str] = field(default_factory=list)
     _current: str | None = None
+    _setting: str | None = None  # the parameter of an "unrecognized" error just read, until its next line
 
     @property
     def failed(self) -> int:
-        """How many objects really failed to restore."""
-        return len(self.objects)
+        """How many objects really failed to restore: those reported, or more if pg_restore counted errors
+        this parser did not see as such (its count wins, less the settings it knows to be harmless)."""
+        return max(len(self.objects), self.ignored - len(self.unknown_settings))
 
     def summary(self) -> str:
         """A line for the job's log about the settings skipped, or ""."""
@@ -80,15 +91,12 @@ class RestoreErrors:
                 "ignored, nothing was lost")
 
     def feed(self, line: str) -> None:
+        setting, self._setting = self._setting, None
         if m := _TOC.match(line):
             self._current = m.group(1)
         elif m := _ERROR.match(line):
-            # pg_restore sets a table's access method itself, without a "Command was:" line
-            if (s := _COULD_NOT_SET.match(m.group(1))) and s.group(1) == s.group(2) and \
-                    unknown_to(self.target, f"SET {s.group(1)} = heap;"):
-                self.unknown_settings.append(s.group(1))
-                self._current = None
-                return
+            if self._current is None and (u := _UNRECOGNIZED.match(m.group(1))):
+                self._setting = u.group(1)
             self.objects.append({"object": self._current or "", "error": m.group(1)})
             self._current = None
         elif m := _IGNORED.match(line):
@@ -97,8 +105,7 @@ class RestoreErrors:
             last = self.objects[-1]
             if line.startswith("Command was:"):
                 command = line.removeprefix("Command was:").strip()
-                setting = unknown_to(self.target, command)
-                if setting is not None and f'unrecognized configuration parameter "{setting}"' in last["error"]:
+                if setting is not None and unknown_to(self.target, command) == setting:
                     self.objects.pop()
                     self.unknown_settings.append(setting)
                     return

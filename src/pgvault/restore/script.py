@@ -1,12 +1,13 @@
 """A restore that must be all or nothing, on any major: ``pg_restore --single-transaction -f -`` (the SQL
-script, wrapped in BEGIN ... COMMIT by pg_restore itself) | the settings filter | ``psql -v ON_ERROR_STOP=1``.
+script, wrapped in BEGIN ... COMMIT by pg_restore itself) | the script filter | ``psql -v ON_ERROR_STOP=1``.
 
 Why not ``pg_restore --single-transaction -d``: it stops at the first error, and pg_restore 18 begins every
 restore with ``SET transaction_timeout = 0``, which servers before 17 refuse. Table-level restores onto
-PostgreSQL 10-16 all failed that way. The script route lets pgvault drop exactly those ``SET`` lines
-(``pgrestore.NEWER_PARAMETERS``, only outside COPY data) and keeps every other error fatal; the
-transaction commits only when psql reaches pg_restore's final COMMIT, so a script cut short (a failed
-pg_restore, a kill) commits nothing.
+PostgreSQL 10-16 all failed that way. The script route lets pgvault drop exactly those ``SET`` lines, and
+only in the script's preamble (before the first object: no function body or COPY data is ever touched),
+and keeps every other error fatal. The filter also holds back the script's closing ``COMMIT`` until
+pg_restore has ended successfully: a pg_restore that fails (a damaged archive, a kill) stops psql before it
+reads a COMMIT, so nothing is committed.
 """
 
 from __future__ import annotations
@@ -28,15 +29,25 @@ _PSQL_ERROR = re.compile(r"^psql:[^:]*:\d+: (ERROR|FATAL):\s+(.*)$")
 
 
 class ScriptFilter:
-    """Streams a pg_restore SQL script through, dropping the ``SET`` lines of parameters the target does not
-    have. COPY data (``COPY ... FROM stdin;`` up to ``\\.``) passes untouched and without per-line work, so a
-    row whose text happens to read ``SET transaction_timeout = 0;`` is kept."""
+    """Streams a pg_restore SQL script through, line by line outside COPY data:
+
+    - in the preamble (``SET``s, ``set_config``, comments, ``BEGIN``, psql's ``\\restrict``: what pg_restore
+      writes before the first object), drops the ``SET`` lines of parameters the target does not have;
+    - COPY data (``COPY ... FROM stdin;`` up to a ``\\.`` line) passes untouched, without per-line work;
+    - a ``COMMIT;`` line and what follows it (pg_restore's closing comments) is held back while only such
+      trailing lines follow, and let out by ``finish``, which the caller calls only when pg_restore succeeded.
+    """
+
+    _PREAMBLE = re.compile(rb"^(|--.*|SET .*;|SELECT pg_catalog\.set_config\(.*\);|BEGIN;|\\restrict .*)$")
+    _TRAILER = re.compile(rb"^(|--.*|\\unrestrict .*)$")
 
     def __init__(self, target: PgVersion) -> None:
         self.target = target
         self.dropped: list[str] = []
-        self._pending = b""
+        self._pending = b""  # always begins at the start of a line
         self._in_copy = False
+        self._preamble = True
+        self._held: list[bytes] | None = None  # from a COMMIT line on, while only trailing lines follow
 
     def feed(self, chunk: bytes) -> bytes:
         data = self._pending + chunk
@@ -44,14 +55,19 @@ class ScriptFilter:
         pos = 0
         while pos < len(data):
             if self._in_copy:
-                end = data.find(b"\n\\.\n", pos - 1 if pos else 0)
-                if end < 0:  # all of it is data, but keep the tail that may begin the end marker
-                    keep = max(pos, len(data) - 3)
-                    out.append(data[pos:keep])
-                    pos = keep
-                    break
-                out.append(data[pos:end + 4])
-                pos = end + 4
+                if data.startswith(b"\\.\n", pos):
+                    end = pos
+                else:
+                    end = data.find(b"\n\\.\n", pos)
+                    if end < 0:  # all data so far: pass every whole line, keep the last, incomplete one
+                        last_nl = data.rfind(b"\n", pos)
+                        if last_nl >= 0:
+                            out.append(data[pos:last_nl + 1])
+                            pos = last_nl + 1
+                        break
+                    end += 1
+                out.append(data[pos:end + 3])
+                pos = end + 3
                 self._in_copy = False
                 continue
             nl = data.find(b"\n", pos)
@@ -59,20 +75,43 @@ class ScriptFilter:
                 break
             line = data[pos:nl]
             pos = nl + 1
-            if _COPY_START.match(line):
-                self._in_copy = True
-            elif line.startswith(b"SET ") and (name := unknown_to(self.target, line.decode("utf-8", "replace"))):
-                self.dropped.append(name)
-                continue
-            out.append(line + b"\n")
+            self._line(line, out)
         self._pending = data[pos:]
         return b"".join(out)
 
+    def _line(self, line: bytes, out: list[bytes]) -> None:
+        if self._held is not None:
+            if self._TRAILER.match(line):
+                self._held.append(line + b"\n")
+                return
+            out.extend(self._held)  # a COMMIT that was not the end (a line of a function body, say)
+            self._held = None
+        if self._preamble:
+            if not self._PREAMBLE.match(line):
+                self._preamble = False
+            elif line.startswith(b"SET ") and (name := unknown_to(self.target, line.decode("utf-8", "replace"))):
+                self.dropped.append(name)
+                return
+        if line.startswith(b"COPY ") and _COPY_START.match(line):
+            self._in_copy = True
+        elif line == b"COMMIT;":
+            self._held = [line + b"\n"]
+            return
+        out.append(line + b"\n")
+
     def finish(self) -> bytes:
+        """The rest of the script, the held-back COMMIT included: call only once pg_restore succeeded."""
+        out: list[bytes] = []
         rest, self._pending = self._pending, b""
-        if rest and not self._in_copy and unknown_to(self.target, rest.decode("utf-8", "replace")):
-            return b""
-        return rest
+        if rest:  # a last line without its newline (pg_restore ends with one; psql needs none)
+            if self._in_copy:
+                out.append(rest)
+            else:
+                self._line(rest, out)
+        if self._held is not None:
+            out.extend(self._held)
+            self._held = None
+        return b"".join(out)
 
 
 @dataclass
@@ -131,6 +170,8 @@ def restore_script(restore_argv: list[str], restore_env: dict[str, str], archive
                     raise _PsqlGone() from None
 
     def sink(chunk: bytes) -> None:
+        if psql_done.is_set():  # psql stopped at an error: reading the rest of the archive is of no use
+            raise _PsqlGone()
         if data := filt.feed(chunk):
             put(data)
 
