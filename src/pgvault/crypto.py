@@ -21,6 +21,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from .errors import MasterKeyError
 from .files import fsync_path, write_private_file
 
 log = logging.getLogger("pgvault.keys")
@@ -30,8 +31,6 @@ _NONCE = 12
 _KEY_ID = 8
 
 
-class MasterKeyError(Exception):
-    pass
 
 
 class Sealer:

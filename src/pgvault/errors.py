@@ -1,4 +1,7 @@
-"""One exception root; ``api/errors.py`` maps it to HTTP with Command Center's error envelope.
+"""One exception root: every error pgvault raises on purpose is a ``PgvaultError`` carrying its HTTP status
+and Command Center error code, which ``api/errors.py`` maps to the error envelope in one handler (jobs
+record its ``message``). Callers catch a family (``StorageError``, ``ArchiveIntegrityError``) or the root,
+never tuples of unrelated classes.
 
 Error codes are part of the API and documented in docs/api.md.
 """
@@ -46,3 +49,34 @@ class ConnectionFailed(BadRequest):
 
 class ToolError(PgvaultError):
     """An external program (pg_dump, pg_restore, ...) failed or could not be run."""
+
+
+class CompressorMissing(ToolError):
+    """The compressor asked for (``PGVAULT_COMPRESSOR=zstd``) is not installed."""
+
+
+class StorageError(PgvaultError):
+    """A backup destination failed: unreachable, denied, full, or without the object asked for."""
+
+    http_status = 502
+    error_code = 8
+
+
+class ArchiveIntegrityError(PgvaultError):
+    """A stored backup is not what the backup wrote (a checksum, a manifest, a data key that does not
+    open it)."""
+
+    http_status = 409
+    error_code = 9
+
+
+class DecryptionError(ArchiveIntegrityError):
+    """A stored file does not decrypt: the wrong data key, or bytes altered, reordered, cut or added."""
+
+
+class MasterKeyError(PgvaultError):
+    """The master key (or a key of the keyring) is missing, malformed or cannot be written: the service's
+    configuration, not the request."""
+
+    http_status = 503
+    error_code = 10

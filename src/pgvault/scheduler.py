@@ -47,8 +47,9 @@ from sqlalchemy import Connection, bindparam, func, select
 from sqlalchemy.orm import Session
 
 from .catalog.db import Catalog
-from .catalog.models import ACTIVE, Instance, Job, JobStatus, Plan
+from .catalog.models import Instance, Job, Plan
 from .catalog.types import utcnow
+from .domain.jobs import ACTIVE, JobStatus, JobType
 from .services import aging, jobs
 
 log = logging.getLogger("pgvault.scheduler")
@@ -191,14 +192,14 @@ class _Last:
 
 
 _j, _i = Job.__table__, Instance.__table__
-_NEWEST_BACKUP = select(func.max(_j.c.id)).where(_j.c.job_type == "Backup").group_by(_j.c.instance_id)
+_NEWEST_BACKUP = select(func.max(_j.c.id)).where(_j.c.job_type == JobType.BACKUP).group_by(_j.c.instance_id)
 _LAST_COLUMNS = (_j.c.instance_id, _j.c.started_at, _j.c.created_at, _j.c.ended_at)
 # Built once, with the ids as an expanding parameter: building the statements cost more than running them.
 _LAST_OF = select(*_LAST_COLUMNS).where(_j.c.id.in_(
     _NEWEST_BACKUP.where(_j.c.instance_id.in_(bindparam("ids", expanding=True)))))
 # (services.jobs.backup_state reads the same for the instances a statement reads, for next_backup_times)
 _LAST_OF_ALL = select(*_LAST_COLUMNS).where(_j.c.id.in_(_NEWEST_BACKUP))
-_ACTIVE = select(_j.c.instance_id).where(_j.c.job_type == "Backup", _j.c.status.in_(ACTIVE)).distinct()
+_ACTIVE = select(_j.c.instance_id).where(_j.c.job_type == JobType.BACKUP, _j.c.status.in_(ACTIVE)).distinct()
 
 
 def _last_backups(session: Session | Connection, instance_ids: Iterable[int] | None) -> dict[int, _Last]:
@@ -281,7 +282,7 @@ def check_instance(session: Session, instance_id: int, now: dt.datetime) -> Job 
     if inst is None:
         return None
     last = _last_backups(session, [inst.id]).get(inst.id)
-    active = session.scalars(select(Job).where(Job.instance_id == inst.id, Job.job_type == "Backup",
+    active = session.scalars(select(Job).where(Job.instance_id == inst.id, Job.job_type == JobType.BACKUP,
                                                Job.status.in_(ACTIVE)).order_by(Job.id)).all()
     due = _due(inst.plan, inst.created_at, last, bool(active), None)
     if due > now or not in_window(inst.plan, now):

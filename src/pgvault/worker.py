@@ -26,8 +26,9 @@ from sqlalchemy.orm import Session
 from .backup.encryption import new_data_key
 from .backup.engine import BackupRequest, BackupRun
 from .catalog.db import Catalog
-from .catalog.models import Instance, Job, JobStatus, RestorePoint
+from .catalog.models import Instance, Job, RestorePoint
 from .crypto import Sealer
+from .domain.jobs import ItemStatus, JobStatus, JobType
 from .errors import PgvaultError
 from .pgtools.runner import CancelToken
 from .restore.engine import RestoreItem, RestoreRequest, RestoreRun
@@ -56,14 +57,14 @@ class CatalogReporter:
 
     def item_running(self, item_id: int) -> None:
         with self.catalog.begin() as s:
-            jobs.update_item(s, item_id, status=JobStatus.RUNNING.value)
+            jobs.update_item(s, item_id, status=ItemStatus.RUNNING)
 
     def item_done(self, item_id: int, nbytes: int, sha256: str, location: str) -> None:
         with self.catalog.begin() as s:
-            jobs.update_item(s, item_id, status=JobStatus.COMPLETED.value, bytes=nbytes, sha256=sha256,
+            jobs.update_item(s, item_id, status=ItemStatus.COMPLETED, bytes=nbytes, sha256=sha256,
                              location=location)
 
-    def item_failed(self, item_id: int, error: str, status: str = "Failed") -> None:
+    def item_failed(self, item_id: int, error: str, status: ItemStatus = ItemStatus.FAILED) -> None:
         with self.catalog.begin() as s:
             jobs.update_item(s, item_id, status=status, error=error)
 
@@ -188,7 +189,7 @@ class WorkerPool:
             result = self._execute(job_id, state.cancel, job_log)
         except Exception as exc:  # a bug: the job must still end, and say so
             job_log.exception("job %s failed unexpectedly", job_id)
-            result = _Result(JobStatus.FAILED.value, f"internal error: {type(exc).__name__}: {exc}")
+            result = _Result(JobStatus.FAILED, f"internal error: {type(exc).__name__}: {exc}")
         finally:
             with self._lock:
                 self._running.pop(job_id, None)
@@ -202,7 +203,7 @@ class WorkerPool:
         except Exception as exc:  # the outcome could not be recorded: the job must still end, and say so
             job_log.exception("could not record the end of job %s", job_id)
             with self.catalog.begin() as s:
-                jobs.finish(s, job_id, lease, JobStatus.FAILED.value,
+                jobs.finish(s, job_id, lease, JobStatus.FAILED,
                             f"{result.message}; but its result could not be recorded: {type(exc).__name__}: {exc}")
             return
         job_log.info("job %s ended: %s (%s)", job_id, result.status, result.message)
@@ -212,24 +213,20 @@ class WorkerPool:
     def _requeue(self, job_id: int, lease: str) -> None:
         with self.catalog.begin() as s:
             job = s.get(Job, job_id)
-            if job is not None and job.lease_owner == lease and not job.kill_requested:
-                job.status, job.phase, job.lease_owner, job.lease_expires_at = "Waiting", "Queued", None, None
-                job.attempts = max(0, job.attempts - 1)
-                job.message = "interrupted by a shutdown; it runs again at the next start"
-                for item in list(job.items):
-                    s.delete(item)
-            elif job is not None:
-                jobs.finish(s, job_id, lease, JobStatus.KILLED.value, "killed")
+            if job is None or job.lease_owner != lease:
+                return
+            if job.kill_requested:
+                jobs.finish(s, job_id, lease, JobStatus.KILLED, "killed")
+            else:
+                jobs.requeue(s, job_id, lease, "interrupted by a shutdown; it runs again at the next start")
 
     def _execute(self, job_id: int, cancel: CancelToken, job_log: logging.Logger) -> _Result:
         with self.catalog.begin() as s:
             job = s.get(Job, job_id)
             assert job is not None
             kind = job.job_type
-        runner = {"Backup": self._backup, "Restore": self._restore, "Verify": self._verify,
-                  "DataAging": self._aging}.get(kind)
-        if runner is None:
-            return _Result(JobStatus.FAILED.value, f"unknown job type {kind!r}")
+        runner = {JobType.BACKUP: self._backup, JobType.RESTORE: self._restore, JobType.VERIFY: self._verify,
+                  JobType.DATA_AGING: self._aging}[kind]
         return runner(job_id, cancel, job_log)
 
     def _backup(self, job_id: int, cancel: CancelToken, job_log: logging.Logger) -> _Result:
@@ -359,12 +356,12 @@ class WorkerPool:
             with self.catalog.begin() as s:
                 jobs.add_warning(s, job_id, f"stray backup folder (no catalog entry): {stray}")
         status = JobStatus.COMPLETED_WITH_ERRORS if report.errors else JobStatus.COMPLETED
-        return _Result(status.value, report.message)
+        return _Result(status, report.message)
 
 
 @dataclass
 class _Result:
-    status: str
+    status: JobStatus
     message: str
     record: Callable[[Session], None] | None = None  # runs in the transaction that ends the job
     after: Callable[[], None] | None = None  # runs after that commit

@@ -15,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from ..catalog.models import Instance, Job, RestorePoint
 from ..catalog.types import utcnow
 from ..context import Context
+from ..domain.jobs import ACTIVE, JobStatus
 from ..errors import Conflict, NotFound, PgvaultError
 from ..pgtools.connection import probe
 from ..scheduler import next_backup_times
@@ -159,7 +160,7 @@ def delete_instance(
             points = list(s.scalars(select(RestorePoint).where(RestorePoint.instance_id == instance_id)))
             reading = s.scalar(select(Job.id).where(
                 Job.restore_point_id.in_([p.id for p in points]), Job.job_type.in_(aging.READERS),
-                Job.status.in_(["Waiting", "Running"])))
+                Job.status.in_(ACTIVE)))
             if reading is not None:
                 raise Conflict(f"job {reading} is reading this instance's backups; wait for it or kill it first")
         inst = instances.delete(s, instance_id)
@@ -168,9 +169,7 @@ def delete_instance(
             for copy in point.copies:
                 copy.state = "deleting"
         if points:
-            job = aging.queue_aging(s, inst) or s.scalar(select(Job).where(
-                Job.instance_id == inst.id, Job.job_type == "DataAging", Job.status == "Waiting"))
-            assert job is not None
+            job, _ = aging.queue_aging(s, inst)
             job.started_by = user.username
             job_ids.append(str(job.id))
     for job_id in _running_jobs(ctx, instance_id):
@@ -187,9 +186,7 @@ def data_aging(ctx: ContextDep, user: UserDep, instance_id: int) -> dict:
         inst = s.get(Instance, instance_id)
         if inst is None:
             raise NotFound(f"instance {instance_id} does not exist")
-        job = aging.queue_aging(s, inst) or s.scalar(
-            select(Job).where(Job.instance_id == inst.id, Job.job_type == "DataAging", Job.status == "Waiting"))
-        assert job is not None
+        job, _ = aging.queue_aging(s, inst)
         job.started_by = user.username
         job_id = job.id
     ctx.pool.wake()
@@ -199,4 +196,4 @@ def data_aging(ctx: ContextDep, user: UserDep, instance_id: int) -> dict:
 def _running_jobs(ctx: ContextDep, instance_id: int) -> list[int]:
     with ctx.catalog.begin() as s:
         return list(s.scalars(select(Job.id).where(Job.instance_id == instance_id, Job.kill_requested.is_(True),
-                                                   Job.status == "Running")))
+                                                   Job.status == JobStatus.RUNNING)))

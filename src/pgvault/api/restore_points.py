@@ -10,8 +10,8 @@ from pydantic import StrictBool, StrictInt
 from sqlalchemy import func, select
 
 from ..catalog.models import Job, RestorePoint
-from ..errors import BadRequest, NotFound, PgvaultError
-from ..restore.archive import IntegrityError, load_manifest
+from ..errors import ArchiveIntegrityError, BadRequest, NotFound, PgvaultError
+from ..restore.archive import load_manifest
 from ..schemas.common import WireModel
 from ..schemas.restore_points import browse_entries, files_of, restore_point_summary
 from ..services import destinations, restore
@@ -65,7 +65,7 @@ def get_restore_point(ctx: ContextDep, _: UserDep, point_id: int) -> dict:
             return out
     try:
         manifest = load_manifest(storage, point.prefix, point.manifest_sha256)
-    except (IntegrityError, StorageError) as exc:
+    except (ArchiveIntegrityError, StorageError) as exc:
         out["files"], out["manifestError"] = [], str(exc)
     else:
         out["files"] = files_of(manifest, storage.uri)
@@ -123,7 +123,7 @@ def do_browse(ctx: ContextDep, _: UserDep, body: Annotated[dict[str, Any], Body(
     if storage is not None:
         try:
             manifest = load_manifest(storage, point.prefix, point.manifest_sha256)
-        except (IntegrityError, StorageError):
+        except (ArchiveIntegrityError, StorageError):
             manifest = None
     entries = browse_entries(point, job, manifest)
     return {"browseResponses": [{"respType": 0, "browseResult": {

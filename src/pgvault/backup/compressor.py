@@ -26,13 +26,13 @@ import signal
 import sys
 from typing import Any, BinaryIO
 
+from ..errors import CompressorMissing
+
 CHOICES = ("auto", "zstd", "builtin")
 _BLOCK = 1 << 20
 _F_SETPIPE_SZ = 1031  # Linux fcntl: a 1 MiB pipe buffer means fewer, larger reads
 
 
-class CompressorMissing(RuntimeError):
-    pass
 
 
 def compressor_argv(level: int, choice: str = "auto") -> list[str]:

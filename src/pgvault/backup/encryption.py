@@ -35,6 +35,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ..crypto import MasterKeyError, Sealer, key_id_hex
+from ..errors import DecryptionError
 
 MAGIC = b"PGVENC"
 VERSION = 1
@@ -52,8 +53,6 @@ DATA_KEY_OBJECT = "datakey.json"
 DATA_KEY_FORMAT = "pgvault-datakey/1"
 
 
-class DecryptionError(Exception):
-    """A stored file does not decrypt: the wrong data key, or bytes altered, reordered, cut or added."""
 
 
 def _aad(header: bytes, index: int, final: bool) -> bytes:

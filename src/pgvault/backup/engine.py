@@ -22,12 +22,13 @@ from typing import Protocol
 
 import psycopg
 
+from ..domain.jobs import ItemStatus, JobStatus
 from ..errors import ConnectionFailed, PgvaultError, ToolError
 from ..pgtools.binaries import Toolset, toolset_for_server
 from ..pgtools.connection import ServerAddress, ServerInfo
 from ..pgtools.runner import Cancelled, CancelToken, client_env, run_program
 from ..storage import Storage, StorageError
-from .compressor import CompressorMissing, compressor_argv, compressor_env
+from .compressor import compressor_argv, compressor_env
 from .discovery import Database, connection_budget, discover
 from .encryption import DATA_KEY_OBJECT, FILE_SUFFIX, FORMAT_SUFFIX, ChunkEncryptor, data_key_document
 from .manifest import DatabaseEntry, FileEntry, Manifest
@@ -38,7 +39,7 @@ class Reporter(Protocol):
     def items(self, names: list[tuple[str, str]]) -> list[int]: ...
     def item_running(self, item_id: int) -> None: ...
     def item_done(self, item_id: int, nbytes: int, sha256: str, location: str) -> None: ...
-    def item_failed(self, item_id: int, error: str, status: str = "Failed") -> None: ...
+    def item_failed(self, item_id: int, error: str, status: ItemStatus = ItemStatus.FAILED) -> None: ...
     def warn(self, message: str) -> None: ...
 
 
@@ -62,7 +63,7 @@ class BackupRequest:
 
 @dataclass
 class BackupOutcome:
-    status: str  # a JobStatus value
+    status: JobStatus
     message: str
     manifest: Manifest | None = None
     manifest_key: str | None = None
@@ -121,14 +122,14 @@ class BackupRun:
             return self._run(started)
         except Cancelled:
             self._discard()
-            return BackupOutcome("Killed", "the job was killed; its partial files were removed")
+            return BackupOutcome(JobStatus.KILLED, "the job was killed; its partial files were removed")
         except (PgvaultError, StorageError) as exc:
             self._discard()
-            return BackupOutcome("Failed", exc.message if isinstance(exc, PgvaultError) else str(exc))
+            return BackupOutcome(JobStatus.FAILED, exc.message if isinstance(exc, PgvaultError) else str(exc))
         except Exception as exc:  # a bug or an unforeseen failure: still no files without a manifest
             self.log.exception("backup failed unexpectedly")
             self._discard()
-            return BackupOutcome("Failed", f"internal error: {type(exc).__name__}: {exc}")
+            return BackupOutcome(JobStatus.FAILED, f"internal error: {type(exc).__name__}: {exc}")
 
     def _discard(self) -> None:
         try:
@@ -150,10 +151,7 @@ class BackupRun:
             databases = discover(conn)
             budget = connection_budget(conn)
         tools = toolset_for_server(info.version_num, req.pg_bin)
-        try:
-            self._compressor = (compressor_argv(req.compression_level, req.compressor), compressor_env())
-        except CompressorMissing as exc:
-            raise ToolError(str(exc)) from exc
+        self._compressor = (compressor_argv(req.compression_level, req.compressor), compressor_env())
         # Each database in flight holds two connections (pg_dump's and the snapshot's).
         parallelism = req.parallelism if budget is None else max(1, min(req.parallelism, budget // 2))
         self.log.info("server %s, pg_dump %s, %d databases", info.version, tools.version, len(databases))
@@ -165,7 +163,8 @@ class BackupRun:
         )
         globals_id, db_ids = ids[0], ids[1 : 1 + len(dumpable)]
         for item_id, _db in zip(ids[1 + len(dumpable) :], skipped, strict=True):
-            self.reporter.item_failed(item_id, f"skipped: login {req.address.user!r} may not connect", "Skipped")
+            self.reporter.item_failed(item_id, f"skipped: login {req.address.user!r} may not connect",
+                                      ItemStatus.SKIPPED)
         self._total_weight = max(1, sum(max(d.size, 1) for d in dumpable))
 
         manifest = Manifest(
@@ -197,7 +196,7 @@ class BackupRun:
             self._discard()
             reason = manifest.failed[0]["error"] if manifest.failed else (
                 f"login {req.address.user!r} may connect to none of the databases")
-            return BackupOutcome("Failed", f"no database could be backed up: {reason}")
+            return BackupOutcome(JobStatus.FAILED, f"no database could be backed up: {reason}")
 
         self.reporter.phase("Manifest", 99)
         manifest.ended_at = dt.datetime.now(dt.UTC)
@@ -208,10 +207,10 @@ class BackupRun:
             w.commit()
         if manifest.failed:
             names = ", ".join(f["name"] for f in manifest.failed)
-            return BackupOutcome("Completed w/ one or more errors", f"failed databases: {names}", manifest, key,
+            return BackupOutcome(JobStatus.COMPLETED_WITH_ERRORS, f"failed databases: {names}", manifest, key,
                                  hashlib.sha256(data).hexdigest())
         message = f"{len(manifest.databases)} databases backed up"
-        return BackupOutcome("Completed", message, manifest, key, hashlib.sha256(data).hexdigest())
+        return BackupOutcome(JobStatus.COMPLETED, message, manifest, key, hashlib.sha256(data).hexdigest())
 
     def _write_data_key(self, sealed: bytes) -> dict[str, str]:
         """The sealed data key beside the backup, first of its objects, so that storage plus the master
@@ -249,7 +248,7 @@ class BackupRun:
                 w.commit()
         except ToolError as exc:
             message = f"globals (roles) not backed up: {exc}"
-            self.reporter.item_failed(item_id, message, "Skipped")
+            self.reporter.item_failed(item_id, message, ItemStatus.SKIPPED)
             self.reporter.warn(message)
             manifest.warnings.append(message)
             return None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import enum
 from typing import Any, ClassVar
 
 from sqlalchemy import (
@@ -23,7 +22,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from .types import UTCDateTime, utcnow
+from ..domain.jobs import QUEUED, ItemStatus, JobStatus, JobType
+from .types import StrEnumColumn, UTCDateTime, utcnow
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -178,25 +178,6 @@ class Subclient(Base):
     backupset: Mapped[Backupset] = relationship()
 
 
-class JobStatus(enum.StrEnum):
-    """Command Center's job states; the string is what the API shows."""
-
-    WAITING = "Waiting"
-    RUNNING = "Running"
-    COMPLETED = "Completed"
-    COMPLETED_WITH_ERRORS = "Completed w/ one or more errors"
-    FAILED = "Failed"
-    KILLED = "Killed"
-
-    @property
-    def finished(self) -> bool:
-        return self in FINISHED
-
-
-FINISHED = frozenset({JobStatus.COMPLETED, JobStatus.COMPLETED_WITH_ERRORS, JobStatus.FAILED, JobStatus.KILLED})
-ACTIVE = (JobStatus.WAITING.value, JobStatus.RUNNING.value)  # a job not finished yet
-
-
 class Job(Base):
     __tablename__ = "jobs"
     __table_args__ = (
@@ -204,10 +185,10 @@ class Job(Base):
         Index("ix_jobs_instance_type_id", "instance_id", "job_type", "id"),  # the scheduler's "newest backup"
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    job_type: Mapped[str] = mapped_column(String(32))  # Backup
+    job_type: Mapped[JobType] = mapped_column(StrEnumColumn(JobType, 32))
     backup_level: Mapped[str] = mapped_column(String(32), default="Full")
-    status: Mapped[str] = mapped_column(String(40), default=JobStatus.WAITING.value)
-    phase: Mapped[str] = mapped_column(String(64), default="Queued")
+    status: Mapped[JobStatus] = mapped_column(StrEnumColumn(JobStatus, 40), default=JobStatus.WAITING)
+    phase: Mapped[str] = mapped_column(String(64), default=QUEUED)
     percent_complete: Mapped[int] = mapped_column(Integer, default=0)
     instance_id: Mapped[int] = mapped_column(ForeignKey("instances.id"))
     subclient_id: Mapped[int] = mapped_column(ForeignKey("subclients.id"))
@@ -240,7 +221,7 @@ class JobItem(Base):
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
     kind: Mapped[str] = mapped_column(String(16))  # database | globals
     name: Mapped[str] = mapped_column(Text)
-    status: Mapped[str] = mapped_column(String(40), default=JobStatus.WAITING.value)
+    status: Mapped[ItemStatus] = mapped_column(StrEnumColumn(ItemStatus, 40), default=ItemStatus.WAITING)
     bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     sha256: Mapped[str | None] = mapped_column(String(64))
     location: Mapped[str | None] = mapped_column(Text)

@@ -9,8 +9,9 @@ SQLAlchemy's own result processors (SQLite's dates and booleans, JSON, ``UTCDate
 are the same values the Core path gives. Anywhere else (a Session or a Connection, inside a write
 transaction for instance) the same ``Prepared`` runs through SQLAlchemy.
 
-Only statements whose parameters need no conversion on the way in (integers, strings) and that have no
-expanding (IN-list) parameters can be prepared; that is checked when a statement is first compiled for
+Only statements whose caller-given parameters need no conversion on the way in (integers, strings) and
+that have no expanding (IN-list) parameters can be prepared (the statement's own constants are converted
+once, when it is compiled); that is checked when a statement is first compiled for
 a dialect, so a statement that does not qualify fails its first use in any test, not in production. A
 NULL comes back as None without its column's processor being called (every type the catalog uses maps
 None to None; a type that turned NULL into something else would read differently here).
@@ -37,19 +38,23 @@ class _Compiled:
 
     def __init__(self, stmt: Select[Any], dialect: Dialect) -> None:
         compiled = stmt.compile(dialect=dialect)
+        # the values the statement carries itself (``job_type == JobType.BACKUP``), converted once here as
+        # SQLAlchemy would convert them at every execution; the caller's fill the rest, unconverted
+        self.fixed: dict[str, Any] = {}
         for name, bind in compiled.binds.items():
             if bind.expanding:
                 raise TypeError(f"parameter {name!r} is an IN list: a prepared read cannot expand it")
-            if bind.type.dialect_impl(dialect).bind_processor(dialect) is not None:
+            processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
+            fixed = not bind.required and bind.callable is None
+            if fixed:
+                self.fixed[name] = processor(bind.value) if processor is not None else bind.value
+            elif processor is not None:
                 raise TypeError(f"parameter {name!r} ({bind.type}) needs converting: a prepared read "
                                 "takes integers and strings only")
         self.sql = compiled.string
         self.positional = compiled.positional
         self.names: Sequence[str] = tuple(compiled.positiontup or ()) if compiled.positional \
             else tuple(compiled.binds)
-        # the values the statement carries itself (``job_type == "Backup"``); the caller's fill the rest
-        self.fixed = {name: bind.value for name, bind in compiled.binds.items()
-                      if not bind.required and bind.callable is None}
         # (column index, processor) of the columns whose driver value needs converting; most need none
         self.processors = tuple((i, p) for i, c in enumerate(stmt.selected_columns)
                                 if (p := c.type.dialect_impl(dialect).result_processor(dialect, None)) is not None)

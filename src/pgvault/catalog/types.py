@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import enum
 from typing import Any
 
-from sqlalchemy import DateTime
+from sqlalchemy import DateTime, String
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 
@@ -35,3 +36,23 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
+
+
+class StrEnumColumn(TypeDecorator[Any]):
+    """A ``StrEnum`` stored as its string (a plain VARCHAR, as the migrations made it): a value that is not
+    one of the enum's is refused at bind time, and rows read back as enum members."""
+
+    impl = String
+    cache_ok = True
+
+    def __init__(self, enum_cls: type[enum.StrEnum], length: int) -> None:
+        super().__init__(length)
+        self.enum_cls = enum_cls
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        return self.enum_cls(value).value  # ValueError for a state the lifecycle does not have
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Any:
+        return None if value is None else self.enum_cls(value)

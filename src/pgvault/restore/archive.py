@@ -21,38 +21,35 @@ from typing import TypedDict
 
 import zstandard
 
-from ..backup.compressor import CompressorMissing, compressor_env, decompressor_argv
+from ..backup.compressor import compressor_env, decompressor_argv
 from ..backup.encryption import FORMAT_SUFFIX, DecryptionError, decrypt_stream, open_data_key
 from ..backup.manifest import FileEntry, Manifest
 from ..crypto import Sealer
-from ..errors import ToolError
+from ..errors import ArchiveIntegrityError, ToolError
 from ..pgtools.runner import CancelToken, runtime_dir
 from ..storage import LocalStorage, Storage, StorageError
-
-
-class IntegrityError(Exception):
-    """A stored file is not what the backup wrote."""
 
 
 def load_manifest(storage: Storage, prefix: str, expected_sha256: str) -> Manifest:
     data = b"".join(storage.read(f"{prefix}/manifest.json"))
     actual = hashlib.sha256(data).hexdigest()
     if actual != expected_sha256:
-        raise IntegrityError(f"manifest.json: sha256 mismatch (catalog {expected_sha256[:12]}…, stored {actual[:12]}…)")
+        raise ArchiveIntegrityError(f"manifest.json: sha256 mismatch (catalog {expected_sha256[:12]}…, "
+                                    f"stored {actual[:12]}…)")
     return Manifest.from_json(data)
 
 
 def data_key(sealer: Sealer | None, sealed: bytes | None) -> bytes | None:
-    """A restore point's data key (None when it is not encrypted), or an ``IntegrityError`` saying why it
+    """A restore point's data key (None when it is not encrypted), or an ``ArchiveIntegrityError`` saying why it
     cannot be had (its master key is missing from the keyring, or the sealed value was altered)."""
     if sealed is None:
         return None
     if sealer is None:
-        raise IntegrityError("the restore point is encrypted and no master key was given")
+        raise ArchiveIntegrityError("the restore point is encrypted and no master key was given")
     try:
         return open_data_key(sealer, sealed)
     except DecryptionError as exc:
-        raise IntegrityError(str(exc)) from None
+        raise ArchiveIntegrityError(str(exc)) from None
 
 
 def is_encrypted(entry: FileEntry) -> bool:
@@ -84,11 +81,11 @@ def check_file(storage: Storage, entry: FileEntry, progress: Callable[[int], Non
             for _ in stored():
                 pass
     except StorageError as exc:
-        raise IntegrityError(f"{entry.key}: {exc}") from exc
+        raise ArchiveIntegrityError(f"{entry.key}: {exc}") from exc
     except DecryptionError as exc:
-        raise IntegrityError(f"{entry.key}: {exc}") from None
+        raise ArchiveIntegrityError(f"{entry.key}: {exc}") from None
     if size != entry.bytes or sha.hexdigest() != entry.sha256:
-        raise IntegrityError(
+        raise ArchiveIntegrityError(
             f"{entry.key}: sha256 mismatch (manifest {entry.sha256[:12]}… {entry.bytes} bytes, "
             f"stored {sha.hexdigest()[:12]}… {size} bytes)"
         )
@@ -97,13 +94,13 @@ def check_file(storage: Storage, entry: FileEntry, progress: Callable[[int], Non
 def decoded_stream(storage: Storage, entry: FileEntry, progress: Callable[[int], None] | None = None,
                    data_key: bytes | None = None) -> Iterator[bytes]:
     """A stored file as the program wrote it (pg_dump's archive, pg_dumpall's SQL), decrypted and
-    decompressed on the fly. Raises ``IntegrityError`` for an unknown format, an encrypted file without
+    decompressed on the fly. Raises ``ArchiveIntegrityError`` for an unknown format, an encrypted file without
     its key, or a chunk that does not authenticate."""
     base, *layers = entry.format.split("+")
     if base not in ("custom", "sql") or any(layer not in ("zstd", FORMAT_SUFFIX) for layer in layers):
-        raise IntegrityError(f"{entry.key}: unknown format {entry.format!r}")
+        raise ArchiveIntegrityError(f"{entry.key}: unknown format {entry.format!r}")
     if FORMAT_SUFFIX in layers and data_key is None:
-        raise IntegrityError(f"{entry.key}: the file is encrypted and the restore point has no data key")
+        raise ArchiveIntegrityError(f"{entry.key}: the file is encrypted and the restore point has no data key")
 
     def read() -> Iterator[bytes]:
         for chunk in storage.read(entry.key):
@@ -130,10 +127,7 @@ class ProgramInput(TypedDict):
 def decompressor(choice: str = "auto") -> Filter:
     """The decompressor restores run (``PGVAULT_COMPRESSOR`` chooses, as for backups): chosen once per
     job, so that a missing ``zstd`` fails the job up front with what to do."""
-    try:
-        return decompressor_argv(choice), compressor_env()
-    except CompressorMissing as exc:
-        raise ToolError(str(exc)) from exc
+    return decompressor_argv(choice), compressor_env()
 
 
 @contextlib.contextmanager
@@ -181,7 +175,7 @@ def archive_input(storage: Storage, entry: FileEntry, progress: Callable[[int], 
     the run on a damaged or cut-short stream."""
     base, *layers = entry.format.split("+")
     if base != "custom" or not layers or layers[0] != "zstd":
-        raise IntegrityError(f"{entry.key}: unknown format {entry.format!r}")
+        raise ArchiveIntegrityError(f"{entry.key}: unknown format {entry.format!r}")
     stored = dataclasses.replace(entry, format="+".join([base, *layers[1:]]))  # all but the zstd layer
     return {"stdin_source": decoded_stream(storage, stored, progress, data_key),
             "stdin_through": through or decompressor()}
@@ -200,4 +194,4 @@ def _decrypted(stream: Iterator[bytes], key: bytes | None, name: str) -> Iterato
     try:
         yield from decrypt_stream(key, stream)
     except DecryptionError as exc:
-        raise IntegrityError(f"{name}: {exc}") from None
+        raise ArchiveIntegrityError(f"{name}: {exc}") from None

@@ -31,7 +31,8 @@ from psycopg import sql
 from ..backup.engine import Reporter
 from ..backup.manifest import DatabaseEntry, FileEntry, Manifest
 from ..crypto import Sealer
-from ..errors import ConnectionFailed, PgvaultError, ToolError
+from ..domain.jobs import JobStatus, overall
+from ..errors import ArchiveIntegrityError, ConnectionFailed, PgvaultError, ToolError
 from ..pgtools.binaries import Toolset, toolset_for_server
 from ..pgtools.connection import ServerAddress
 from ..pgtools.runner import Cancelled, CancelToken, client_env, dbname_arg, run_program
@@ -39,7 +40,6 @@ from ..pgtools.versions import PgVersion
 from ..storage import Storage, StorageError
 from .archive import (
     Filter,
-    IntegrityError,
     ProgramInput,
     archive_input,
     check_file,
@@ -49,11 +49,12 @@ from .archive import (
     is_encrypted,
     load_manifest,
 )
-from .pgrestore import RestoreErrors
+from .pgrestore import RestoreErrors, target_options
 from .script import ScriptErrors, restore_script
 from .toc import select_entries
 
-COMPLETED, PARTIAL, FAILED, KILLED = "Completed", "Completed w/ one or more errors", "Failed", "Killed"
+COMPLETED, PARTIAL, FAILED, KILLED = (JobStatus.COMPLETED, JobStatus.COMPLETED_WITH_ERRORS, JobStatus.FAILED,
+                                      JobStatus.KILLED)
 
 
 class RestoreReporter(Reporter, Protocol):
@@ -88,7 +89,7 @@ class RestoreRequest:
 
 @dataclass
 class RestoreOutcome:
-    status: str
+    status: JobStatus
     message: str
     results: list[str] = field(default_factory=list)
 
@@ -123,7 +124,7 @@ class RestoreRun:
                                           "(scratch copies dropped, table restores rolled back)")
         except _Failed as exc:
             return RestoreOutcome(FAILED, str(exc))
-        except (IntegrityError, StorageError) as exc:
+        except (ArchiveIntegrityError, StorageError) as exc:
             return RestoreOutcome(FAILED, f"{exc}; nothing on the target was touched")
         except PgvaultError as exc:
             return RestoreOutcome(FAILED, exc.message)
@@ -198,17 +199,13 @@ class RestoreRun:
                 results.append(self._restore_globals(ids[-1], manifest, tools, env))
         self.cancel.raise_if_cancelled()
 
-        statuses = [r[0] for r in results]
+        status = overall(r[0] for r in results)
         notes = [r[1] for r in results if r[1]]
-        if all(s == COMPLETED for s in statuses):
-            return RestoreOutcome(COMPLETED, f"{len(results)} items restored")
-        if all(s == FAILED for s in statuses):
-            return RestoreOutcome(FAILED, "; ".join(notes))
-        return RestoreOutcome(PARTIAL, "; ".join(notes))
+        return RestoreOutcome(status, f"{len(results)} items restored" if status == COMPLETED else "; ".join(notes))
 
     def _check(self, file: FileEntry) -> None:
         if is_encrypted(file) and self._key is None:
-            raise IntegrityError(f"{file.key}: the file is encrypted and the restore point has no data key")
+            raise ArchiveIntegrityError(f"{file.key}: the file is encrypted and the restore point has no data key")
         check_file(self.req.storage, file, data_key=self._key)
 
     def _verified_copy(self) -> tuple[Manifest, list[DatabaseEntry]]:
@@ -228,15 +225,15 @@ class RestoreRun:
                     if manifest.globals is None:
                         raise _Failed("the backup holds no globals (roles) file; nothing on the target was touched")
                     self._check(manifest.globals)
-            except (IntegrityError, StorageError) as exc:
+            except (ArchiveIntegrityError, StorageError) as exc:
                 problems.append(f"{storage.uri(req.prefix)}: {exc}")
                 continue
             if problems:
                 self.reporter.warn("copies passed over: " + "; ".join(problems))
             return manifest, entries
         if len(problems) == 1:
-            raise IntegrityError(problems[0].split(": ", 1)[1])
-        raise IntegrityError("no copy is intact: " + "; ".join(problems))
+            raise ArchiveIntegrityError(problems[0].split(": ", 1)[1])
+        raise ArchiveIntegrityError("no copy is intact: " + "; ".join(problems))
 
     def _entries(self, manifest: Manifest) -> list[DatabaseEntry]:
         out = []
@@ -275,7 +272,7 @@ class RestoreRun:
 
     # -- one item ------------------------------------------------------------------------------
     def _restore_one(self, item_id: int, index: int, item: RestoreItem, entry: DatabaseEntry, tools: Toolset,
-                     env: dict[str, str], version_num: int, existing: set[str]) -> tuple[str, str]:
+                     env: dict[str, str], version_num: int, existing: set[str]) -> tuple[JobStatus, str]:
         if self.cancel.cancelled:
             return KILLED, ""
         self.reporter.item_running(item_id)
@@ -288,7 +285,7 @@ class RestoreRun:
         except Cancelled:
             self.reporter.item_update(item_id, status=KILLED, error="killed")
             raise
-        except (ToolError, ConnectionFailed, psycopg.Error, StorageError, IntegrityError) as exc:
+        except (ToolError, ConnectionFailed, psycopg.Error, StorageError, ArchiveIntegrityError) as exc:
             status, note, details = FAILED, f"{item.source}: {_text(exc)}", []
         self.reporter.item_update(item_id, status=status, error=note or None, details=details,
                                   bytes=entry.file.bytes)
@@ -296,13 +293,13 @@ class RestoreRun:
 
     def _restore_database(self, index: int, item: RestoreItem, entry: DatabaseEntry, tools: Toolset,
                           env: dict[str, str], version_num: int, existing: set[str]
-                          ) -> tuple[str, str, list[dict[str, str]]]:
+                          ) -> tuple[JobStatus, str, list[dict[str, str]]]:
         scratch = scratch_name(self.req.job_id, index)
         with self.req.address.connect() as conn:
             _drop_database(conn, scratch, version_num)
             self._create_database(conn, scratch, entry)
         errors = RestoreErrors(PgVersion(version_num))
-        argv = [tools.path("pg_restore"), "--no-password", dbname_arg(scratch)]
+        argv = [tools.path("pg_restore"), "--no-password", dbname_arg(scratch), *target_options(errors.target)]
         if not self.req.ownership:
             argv += ["--no-owner", "--no-privileges"]
         try:
@@ -368,7 +365,7 @@ class RestoreRun:
                     raise
 
     def _restore_tables(self, item: RestoreItem, entry: DatabaseEntry, tools: Toolset, env: dict[str, str],
-                        version_num: int) -> tuple[str, str, list[dict[str, str]]]:
+                        version_num: int) -> tuple[JobStatus, str, list[dict[str, str]]]:
         # (read twice, but ``pg_restore --list`` stops after the archive's table of contents, its first
         # bytes: no local copy of a remote archive, unlike a drill's two full reads)
         assert item.tables is not None
@@ -385,7 +382,8 @@ class RestoreRun:
             os.chmod(tmp, 0o700)
             list_file = Path(tmp) / "restore.list"
             list_file.write_text("\n".join(chosen) + "\n")
-            argv = [tools.path("pg_restore"), "--single-transaction", f"--use-list={list_file}", "--file=-"]
+            argv = [tools.path("pg_restore"), "--single-transaction", f"--use-list={list_file}", "--file=-",
+                    *target_options(PgVersion(version_num))]
             if not self.req.ownership:
                 argv += ["--no-owner", "--no-privileges"]
             if self.req.overwrite:
@@ -402,7 +400,7 @@ class RestoreRun:
         return COMPLETED, "", []
 
     def _restore_globals(self, item_id: int, manifest: Manifest, tools: Toolset, env: dict[str, str]
-                         ) -> tuple[str, str]:
+                         ) -> tuple[JobStatus, str]:
         """Roles and tablespaces, statement by statement: on a managed target some are refused (and
         roles that already exist are fine); each refusal is reported."""
         assert manifest.globals is not None

@@ -23,7 +23,8 @@ from psycopg import sql
 
 from ..backup.manifest import DatabaseEntry
 from ..crypto import Sealer
-from ..errors import PgvaultError, ToolError
+from ..domain.jobs import ItemStatus, JobStatus
+from ..errors import ArchiveIntegrityError, PgvaultError, ToolError
 from ..pgtools.binaries import server_binaries, toolset_for_server
 from ..pgtools.connection import ServerAddress
 from ..pgtools.runner import Cancelled, CancelToken, client_env, dbname_arg, run_program
@@ -31,7 +32,6 @@ from ..pgtools.versions import PgVersion
 from ..storage import Storage, StorageError
 from .archive import (
     Filter,
-    IntegrityError,
     ProgramInput,
     archive_input,
     check_file,
@@ -42,7 +42,7 @@ from .archive import (
     readable_twice,
 )
 from .engine import RestoreReporter, _drop_database
-from .pgrestore import RestoreErrors
+from .pgrestore import RestoreErrors, target_options
 from .rowcount import archive_row_counts, row_counts
 
 
@@ -64,7 +64,7 @@ class VerifyRequest:
 
 @dataclass
 class VerifyOutcome:
-    status: str
+    status: JobStatus
     message: str
     verify_status: str | None = None
     drill_status: str | None = None
@@ -86,14 +86,14 @@ class VerifyRun:
         try:
             return self._run()
         except Cancelled:
-            return VerifyOutcome("Killed", "killed; scratch databases dropped")
-        except (IntegrityError, StorageError) as exc:
-            return VerifyOutcome("Failed", f"verification failed: {exc}", verify_status="Failed")
+            return VerifyOutcome(JobStatus.KILLED, "killed; scratch databases dropped")
+        except (ArchiveIntegrityError, StorageError) as exc:
+            return VerifyOutcome(JobStatus.FAILED, f"verification failed: {exc}", verify_status="Failed")
         except (PgvaultError, psycopg.Error) as exc:
             # The drill could not run (its server unreachable, a login that may not create databases):
             # a fact about the drill's target, not about the backup, so nothing is recorded on it.
             text = exc.message if isinstance(exc, PgvaultError) else str(exc).strip()
-            return VerifyOutcome("Failed", f"the verification could not run: {text}")
+            return VerifyOutcome(JobStatus.FAILED, f"the verification could not run: {text}")
 
     def _archive(self, entry: DatabaseEntry, storage: Storage) -> ProgramInput:
         """A stored database's archive as pg_restore's input (decrypted here, decompressed by a child),
@@ -107,25 +107,25 @@ class VerifyRun:
         files = [d.file for d in manifest.databases] + ([manifest.globals] if manifest.globals else [])
         self._key = data_key(req.sealer, req.data_key_sealed)
         if self._key is None and any(is_encrypted(f) for f in files):
-            raise IntegrityError("the files are encrypted and the restore point has no data key")
+            raise ArchiveIntegrityError("the files are encrypted and the restore point has no data key")
         ids = self.reporter.items([("file", f.key.rsplit("/", 1)[-1]) for f in files])
         bad: list[str] = []
         for n, (item_id, entry) in enumerate(zip(ids, files, strict=True)):
             self.cancel.raise_if_cancelled()
             try:
                 check_file(req.storage, entry, data_key=self._key)
-            except IntegrityError as exc:
+            except ArchiveIntegrityError as exc:
                 bad.append(str(exc))
-                self.reporter.item_update(item_id, status="Failed", error=str(exc))
+                self.reporter.item_update(item_id, status=ItemStatus.FAILED, error=str(exc))
             else:
-                self.reporter.item_update(item_id, status="Completed", bytes=entry.bytes, sha256=entry.sha256,
+                self.reporter.item_update(item_id, status=ItemStatus.COMPLETED, bytes=entry.bytes, sha256=entry.sha256,
                                           location=req.storage.uri(entry.key))
             self.reporter.phase("Verify files", 1 + int(49 * (n + 1) / max(1, len(files))))
         if bad:
-            return VerifyOutcome("Failed", "verification failed: " + "; ".join(bad), verify_status="Failed")
+            return VerifyOutcome(JobStatus.FAILED, "verification failed: " + "; ".join(bad), verify_status="Failed")
         if not req.drill:
             decrypted = " and decrypt under the restore point's data key" if self._key is not None else ""
-            return VerifyOutcome("Completed", f"{len(files)} files match their sha256{decrypted}",
+            return VerifyOutcome(JobStatus.COMPLETED, f"{len(files)} files match their sha256{decrypted}",
                                  verify_status="Passed")
 
         self.reporter.phase("Restore drill", 50)
@@ -149,12 +149,12 @@ class VerifyRun:
         seconds = round(time.monotonic() - started, 3)
         if problems:
             message = "; ".join(problems)
-            return VerifyOutcome("Completed w/ one or more errors", f"files verified; drill {on} found: {message}",
+            return VerifyOutcome(JobStatus.COMPLETED_WITH_ERRORS, f"files verified; drill {on} found: {message}",
                                  verify_status="Passed", drill_status="Failed", drill_seconds=seconds,
                                  drill_message=f"{on}: {message}")
         message = (f"{len(manifest.databases)} databases restored {on} and their row counts match the "
                    "archive's")
-        return VerifyOutcome("Completed", f"files verified; {message}", verify_status="Passed",
+        return VerifyOutcome(JobStatus.COMPLETED, f"files verified; {message}", verify_status="Passed",
                              drill_status="Passed", drill_seconds=seconds, drill_message=message)
 
     @contextlib.contextmanager
@@ -185,10 +185,10 @@ class VerifyRun:
             # read twice (restored, then its rows counted): from one local copy when the storage is remote
             with readable_twice(self.req.storage, entry.file, self.cancel) as storage:
                 try:
-                    result = run_program([pg_restore, "--no-password", dbname_arg(scratch), "--no-owner",
-                                          "--no-privileges"], {**env, "PGDATABASE": scratch}, log=self.log,
-                                         cancel=self.cancel, on_stderr=errors.feed, check=False,
-                                         **self._archive(entry, storage))
+                    argv = [pg_restore, "--no-password", dbname_arg(scratch), "--no-owner", "--no-privileges",
+                            *target_options(errors.target)]
+                    result = run_program(argv, {**env, "PGDATABASE": scratch}, log=self.log, cancel=self.cancel,
+                                         on_stderr=errors.feed, check=False, **self._archive(entry, storage))
                 except ToolError as exc:  # the decompressor failed (the archive did not come out whole)
                     return [f"{entry.name}: the archive could not be restored: {exc}"]
                 if result.returncode != 0 and not errors.ignored:

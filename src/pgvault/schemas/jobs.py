@@ -9,8 +9,8 @@ from typing import Annotated, Any, NamedTuple
 
 from pydantic import Field, StrictInt, StrictStr
 
-from ..catalog.models import JobStatus
 from ..catalog.types import utcnow
+from ..domain.jobs import JobStatus
 from .common import POSTGRESQL_APP_ID, WireModel, epoch
 
 
@@ -77,7 +77,7 @@ def job_summary(view: JobView) -> dict[str, Any]:
         "status": job.status,
         "percentComplete": job.percent_complete,
         "currentPhaseName": job.phase,
-        "pendingReason": job.message if job.status in ("Failed", "Waiting") else "",
+        "pendingReason": job.message if job.status in (JobStatus.FAILED, JobStatus.WAITING) else "",
         "jobStartTime": epoch(job.started_at or job.created_at),
         "jobEndTime": epoch(job.ended_at),
         "lastUpdateTime": epoch(job.updated_at),

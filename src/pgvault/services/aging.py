@@ -13,13 +13,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..catalog.db import Catalog
-from ..catalog.models import Instance, Job, JobStatus, RestorePoint, RestorePointCopy
+from ..catalog.models import Instance, Job, RestorePoint, RestorePointCopy
 from ..crypto import Sealer
+from ..domain.jobs import ACTIVE, QUEUED, READERS, JobStatus, JobType
 from ..retention import PointFacts, Rules, backup_prefixes, expired
 from ..storage import Storage, StorageError
 from .destinations import forget_point, open_copy, open_destination
-
-READERS = ("Restore", "Verify")
 
 
 @dataclass
@@ -39,17 +38,18 @@ class AgingReport:
         return "; ".join(parts)
 
 
-def queue_aging(session: Session, inst: Instance) -> Job | None:
-    """One waiting aging job per instance is enough."""
-    waiting = session.scalar(select(Job.id).where(Job.instance_id == inst.id, Job.job_type == "DataAging",
-                                                  Job.status == JobStatus.WAITING))
+def queue_aging(session: Session, inst: Instance) -> tuple[Job, bool]:
+    """The instance's waiting aging job, queued if it has none (one waiting is enough), and whether it is
+    new."""
+    waiting = session.scalar(select(Job).where(Job.instance_id == inst.id, Job.job_type == JobType.DATA_AGING,
+                                               Job.status == JobStatus.WAITING))
     if waiting is not None:
-        return None
-    job = Job(job_type="DataAging", backup_level="", status=JobStatus.WAITING, phase="Queued",
+        return waiting, False
+    job = Job(job_type=JobType.DATA_AGING, backup_level="", status=JobStatus.WAITING, phase=QUEUED,
               instance_id=inst.id, subclient_id=inst.subclients[0].id, trigger="auto")
     session.add(job)
     session.flush()
-    return job
+    return job, True
 
 
 def queue_periodic(session: Session, now: dt.datetime, every: dt.timedelta) -> list[int]:
@@ -59,14 +59,14 @@ def queue_periodic(session: Session, now: dt.datetime, every: dt.timedelta) -> l
     if not with_points:
         return []
     recent = set(session.scalars(select(Job.instance_id).where(
-        Job.job_type == "DataAging", Job.instance_id.in_(with_points),
-        (Job.status.in_([JobStatus.WAITING, JobStatus.RUNNING])) | (Job.created_at >= now - every))))
+        Job.job_type == JobType.DATA_AGING, Job.instance_id.in_(with_points),
+        (Job.status.in_(ACTIVE)) | (Job.created_at >= now - every))))
     queued = []
     for instance_id in sorted(with_points - recent):
         inst = session.get(Instance, instance_id)
         if inst is not None and inst.subclients:
-            job = queue_aging(session, inst)
-            if job is not None:
+            job, new = queue_aging(session, inst)
+            if new:
                 queued.append(job.id)
     return queued
 
@@ -175,7 +175,7 @@ class Aging:
             for copy, prefix in copies:
                 entry = places.setdefault(_key(copy), (open_copy(copy, self.sealer), set()))
                 entry[1].add(prefix)
-            live = set(s.scalars(select(Job.id).where(Job.instance_id == inst.id, Job.job_type == "Backup",
+            live = set(s.scalars(select(Job.id).where(Job.instance_id == inst.id, Job.job_type == JobType.BACKUP,
                                                       Job.status.in_([JobStatus.WAITING, JobStatus.RUNNING]))))
         for storage, known in places.values():
             try:

@@ -18,6 +18,7 @@ from ..catalog.models import Backupset, CloudAccount, Instance, Job, Plan, Subcl
 from ..catalog.prepared import DriverReader, Prepared
 from ..catalog.types import utcnow
 from ..crypto import Sealer
+from ..domain.jobs import ACTIVE
 from ..errors import BadRequest, Conflict, NotFound
 from ..pgtools.connection import ServerAddress, ServerInfo
 from ..scheduler import Scheduled
@@ -242,7 +243,7 @@ def delete(session: Session, instance_id: int) -> Instance:
     """Soft delete: the row stays so that its jobs and restore points keep their meaning (backups stay
     unless asked to go). Running or waiting backups are killed first."""
     inst = get(session, instance_id)
-    for job in session.scalars(select(Job).where(Job.instance_id == inst.id, Job.status.in_(["Waiting", "Running"]))):
+    for job in session.scalars(select(Job).where(Job.instance_id == inst.id, Job.status.in_(ACTIVE))):
         jobs.request_kill(session, job.id)
     inst.deleted_at = utcnow()
     session.flush()

@@ -1,6 +1,8 @@
-"""Jobs as a state machine: Waiting -> Running -> Completed | Completed w/ one or more errors | Failed |
-Killed. A worker takes a job only by an atomic transition that also gives it a lease; it renews the lease
-while it works, and a job whose lease ran out (its worker died) is requeued once, then failed.
+"""Jobs in the catalog: queueing, claiming, leases, progress and the reads the API makes. The lifecycle
+itself (states, types, which transitions exist) is ``domain/jobs.py``; every change of a job's state here
+goes through its functions. A worker takes a job only by an atomic claim that also gives it a lease; it
+renews the lease while it works, and a job whose lease ran out (its worker died) is requeued once, then
+failed.
 """
 
 from __future__ import annotations
@@ -24,19 +26,19 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session, aliased
 
-from ..catalog.models import ACTIVE, Backupset, CloudAccount, Instance, Job, JobItem, JobStatus, Subclient
+from ..catalog.models import Backupset, CloudAccount, Instance, Job, JobItem, Subclient
 from ..catalog.prepared import DriverReader, Prepared
 from ..catalog.types import utcnow
+from ..domain import jobs as lifecycle
+from ..domain.jobs import ACTIVE, QUEUED, JobStatus, JobType
 from ..errors import BadRequest, NotFound
 from ..schemas.jobs import JobItemRow, JobRow, JobView
-
-MAX_ATTEMPTS = 2
 
 
 def queue_backup(session: Session, instance: Instance, subclient: Subclient | None = None, *,
                  trigger: str = "manual") -> Job:
     subclient = subclient or instance.subclients[0]
-    job = Job(job_type="Backup", backup_level="Full", status=JobStatus.WAITING, phase="Queued",
+    job = Job(job_type=JobType.BACKUP, backup_level="Full", status=JobStatus.WAITING, phase=QUEUED,
               instance_id=instance.id, subclient_id=subclient.id, trigger=trigger)
     session.add(job)
     session.flush()
@@ -84,14 +86,14 @@ def backup_state(instance_id: ColumnElement[int]) -> tuple[Label[Any], Label[Any
     of it is waiting or running. What ``scheduler.next_backup_times`` needs, by the rules of
     ``scheduler._last_backups`` and ``_active_instances``, read with the instance's row: index lookups
     (ix_jobs_instance_type_id; the active backups once per statement, by ix_jobs_status_id)."""
-    newest = (select(func.max(_j.c.id)).where(_j.c.instance_id == instance_id, _j.c.job_type == "Backup")
+    newest = (select(func.max(_j.c.id)).where(_j.c.instance_id == instance_id, _j.c.job_type == JobType.BACKUP)
               .correlate_except(_j).scalar_subquery())
     last = _j.alias("last_backup")
     start = select(func.coalesce(last.c.started_at, last.c.created_at)).where(last.c.id == newest)
     end = select(last.c.ended_at).where(last.c.id == newest)
     # (two comparisons, not IN: a list parameter would be rendered into the statement at every execution)
     active = instance_id.in_(select(_j.c.instance_id).where(
-        _j.c.job_type == "Backup", or_(*(_j.c.status == status for status in ACTIVE))))
+        _j.c.job_type == JobType.BACKUP, or_(*(_j.c.status == status for status in ACTIVE))))
     return (start.scalar_subquery().label("last_backup_start"), end.scalar_subquery().label("last_backup_end"),
             type_coerce(active, Boolean).label("backup_active"))
 
@@ -139,14 +141,7 @@ def claim_next(session: Session, owner: str, lease_seconds: int) -> Job | None:
         passed.append(job.id)
     else:
         return None
-    now = utcnow()
-    job.status = JobStatus.RUNNING
-    job.phase = "Starting"
-    job.attempts += 1
-    job.started_at = job.started_at or now
-    job.updated_at = now
-    job.lease_owner = owner
-    job.lease_expires_at = now + dt.timedelta(seconds=lease_seconds)
+    lifecycle.claim(job, owner, utcnow(), lease_seconds)
     session.flush()
     return job
 
@@ -172,18 +167,7 @@ def reap_expired(session: Session) -> list[int]:
         .with_for_update(skip_locked=True)
     ).all()
     for job in jobs:
-        job.lease_owner = None
-        job.lease_expires_at = None
-        job.updated_at = now
-        if job.kill_requested:
-            job.status, job.phase, job.ended_at = JobStatus.KILLED, "Killed", now
-            job.message = "killed; its worker stopped before it could clean up"
-        elif job.attempts >= MAX_ATTEMPTS:
-            job.status, job.phase, job.ended_at = JobStatus.FAILED, "Failed", now
-            job.message = f"its worker stopped responding {job.attempts} times"
-        else:
-            job.status, job.phase = JobStatus.WAITING, "Queued"
-            job.message = "requeued: its worker stopped responding"
+        if lifecycle.reap(job, job.items, now):
             for item in list(job.items):
                 session.delete(item)
     session.flush()
@@ -192,38 +176,33 @@ def reap_expired(session: Session) -> list[int]:
 
 def request_kill(session: Session, job_id: int) -> Job:
     job = get_job(session, job_id)
-    status = JobStatus(job.status)
-    if status.finished:
-        raise BadRequest(f"job {job_id} has already finished ({job.status})")
-    now = utcnow()
-    if status == JobStatus.WAITING:
-        job.status, job.phase, job.ended_at = JobStatus.KILLED, "Killed", now
-        job.message = "killed before it started"
-    job.kill_requested = True
-    job.updated_at = now
+    try:
+        lifecycle.request_kill(job, utcnow())
+    except lifecycle.InvalidTransition:
+        raise BadRequest(f"job {job_id} has already finished ({job.status})") from None
     session.flush()
     return job
 
 
-def finish(session: Session, job_id: int, owner: str, status: str, message: str) -> bool:
+def finish(session: Session, job_id: int, owner: str, status: JobStatus, message: str) -> bool:
     """End a job this owner holds; False if it no longer does (its lease ran out and it was reaped)."""
     job = session.get(Job, job_id)
     if job is None or job.lease_owner != owner:
         return False
-    now = utcnow()
-    job.status = status
-    job.phase = status if status in (JobStatus.KILLED, JobStatus.FAILED) else "Completed"
-    job.percent_complete = 100 if status in (JobStatus.COMPLETED, JobStatus.COMPLETED_WITH_ERRORS) \
-        else job.percent_complete
-    job.message = message
-    job.ended_at = now
-    job.updated_at = now
-    job.lease_owner = None
-    job.lease_expires_at = None
-    for item in job.items:
-        if item.status in (JobStatus.WAITING, JobStatus.RUNNING):
-            item.status = JobStatus.KILLED if status == JobStatus.KILLED else JobStatus.FAILED
-            item.error = item.error or ("killed" if status == JobStatus.KILLED else message)
+    lifecycle.end(job, job.items, status, message, utcnow())
+    session.flush()
+    return True
+
+
+def requeue(session: Session, job_id: int, owner: str, message: str) -> bool:
+    """Put a job this owner holds back in the queue to run again from the start, not counted as an attempt
+    (a shutdown interrupted it); False if it no longer holds it."""
+    job = session.get(Job, job_id)
+    if job is None or job.lease_owner != owner:
+        return False
+    lifecycle.requeue(job, message, utcnow(), count_attempt=False)
+    for item in list(job.items):
+        session.delete(item)
     session.flush()
     return True
 
@@ -271,7 +250,7 @@ def list_jobs(conn: Session | Connection, *, category: str = "all", finished_wit
               offset: int = 0, limit: int = 20, newest_first: bool = True) -> tuple[list[JobView], int]:
     """Jobs for ``POST /Jobs``: ``active`` (waiting, running), ``finished`` (ended within the look-up
     time, 0 for no limit) or ``all`` (both). Returns one page and the total without paging."""
-    active: ColumnElement[bool] = _j.c.status.in_([JobStatus.WAITING, JobStatus.RUNNING])
+    active: ColumnElement[bool] = _j.c.status.in_(ACTIVE)
     finished: ColumnElement[bool] = ~active
     if finished_within_seconds > 0:
         since = utcnow() - dt.timedelta(seconds=finished_within_seconds)

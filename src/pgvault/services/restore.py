@@ -9,7 +9,8 @@ from typing import Any
 from sqlalchemy import ColumnElement, select
 from sqlalchemy.orm import Session
 
-from ..catalog.models import Backupset, CloudAccount, Instance, Job, JobStatus, RestorePoint, Subclient
+from ..catalog.models import Backupset, CloudAccount, Instance, Job, RestorePoint, Subclient
+from ..domain.jobs import QUEUED, JobStatus, JobType
 from ..errors import BadRequest, NotFound
 from ..schemas.restore import CreateTaskRequest, RestoreOptions
 
@@ -218,7 +219,7 @@ def create_restore_job(session: Session, body: CreateTaskRequest) -> Job:
     point = choose_restore_point(session, source, opts)
     items = plan_items(opts, point)
     pg = opts.postgresRstOption
-    job = Job(job_type="Restore", backup_level="", status=JobStatus.WAITING, phase="Queued",
+    job = Job(job_type=JobType.RESTORE, backup_level="", status=JobStatus.WAITING, phase=QUEUED,
               instance_id=dest.id, subclient_id=source.subclients[0].id, restore_point_id=point.id,
               options={"items": items, "overwrite": opts.commonOptions.unconditionalOverwrite,
                        "restore_globals": pg.restoreGlobals, "ownership": pg.restoreOwnership,
@@ -236,7 +237,7 @@ def queue_verification(session: Session, point: RestorePoint, *, drill: bool,
             raise NotFound(f"instance {target_instance_id} does not exist")
     source = session.get(Instance, point.instance_id)
     assert source is not None
-    job = Job(job_type="Verify", backup_level="", status=JobStatus.WAITING, phase="Queued",
+    job = Job(job_type=JobType.VERIFY, backup_level="", status=JobStatus.WAITING, phase=QUEUED,
               instance_id=target_instance_id or source.id, subclient_id=source.subclients[0].id,
               restore_point_id=point.id, options={"drill": drill, "target_instance_id": target_instance_id})
     session.add(job)

@@ -10,9 +10,9 @@ import abc
 import re
 from collections.abc import Iterator
 
+from ..errors import StorageError
 
-class StorageError(Exception):
-    pass
+__all__ = ["ObjectWriter", "Storage", "StorageError", "check_key"]
 
 
 _KEY = re.compile(r"^[A-Za-z0-9._%+=~-]+(/[A-Za-z0-9._%+=~-]+)*$")
