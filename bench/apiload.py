@@ -34,7 +34,7 @@ def seed_catalog(home: Path, instances: int, job_items: int = 13, catalog_url: s
     sealed = Sealer(load_or_create_master_key(home, None)).seal(b"not-a-real-password", "instance.password")
     now = dt.datetime.now(dt.UTC)
     try:
-        with catalog.begin() as s:
+        with catalog.transaction(write=True) as s:
             account = s.scalar(select(CloudAccount.id).where(CloudAccount.name_key == "default"))
             plan = s.scalar(select(Plan.id).where(Plan.name_key == "default"))
             first = (s.scalar(select(func.max(Instance.id))) or 0) + 1

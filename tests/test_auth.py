@@ -98,7 +98,7 @@ def test_password_checks_run_one_at_a_time_and_outside_any_transaction(catalog, 
     from pgvault.errors import NotAuthenticated
     from pgvault.services import auth
 
-    with catalog.begin() as s:
+    with catalog.transaction(write=True) as s:
         auth.create_user(s, "alice", "correct horse")
     real, lock, running, peak = hashlib.scrypt, threading.Lock(), [0], [0]
 
@@ -118,13 +118,13 @@ def test_password_checks_run_one_at_a_time_and_outside_any_transaction(catalog, 
 
     def one(password: str) -> None:
         try:
-            with catalog.read() as s:
+            with catalog.transaction(write=False) as s:
                 row = auth.password_row(s, "alice")
             results.append(auth.check_password(row, password).username)
         except NotAuthenticated as exc:
             results.append(exc)
 
-    with catalog.begin() as writer:  # a writer holds the catalog meanwhile (SQLite: the write lock)
+    with catalog.transaction(write=True) as writer:  # a writer holds the catalog meanwhile (SQLite: the write lock)
         writer.execute(select(1))
         threads = [threading.Thread(target=one, args=("correct horse" if i % 2 else "wrong",)) for i in range(8)]
         for t in threads:

@@ -18,7 +18,7 @@ from pgvault.services import jobs
 
 
 def make_instance(cat: Catalog, name: str = "i1") -> int:
-    with cat.begin() as s:
+    with cat.transaction(write=True) as s:
         account = s.scalar(select(CloudAccount).where(CloudAccount.name_key == "acc"))
         if account is None:
             account = CloudAccount(name="acc", name_key="acc")
@@ -38,7 +38,7 @@ def make_instance(cat: Catalog, name: str = "i1") -> int:
 
 
 def queue(cat: Catalog, instance_id: int) -> int:
-    with cat.begin() as s:
+    with cat.transaction(write=True) as s:
         return jobs.queue_backup(s, s.get(Instance, instance_id)).id
 
 
@@ -63,25 +63,25 @@ def test_the_models_declare_what_the_migrations_build(catalog):
 
 
 def test_naive_datetimes_are_refused_and_aware_ones_round_trip(catalog):
-    with pytest.raises(StatementError, match="naive datetime"), catalog.begin() as s:
+    with pytest.raises(StatementError, match="naive datetime"), catalog.transaction(write=True) as s:
         s.add(User(username="n", password_hash="x", created_at=dt.datetime(2026, 1, 1)))
         s.flush()
     when = dt.datetime(2026, 3, 29, 1, 30, tzinfo=dt.timezone(dt.timedelta(hours=2)))
-    with catalog.begin() as s:
+    with catalog.transaction(write=True) as s:
         s.add(User(username="a", password_hash="x", created_at=when))
-    with catalog.begin() as s:
+    with catalog.transaction(write=True) as s:
         got = s.scalar(select(User.created_at).where(User.username == "a"))
     assert got == when and got.tzinfo is not None and got.utcoffset() == dt.timedelta(0)
 
 
 def test_instance_names_are_unique_among_live_instances_only(catalog):
     first = make_instance(catalog, "dup")
-    with pytest.raises(IntegrityError), catalog.begin() as s:
+    with pytest.raises(IntegrityError), catalog.transaction(write=True) as s:
         s.add(Instance(cloud_account_id=1, plan_id=1, name="DUP", name_key="dup", host="h", port=1,
                        maintenance_db="postgres", username="u", password_sealed=b"x", declared_version="18",
                        server_version="18", server_version_num=180000))
         s.flush()
-    with catalog.begin() as s:
+    with catalog.transaction(write=True) as s:
         s.get(Instance, first).deleted_at = utcnow()
     make_instance(catalog, "dup")  # the name is free again
 
@@ -94,7 +94,7 @@ def test_a_job_is_claimed_by_exactly_one_worker(catalog):
 
     def claim(owner: str) -> None:
         barrier.wait()
-        with catalog.begin() as s:
+        with catalog.transaction(write=True) as s:
             job = jobs.claim_next(s, owner, 60)
             claimed.append(job.id if job else None)
 
@@ -109,15 +109,15 @@ def test_a_job_is_claimed_by_exactly_one_worker(catalog):
 def test_an_instance_never_runs_two_backups_at_once(catalog):
     a, b = make_instance(catalog, "a"), make_instance(catalog, "b")
     a1, a2, b1 = queue(catalog, a), queue(catalog, a), queue(catalog, b)
-    with catalog.begin() as s:
+    with catalog.transaction(write=True) as s:
         assert jobs.claim_next(s, "w", 60).id == a1
-    with catalog.begin() as s:
+    with catalog.transaction(write=True) as s:
         assert jobs.claim_next(s, "w", 60).id == b1  # a2 waits for a1
-    with catalog.begin() as s:
+    with catalog.transaction(write=True) as s:
         assert jobs.claim_next(s, "w", 60) is None
-    with catalog.begin() as s:
+    with catalog.transaction(write=True) as s:
         jobs.finish(s, a1, "w", "Completed", "ok")
-    with catalog.begin() as s:
+    with catalog.transaction(write=True) as s:
         assert jobs.claim_next(s, "w", 60).id == a2
 
 
@@ -125,14 +125,14 @@ def test_expired_leases_are_requeued_then_failed(catalog):
     iid = make_instance(catalog)
     job_id = queue(catalog, iid)
     for attempt in (1, 2):
-        with catalog.begin() as s:
+        with catalog.transaction(write=True) as s:
             job = jobs.claim_next(s, f"dead-{attempt}", 60)
             assert job is not None and job.id == job_id and job.attempts == attempt
             jobs.add_items(s, job_id, [("database", "x")])
             job.lease_expires_at = utcnow() - dt.timedelta(seconds=1)
-        with catalog.begin() as s:
+        with catalog.transaction(write=True) as s:
             assert jobs.reap_expired(s) == [job_id]
-        with catalog.begin() as s:
+        with catalog.transaction(write=True) as s:
             job = s.get(Job, job_id)
             expected = "Waiting" if attempt == 1 else "Failed"
             assert job.status == expected, job.message
@@ -144,22 +144,22 @@ def test_expired_leases_are_requeued_then_failed(catalog):
 def test_renew_lease_reports_kill_and_lost_leases(catalog):
     iid = make_instance(catalog)
     job_id = queue(catalog, iid)
-    with catalog.begin() as s:
+    with catalog.transaction(write=True) as s:
         jobs.claim_next(s, "me", 60)
-    with catalog.begin() as s:
+    with catalog.transaction(write=True) as s:
         assert jobs.renew_lease(s, job_id, "me", 60) is False
         jobs.request_kill(s, job_id)
-    with catalog.begin() as s:
+    with catalog.transaction(write=True) as s:
         assert jobs.renew_lease(s, job_id, "me", 60) is True
-    with pytest.raises(LookupError), catalog.begin() as s:
+    with pytest.raises(LookupError), catalog.transaction(write=True) as s:
         jobs.renew_lease(s, job_id, "someone-else", 60)
 
 
 def test_killing_a_waiting_job_ends_it_at_once(catalog):
     job_id = queue(catalog, make_instance(catalog))
-    with catalog.begin() as s:
+    with catalog.transaction(write=True) as s:
         jobs.request_kill(s, job_id)
-    with catalog.begin() as s:
+    with catalog.transaction(write=True) as s:
         job = s.get(Job, job_id)
         assert job.status == "Killed" and job.ended_at is not None
         assert jobs.claim_next(s, "w", 60) is None
@@ -174,16 +174,16 @@ def test_credentials_are_sealed_and_unique_without_case(catalog, tmp_path):
     from pgvault.services import credentials
 
     sealer = Sealer(os.urandom(32))
-    with catalog.begin() as s:
+    with catalog.transaction(write=True) as s:
         credentials.create(s, sealer, name="Ops", username="backup", password="pw-Ops:1")
-    with pytest.raises(Conflict), catalog.begin() as s:
+    with pytest.raises(Conflict), catalog.transaction(write=True) as s:
         credentials.create(s, sealer, name="OPS", username="other", password="x")
-    with catalog.begin() as s:
+    with catalog.transaction(write=True) as s:
         cred = credentials.find(s, "ops")
         assert cred.username == "backup" and b"pw-Ops:1" not in cred.password_sealed
         assert credentials.password_of(cred, sealer) == "pw-Ops:1"
         credentials.delete(s, "Ops")
-    with catalog.begin() as s:
+    with catalog.transaction(write=True) as s:
         assert credentials.list_all(s) == []
 
 
@@ -192,9 +192,9 @@ def test_instance_id_1_is_reserved_for_command_centers_default_instance(catalog,
     from pgvault.services.bootstrap import bootstrap
 
     for _ in range(2):  # a second start changes nothing
-        with catalog.begin() as s:
+        with catalog.transaction(write=True) as s:
             bootstrap(s, home=tmp_path, backups_dir=tmp_path / "backups", admin_password="pw")
-    with catalog.begin() as s:
+    with catalog.transaction(write=True) as s:
         reserved = s.scalars(select(Instance)).all()
         assert [(i.id, i.deleted_at is not None) for i in reserved] == [(1, True)]
         account = s.scalar(select(CloudAccount).where(CloudAccount.name_key == "default"))
@@ -215,23 +215,23 @@ def test_a_claim_in_flight_keeps_the_instances_next_job_waiting(catalog):
     got: list[int | None] = []
 
     def worker_b() -> None:
-        with catalog.begin() as s:
+        with catalog.transaction(write=True) as s:
             job = jobs.claim_next(s, "b", 60)
             got.append(job.id if job else None)
 
-    with catalog.begin() as s:
+    with catalog.transaction(write=True) as s:
         assert jobs.claim_next(s, "a", 60).id == first
         b = threading.Thread(target=worker_b)
         b.start()
         b.join(0.5)  # B runs while A's claim is still uncommitted
     b.join(30)
     assert got == [None]
-    with catalog.begin() as s:
+    with catalog.transaction(write=True) as s:
         assert s.get(Job, second).status == "Waiting"
 
 
 def test_a_misspelt_job_item_field_is_refused(catalog):
-    with catalog.begin() as s, pytest.raises(ValueError, match="job items have no stauts"):
+    with catalog.transaction(write=True) as s, pytest.raises(ValueError, match="job items have no stauts"):
         jobs.update_item(s, 1, stauts="Completed")
 
 
@@ -241,7 +241,7 @@ def test_a_prepared_read_gives_what_sqlalchemy_gives_and_refuses_what_it_cannot_
     could not pass to the driver unconverted."""
     iid = make_instance(catalog)
     jid = queue(catalog, iid)
-    with catalog.begin() as s:
+    with catalog.transaction(write=True) as s:
         [item] = jobs.add_items(s, jid, [("database", "app")])
         jobs.update_item(s, item, status="Completed", details=[{"k": "v"}])
 
@@ -258,12 +258,12 @@ def test_a_prepared_read_gives_what_sqlalchemy_gives_and_refuses_what_it_cannot_
             .join(i, i.c.id == j.c.instance_id).join(ji, ji.c.job_id == j.c.id)
             .where(j.c.id == bindparam("job_id", type_=Integer), j.c.job_type == "Backup"))
     prepared = Prepared(stmt, Row)
-    with catalog.driver_read() as reader:
+    with catalog.rows() as reader:
         fast = prepared.all(reader, job_id=jid)
         assert prepared.first(reader, job_id=jid + 1000) is None
         with pytest.raises(TypeError, match="needs parameter 'job_id'"):
             prepared.all(reader)
-    with catalog.read_rows() as conn:
+    with catalog.transaction(write=False) as conn:
         slow = prepared.all(conn, job_id=jid)
     assert fast == slow and len(fast) == 1
     row = fast[0]
@@ -271,27 +271,28 @@ def test_a_prepared_read_gives_what_sqlalchemy_gives_and_refuses_what_it_cannot_
     assert row.ended_at is None and row.status == "Waiting"
 
     # The driver's errors come out as SQLAlchemy's, as on the Core path (the API maps DataError to a 400).
-    with pytest.raises((DataError, OverflowError)), catalog.driver_read() as reader:
+    with pytest.raises((DataError, OverflowError)), catalog.rows() as reader:
         prepared.first(reader, job_id=2**70)
-    with catalog.driver_read() as reader:  # and the pooled connection is fine afterwards
+    with catalog.rows() as reader:  # and the pooled connection is fine afterwards
         assert prepared.first(reader, job_id=jid) == row
         driver_connection = reader.cursor.connection
-    # the pool ended the read: no transaction left open (a SQLite snapshot would hold the WAL back), and
-    # on PostgreSQL the connection is out of autocommit again (a Session's writes would not be atomic)
+    # Catalog.rows ended the read in its own finally: no transaction left open (a SQLite snapshot would hold
+    # the WAL back), and on PostgreSQL the connection is out of autocommit again (a Session's writes would
+    # not be atomic), also after a read that failed
     if catalog.dialect == "sqlite":
         assert not driver_connection.in_transaction
     else:
         assert driver_connection.autocommit is False
         assert driver_connection.info.transaction_status == driver_connection.info.transaction_status.IDLE
-        fairy = catalog.engine.raw_connection()  # and should anything skip that, the pool's check-in does it
-        raw = fairy.dbapi_connection
-        raw.autocommit = True
-        fairy.close()
-        assert raw.autocommit is False
+    with pytest.raises(ZeroDivisionError), catalog.rows() as reader:
+        failed_connection = reader.cursor.connection
+        raise ZeroDivisionError
+    assert getattr(failed_connection, "autocommit", False) is False
+    assert not getattr(failed_connection, "in_transaction", False)
 
     for refused, why in [
         (select(j.c.id).where(j.c.id.in_(bindparam("ids", expanding=True))), "IN list"),
         (select(j.c.id).where(j.c.created_at < bindparam("t", type_=UTCDateTime)), "needs converting"),
     ]:
-        with catalog.driver_read() as reader, pytest.raises(TypeError, match=why):
+        with catalog.rows() as reader, pytest.raises(TypeError, match=why):
             Prepared(refused, tuple).all(reader, ids=[1], t=dt.datetime.now(dt.UTC))

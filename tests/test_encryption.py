@@ -555,7 +555,7 @@ def test_rewrap_is_all_or_nothing_on_both_dialects(catalog, tmp_path):
     home = tmp_path / "home"
     ring = Keyring.open_home(home, None, create=True)
     k1 = ring.active_id
-    with catalog.begin() as s:
+    with catalog.transaction(write=True) as s:
         account, plan = CloudAccount(name="a", name_key="a"), Plan(name="p", name_key="p")
         for n in range(3):
             s.add(Instance(cloud_account=account, plan=plan, name=f"i{n}", name_key=f"i{n}", host="h", port=5432,
@@ -573,17 +573,17 @@ def test_rewrap_is_all_or_nothing_on_both_dialects(catalog, tmp_path):
     ring.reload()
     k2 = ring.active_id
     assert k2 != k1
-    with pytest.raises(KeyAdminError, match=stranger.key_id.hex()), catalog.begin() as s:
+    with pytest.raises(KeyAdminError, match=stranger.key_id.hex()), catalog.transaction(write=True) as s:
         rewrap_catalog(s, ring)
     assert count_by_key_of(catalog)[k1] == {"instance passwords": 3, "credential passwords": 1}  # rolled back
 
-    with catalog.begin() as s:
+    with catalog.transaction(write=True) as s:
         s.delete(s.query(Credential).filter_by(name_key="lost").one())
-    with catalog.begin() as s:
+    with catalog.transaction(write=True) as s:
         moved = rewrap_catalog(s, ring)
     assert moved["instance passwords"] == 3 and moved["credential passwords"] == 1
     assert count_by_key_of(catalog) == {k2: {"instance passwords": 3, "credential passwords": 1}}
-    with catalog.begin() as s:
+    with catalog.transaction(write=True) as s:
         got = sorted(ring.open(i.password_sealed, instances.PASSWORD_CONTEXT) for i in s.query(Instance))
         assert got == [b"pw0", b"pw1", b"pw2"]
         assert credentials.password_of(credentials.find(s, "c"), ring) == "cred-pw"
@@ -592,5 +592,5 @@ def test_rewrap_is_all_or_nothing_on_both_dialects(catalog, tmp_path):
 def count_by_key_of(catalog) -> dict[str, dict[str, int]]:
     from pgvault.services.keys import count_by_key
 
-    with catalog.begin() as s:
+    with catalog.transaction(write=True) as s:
         return {k: dict(v) for k, v in count_by_key(s).items()}

@@ -123,8 +123,9 @@ def test_the_catalog_refuses_a_state_the_lifecycle_does_not_have(catalog):
 
     from pgvault.catalog.models import Job
 
-    with pytest.raises(StatementError, match="'Almost done' is not a valid JobStatus"), catalog.begin() as s:
+    bad = pytest.raises(StatementError, match="'Almost done' is not a valid JobStatus")
+    with bad, catalog.transaction(write=True) as s:
         s.add(Job(job_type="Backup", status="Almost done", instance_id=1, subclient_id=1))
         s.flush()
-    with catalog.begin() as s:
+    with catalog.transaction(write=True) as s:
         assert s.execute(text("select count(*) from jobs")).scalar() == 0

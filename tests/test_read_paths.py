@@ -38,15 +38,19 @@ def seeded(catalog: Catalog, monkeypatch: pytest.MonkeyPatch) -> tuple[Catalog, 
     return catalog, seed(catalog)
 
 
-# Every read path runs two ways: prepared on the driver's cursor (Catalog.driver_read, what the API
-# uses) and through SQLAlchemy (Catalog.read_rows, or a Session: what other callers use).
-READERS = ["driver_read", "read_rows"]
+# Every read path runs two ways: prepared on the driver's cursor (Catalog.rows, what the API uses) and
+# through SQLAlchemy (a read Session: what other callers use).
+READERS = ["rows", "session"]
+
+
+def open_reader(cat, reader: str):
+    return cat.rows() if reader == "rows" else cat.transaction(write=False)
 
 
 @pytest.mark.parametrize("reader", READERS)
 def test_instance_pages_are_what_they_were(seeded, reader):
     cat, ids = seeded
-    with getattr(cat, reader)() as conn:
+    with open_reader(cat, reader) as conn:
         for page in GOLDEN["pages"]:
             rows = instances.live_rows(conn, page["clientId"], offset=page["offset"], limit=page["limit"])
             assert as_json(properties_body(rows, NOW)) == page["body"], page
@@ -75,14 +79,14 @@ def test_the_golden_pages_cover_what_the_shape_depends_on():
 @pytest.mark.parametrize("reader", READERS)
 def test_jobs_are_what_they_were(seeded, reader):
     cat, ids = seeded
-    with getattr(cat, reader)() as conn:
+    with open_reader(cat, reader) as conn:
         for jid in ids["jobs"]:
             view = jobs.job_view(conn, jid)
             assert as_json(job_response(view)) == GOLDEN["jobs"][str(jid)], jid
             assert as_json(job_details(view)) == GOLDEN["details"][str(jid)], jid
         with pytest.raises(NotFound):
             jobs.job_view(conn, 999_999)
-    with cat.read_rows() as conn:
+    with cat.transaction(write=False) as conn:
         for listed in GOLDEN["lists"]:
             views, total = jobs.list_jobs(conn, **listed["query"])
             body = {"totalRecordsWithoutPaging": total, "jobs": [{"jobSummary": job_summary(v)} for v in views]}
@@ -98,7 +102,7 @@ def test_the_scheduler_reads_the_same_due_instances_as_rows(catalog):
     from pgvault.scheduler import due_instances
 
     seed(catalog)
-    with catalog.read() as s:
+    with catalog.transaction(write=False) as s:
         due = due_instances(s, NOW)
     # hourly plans: 300 (last backup 90 min ago), 304 (2 days ago), 308 (killed 30 h ago), 312 (never
     # backed up); not 301 (its backup runs); the cron and window plans are not due at noon UTC, and 310's
@@ -118,7 +122,7 @@ class Clock:
 
 def make_token(cat: Catalog, expires: dt.datetime) -> str:
     token = auth.TOKEN_PREFIX + "ab" * 32
-    with cat.begin() as s:
+    with cat.transaction(write=True) as s:
         user = User(username="alice", password_hash="x")
         s.add(user)
         s.flush()
@@ -132,14 +136,14 @@ def test_a_cached_token_saves_the_catalog_and_is_forgotten_on_logout(catalog, re
     cache = auth.TokenCache(5, clock=clock)
     token = make_token(catalog, dt.datetime.now(dt.UTC) + dt.timedelta(hours=1))
     assert cache.get(token) is None
-    with getattr(catalog, reader)() as conn:
+    with open_reader(catalog, reader) as conn:
         user = auth.authenticate(conn, token, cache)
     assert user.username == "alice" and cache.get(token) == user and cache.get(" " + token + " ") == user
-    with catalog.begin() as s:  # logged out, here
+    with catalog.transaction(write=True) as s:  # logged out, here
         auth.logout(s, token)
     cache.forget(token)
     assert cache.get(token) is None
-    with getattr(catalog, reader)() as conn, pytest.raises(NotAuthenticated, match="logged out"):
+    with open_reader(catalog, reader) as conn, pytest.raises(NotAuthenticated, match="logged out"):
         auth.authenticate(conn, token, cache)
     # a check that read the catalog before the logout committed cannot put the token back
     cache.put(auth._token_hash(token), user, dt.datetime.now(dt.UTC) + dt.timedelta(hours=1))
@@ -155,19 +159,19 @@ def test_a_cached_entry_lives_at_most_its_ttl_and_never_past_the_tokens_expiry(c
     cache = auth.TokenCache(5, clock=clock)
     soon = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=2)
     token = make_token(catalog, soon)
-    with getattr(catalog, reader)() as conn:
+    with open_reader(catalog, reader) as conn:
         auth.authenticate(conn, token, cache)
     assert cache.get(token) is not None
     clock.now += 5
     assert cache.get(token) is None and len(cache) == 0  # the TTL ran out
-    with getattr(catalog, reader)() as conn:
+    with open_reader(catalog, reader) as conn:
         auth.authenticate(conn, token, cache)
     assert cache.get(token) is not None
     cache.put(auth._token_hash(token), auth.AuthUser(1, "alice"), dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1))
     assert cache.get(token) is None  # expired: refused even though cached moments ago
-    with catalog.begin() as s:
+    with catalog.transaction(write=True) as s:
         s.execute(update(AuthToken).values(expires_at=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)))
-    with getattr(catalog, reader)() as conn, pytest.raises(NotAuthenticated, match="expired"):
+    with open_reader(catalog, reader) as conn, pytest.raises(NotAuthenticated, match="expired"):
         auth.authenticate(conn, token, cache)
 
 
@@ -224,7 +228,7 @@ def test_instance_pages_with_deleted_instances_client_filter_and_next_backup_tim
     nextBackupTime follows the plan."""
     cat = Catalog(f"sqlite:///{service.home / 'catalog.db'}")
     try:
-        with cat.begin() as s:
+        with cat.transaction(write=True) as s:
             from pgvault.catalog.models import Backupset, CloudAccount, Plan, Subclient
 
             account = CloudAccount(name="paging-acc", name_key="paging-acc")

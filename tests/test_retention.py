@@ -178,7 +178,7 @@ def test_instances_without_new_backups_are_aged_periodically(tmp_path):
 
     cat = Catalog(f"sqlite:///{tmp_path / 'c.db'}")
     cat.migrate()
-    with cat.begin() as s:
+    with cat.transaction(write=True) as s:
         inst = Instance(cloud_account=CloudAccount(name="a", name_key="a"), plan=Plan(name="p", name_key="p"),
                         name="i", name_key="i", host="h", port=1, maintenance_db="postgres", username="u",
                         password_sealed=b"x", declared_version="18", server_version="18", server_version_num=180000)
@@ -192,14 +192,14 @@ def test_instances_without_new_backups_are_aged_periodically(tmp_path):
         s.add(RestorePoint(job_id=job.id, instance_id=inst.id, prefix="p", manifest_sha256="x", server_version="18",
                            total_bytes=1, database_count=1))
     every = dt.timedelta(hours=24)
-    with cat.begin() as s:
+    with cat.transaction(write=True) as s:
         first = aging.queue_periodic(s, NOW, every)
     assert len(first) == 1
-    with cat.begin() as s:
+    with cat.transaction(write=True) as s:
         assert aging.queue_periodic(s, NOW, every) == []  # one is waiting already
         s.get(Job, first[0]).status = "Completed"
-    with cat.begin() as s:
+    with cat.transaction(write=True) as s:
         assert aging.queue_periodic(s, dt.datetime.now(dt.UTC), every) == []  # aged within the day
-    with cat.begin() as s:
+    with cat.transaction(write=True) as s:
         assert len(aging.queue_periodic(s, dt.datetime.now(dt.UTC) + dt.timedelta(days=2), every)) == 1
     cat.dispose()

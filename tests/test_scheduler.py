@@ -4,6 +4,7 @@ inside a real ``pgvault serve``."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import itertools
 import sqlite3
@@ -21,8 +22,9 @@ from tests.support.service import Service
 
 from pgvault.catalog.db import Catalog
 from pgvault.catalog.models import Backupset, CloudAccount, Instance, Job, JobStatus, Plan, Subclient
+from pgvault.domain.schedule import Schedule, in_window, next_due, runs_at
 from pgvault.errors import NotFound
-from pgvault.scheduler import Scheduler, check_instance, in_window, next_due, runs_at
+from pgvault.scheduler import Scheduler, check_instance
 from pgvault.services import plans
 
 UTC = dt.UTC
@@ -31,13 +33,13 @@ T0 = dt.datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 MIN = dt.timedelta(minutes=1)
 
 
-def plan(**kw: Any) -> Plan:
-    values: dict[str, Any] = {"name": "p", "name_key": "p", "schedule_kind": "rpo", "rpo_minutes": 60, "cron": None,
-                              "timezone": "UTC", "window_start": None, "window_end": None}
+def plan(**kw: Any) -> Schedule:
+    values: dict[str, Any] = {"schedule_kind": "rpo", "rpo_minutes": 60, "cron": None, "timezone": "UTC",
+                              "window_start": None, "window_end": None}
     values.update(kw)
     if values["cron"]:
         values["schedule_kind"] = "cron"
-    return Plan(**values)
+    return Schedule(**values)
 
 
 def local(when: dt.datetime, zone: ZoneInfo) -> str:
@@ -192,14 +194,14 @@ class Fleet:
         self.wakes += 1
 
     def plan(self, name: str, **kw: Any) -> int:
-        with self.cat.begin() as s:
-            p = plan(name=name, name_key=name.lower(), **kw)
+        with self.cat.transaction(write=True) as s:
+            p = Plan(name=name, name_key=name.lower(), **dataclasses.asdict(plan(**kw)))
             s.add(p)
             s.flush()
             return p.id
 
     def instance(self, plan_id: int, name: str = "i1", created: dt.datetime = T0) -> int:
-        with self.cat.begin() as s:
+        with self.cat.transaction(write=True) as s:
             account = s.scalar(select(CloudAccount).where(CloudAccount.name_key == "acc"))
             if account is None:
                 account = CloudAccount(name="acc", name_key="acc")
@@ -219,7 +221,7 @@ class Fleet:
 
     def job(self, instance_id: int, *, kind: str = "Backup", status: str = JobStatus.COMPLETED,
             start: dt.datetime, end: dt.datetime | None = None) -> int:
-        with self.cat.begin() as s:
+        with self.cat.transaction(write=True) as s:
             sub = s.scalar(select(Subclient).where(Subclient.instance_id == instance_id))
             assert sub is not None
             job = Job(job_type=kind, status=status, instance_id=instance_id, subclient_id=sub.id, created_at=start,
@@ -230,13 +232,13 @@ class Fleet:
 
     def run(self, job_id: int, start: dt.datetime, end: dt.datetime | None,
             status: str = JobStatus.COMPLETED) -> None:
-        with self.cat.begin() as s:
+        with self.cat.transaction(write=True) as s:
             job = s.get(Job, job_id)
             assert job is not None
             job.status, job.started_at, job.ended_at = status, start, end
 
     def jobs(self, instance_id: int) -> list[Job]:
-        with self.cat.begin() as s:
+        with self.cat.transaction(write=True) as s:
             return list(s.scalars(select(Job).where(Job.instance_id == instance_id).order_by(Job.id)))
 
 
@@ -315,7 +317,7 @@ def test_a_failed_backup_is_retried_at_the_next_slot_not_at_once(catalog):
 def test_deleted_instances_are_not_scheduled(catalog):
     f = Fleet(catalog, T0)
     iid = f.instance(f.plan("hourly", rpo_minutes=60))
-    with catalog.begin() as s:
+    with catalog.transaction(write=True) as s:
         inst = s.get(Instance, iid)
         assert inst is not None
         inst.deleted_at = T0 + MIN
@@ -336,7 +338,7 @@ def test_moving_an_instance_to_another_plan_changes_its_next_due(catalog):
     iid = f.instance(f.plan("daily", rpo_minutes=1440))
     f.job(iid, start=T0, end=T0 + 5 * MIN)
     assert f.tick(T0 + 90 * MIN) == []  # daily: not due
-    with catalog.begin() as s:
+    with catalog.transaction(write=True) as s:
         inst = s.get(Instance, iid)
         assert inst is not None
         with pytest.raises(NotFound):
@@ -383,12 +385,12 @@ def test_two_processes_never_queue_the_same_slot(catalog):
     now = T0 + 61 * MIN
     result: list[Any] = []
     try:
-        with catalog.begin() as s:
+        with catalog.transaction(write=True) as s:
             mine = check_instance(s, iid, now)
             assert mine is not None
 
             def theirs() -> None:
-                with other.begin() as s2:
+                with other.transaction(write=True) as s2:
                     job = check_instance(s2, iid, now)
                     result.append(job.id if job else None)
 

@@ -50,7 +50,7 @@ class Context:
         catalog = Catalog(settings.effective_catalog_url)
         catalog.migrate()
         admin = settings.admin_password.get_secret_value() if settings.admin_password else None
-        with catalog.begin() as s:
+        with catalog.transaction(write=True) as s:
             bootstrap(s, home=home, backups_dir=settings.backups_dir, admin_password=admin)
         log.info("catalog %s ready (%s)", catalog.dialect, _safe_url(catalog.url))
         pool = WorkerPool(settings, catalog, sealer)

@@ -87,7 +87,7 @@ class WorkerPool:
         while not self._stop.is_set():
             lease = f"{self.owner}:{uuid.uuid4().hex[:8]}"
             try:
-                with self.catalog.begin() as s:
+                with self.catalog.transaction(write=True) as s:
                     job = jobs.claim_next(s, lease, self.settings.job_lease_seconds)
                     job_id = job.id if job else None
             except Exception:
@@ -111,7 +111,7 @@ class WorkerPool:
                 running = dict(self._running)
             for job_id, state in running.items():
                 try:
-                    with self.catalog.begin() as s:
+                    with self.catalog.transaction(write=True) as s:
                         kill = jobs.renew_lease(s, job_id, state.lease, self.settings.job_lease_seconds)
                 except LookupError:
                     kill = True
@@ -124,7 +124,7 @@ class WorkerPool:
             if now - last_reap >= reap_every:
                 last_reap = now
                 try:
-                    with self.catalog.begin() as s:
+                    with self.catalog.transaction(write=True) as s:
                         reaped = jobs.reap_expired(s)
                     if reaped:
                         log.warning("jobs whose worker stopped responding: %s", reaped)
@@ -150,12 +150,12 @@ class WorkerPool:
             self._requeue(job_id, lease)
             return
         try:
-            with self.catalog.begin() as s:
+            with self.catalog.transaction(write=True) as s:
                 if jobs.finish(s, job_id, lease, result.status, result.message) and result.record is not None:
                     result.record(s)
         except Exception as exc:  # the outcome could not be recorded: the job must still end, and say so
             job_log.exception("could not record the end of job %s", job_id)
-            with self.catalog.begin() as s:
+            with self.catalog.transaction(write=True) as s:
                 jobs.finish(s, job_id, lease, JobStatus.FAILED,
                             f"{result.message}; but its result could not be recorded: {type(exc).__name__}: {exc}")
             return
@@ -164,7 +164,7 @@ class WorkerPool:
             self.wake()
 
     def _requeue(self, job_id: int, lease: str) -> None:
-        with self.catalog.begin() as s:
+        with self.catalog.transaction(write=True) as s:
             job = s.get(Job, job_id)
             if job is None or job.lease_owner != lease:
                 return
@@ -175,7 +175,7 @@ class WorkerPool:
 
     def _execute(self, job_id: int, cancel: CancelToken, job_log: logging.Logger) -> runs.Outcome:
         try:
-            with self.catalog.begin() as s:
+            with self.catalog.transaction(write=True) as s:
                 job = s.get(Job, job_id)
                 assert job is not None
                 run = runs.prepare(s, job, self._context)

@@ -32,7 +32,7 @@ def seed(cat: Catalog) -> dict[str, list[int]]:
     RPO with a window), 14 instances of which 4 are deleted (between live ones), one with two
     backupsets and subclients, one with none; backup jobs finished, running, waiting and failed, a
     restore, and items of every kind. Returns the ids by kind."""
-    with cat.begin() as s:
+    with cat.transaction(write=True) as s:
         a = CloudAccount(id=101, name="Account-A", name_key="account-a", created_at=T0)
         b = CloudAccount(id=102, name="account b", name_key="account b", created_at=T0)
         rpo = Plan(id=201, name="Hourly", name_key="hourly", schedule_kind="rpo", rpo_minutes=60, timezone="UTC",

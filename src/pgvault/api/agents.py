@@ -22,7 +22,7 @@ def list_agents(
     client_id: Annotated[int, Query(alias="clientId")],
     application_id: Annotated[int | None, Query(alias="applicationId")] = None,
 ) -> dict:
-    with ctx.catalog.begin() as s:
+    with ctx.catalog.transaction(write=False) as s:
         account = s.get(CloudAccount, client_id)
         if account is None:
             raise NotFound(f"client {client_id} does not exist")

@@ -28,10 +28,10 @@ def login(ctx: ContextDep, body: Annotated[LoginRequest, Body()]) -> dict:
         password = base64.b64decode(body.password, validate=True).decode("utf-8")
     except (binascii.Error, UnicodeDecodeError):
         raise BadRequest("password must be base64-encoded") from None
-    with ctx.catalog.read() as s:
+    with ctx.catalog.transaction(write=False) as s:
         row = auth.password_row(s, body.username)
     user = auth.check_password(row, password)  # scrypt, outside any transaction
-    with ctx.catalog.begin() as s:
+    with ctx.catalog.transaction(write=True) as s:
         token = auth.issue_token(s, user, ctx.settings.token_ttl_seconds)
     return {"token": token, "userName": user.username, "userId": user.id, "aliasName": str(user.id)}
 
@@ -47,7 +47,7 @@ def renew_login_token(
     body: Annotated[RenewRequest | None, Body()] = None,
 ) -> dict:
     old = (body.sessionId if body else None) or token
-    with ctx.catalog.begin() as s:
+    with ctx.catalog.transaction(write=True) as s:
         new_token, user = auth.renew(s, old, ctx.settings.token_ttl_seconds)
         answer = {"token": new_token, "userName": user.username, "userId": user.id}
     ctx.tokens.forget(old)  # after the commit: from now on the catalog refuses it too
@@ -56,7 +56,7 @@ def renew_login_token(
 
 @router.post("/Logout", summary="End the session of the Authtoken sent")
 def logout(ctx: ContextDep, token: Annotated[str | None, Security(authtoken_header)]) -> dict:
-    with ctx.catalog.begin() as s:
+    with ctx.catalog.transaction(write=True) as s:
         auth.logout(s, token)
     ctx.tokens.forget(token)  # after the commit: from now on the catalog refuses it too
     return {"response": "User logged out"}

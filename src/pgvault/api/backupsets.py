@@ -24,12 +24,12 @@ def list_backupsets(
 ) -> dict:
     if application_id is not None and application_id != POSTGRESQL_APP_ID:
         return {"backupsetProperties": []}
-    with ctx.catalog.begin() as s:
+    with ctx.catalog.transaction(write=False) as s:
         rows = backupsets.list_backupsets(s, client_id=client_id, instance_id=instance_id)
         return {"backupsetProperties": [backupset_properties(b) for b in rows]}
 
 
 @router.get("/Backupset/{backupset_id}", summary="One backupset, with its plan")
 def get_backupset(ctx: ContextDep, _: UserDep, backupset_id: int) -> dict:
-    with ctx.catalog.begin() as s:
+    with ctx.catalog.transaction(write=False) as s:
         return {"backupsetProperties": [backupset_properties(backupsets.get_backupset(s, backupset_id))]}

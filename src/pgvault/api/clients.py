@@ -30,14 +30,14 @@ def list_clients(
 ) -> dict:
     if pseudo_client_type is not None:  # virtualization (VSA) pseudo-clients: not something pgvault has
         return {"VSPseudoClientsList": []}
-    with ctx.catalog.begin() as s:
+    with ctx.catalog.transaction(write=False) as s:
         accounts = s.scalars(select(CloudAccount).order_by(CloudAccount.id)).all()
         return {"clientProperties": [{"client": {"clientEntity": client_entity(a)}} for a in accounts]}
 
 
 @router.get("/Client/{client_id}", summary="One cloud account")
 def get_client(ctx: ContextDep, _: UserDep, client_id: int) -> dict:
-    with ctx.catalog.begin() as s:
+    with ctx.catalog.transaction(write=False) as s:
         account = s.get(CloudAccount, client_id)
         if account is None:
             raise NotFound(f"client {client_id} does not exist")
@@ -47,7 +47,7 @@ def get_client(ctx: ContextDep, _: UserDep, client_id: int) -> dict:
 @router.post("/Client", summary="Create a cloud account: {\"clientName\": ..., \"description\": ...}")
 def create_client(ctx: ContextDep, _: UserDep, body: Annotated[CreateClientRequest, Body()]) -> dict:
     try:
-        with ctx.catalog.begin() as s:
+        with ctx.catalog.transaction(write=True) as s:
             if s.scalar(select(CloudAccount.id).where(CloudAccount.name_key == body.clientName.lower())):
                 raise Conflict(f"a cloud account named {body.clientName!r} already exists")
             account = CloudAccount(name=body.clientName, name_key=body.clientName.lower(),

@@ -26,19 +26,19 @@ VAULT_RECORD_TYPE = 1000  # credential vaults (CyberArk and the like): pgvault h
 
 @router.get("/CommCell/Credentials", summary="List credentials (never their passwords)")
 def list_credentials(ctx: ContextDep, _: UserDep) -> dict:
-    with ctx.catalog.begin() as s:
+    with ctx.catalog.transaction(write=False) as s:
         return {"credentialRecordInfo": [credential_record(c) for c in credentials.list_all(s)]}
 
 
 @router.get("/CommCell/Credentials/{credential_id}", summary="One credential")
 def get_credential(ctx: ContextDep, _: UserDep, credential_id: int) -> dict:
-    with ctx.catalog.begin() as s:
+    with ctx.catalog.transaction(write=False) as s:
         return {"credentialRecordInfo": [credential_record(credentials.get(s, credential_id))]}
 
 
 @router.post("/CommCell/Credentials/action/delete", summary="Delete credentials by name")
 def delete_credentials(ctx: ContextDep, _: UserDep, body: Annotated[DeleteCredentialRequest, Body()]) -> dict:
-    with ctx.catalog.begin() as s:
+    with ctx.catalog.transaction(write=True) as s:
         for ref in body.credentialRecordInfo:
             credentials.delete(s, ref.credentialRecord.credentialName)
     return {"error": {"errorCode": 0, "errorMessage": ""}}
@@ -50,13 +50,13 @@ def list_credentials_v4(
 ) -> dict:
     if record_type == VAULT_RECORD_TYPE:
         return {"credentialManager": []}
-    with ctx.catalog.begin() as s:
+    with ctx.catalog.transaction(write=False) as s:
         return {"credentialManager": [credential_v4(c) for c in credentials.list_all(s)]}
 
 
 @router.post("/V4/Credential", summary="Create a PostgreSQL database credential (password base64)")
 def create_credential(ctx: ContextDep, user: UserDep, body: Annotated[CreateCredentialRequest, Body()]) -> dict:
-    with ctx.catalog.begin() as s:
+    with ctx.catalog.transaction(write=True) as s:
         cred = credentials.create(
             s, ctx.sealer, name=body.name, username=body.username, password=body.plain_password,
             description=body.description or "", account_type=body.accountType,
@@ -67,7 +67,7 @@ def create_credential(ctx: ContextDep, user: UserDep, body: Annotated[CreateCred
 
 @router.get("/V5/credential/{credential_id}", summary="One credential, V5 shape")
 def get_credential_v5(ctx: ContextDep, _: UserDep, credential_id: int) -> dict:
-    with ctx.catalog.begin() as s:
+    with ctx.catalog.transaction(write=False) as s:
         cred = credentials.get(s, credential_id)
         owner = s.get(User, cred.created_by) if cred.created_by is not None else None
         return credential_v5(cred, owner.username if owner else None)

@@ -32,7 +32,7 @@ def check_token(ctx: Context, token: str | None) -> AuthUser:
         raise NotAuthenticated("Authtoken header is missing")
     user = ctx.tokens.get(token)
     if user is None:
-        with ctx.catalog.driver_read() as conn:
+        with ctx.catalog.rows() as conn:
             user = auth.authenticate(conn, token, ctx.tokens)
     return user
 

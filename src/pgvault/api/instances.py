@@ -16,9 +16,9 @@ from ..catalog.models import Instance, Job, RestorePoint
 from ..catalog.types import utcnow
 from ..context import Context
 from ..domain.jobs import ACTIVE, JobStatus
+from ..domain.schedule import next_backup_times
 from ..errors import Conflict, NotFound, PgvaultError
 from ..pgtools.connection import probe
-from ..scheduler import next_backup_times
 from ..schemas.instance import (
     AnyCreateInstanceRequest,
     InstanceRow,
@@ -41,18 +41,18 @@ def create_instance(
 ) -> dict:
     if isinstance(body, SdkCreateInstanceRequest):  # cvpysdk's add_postgresql_instance: see docs/api.md
         reply_errors_in_body(request)
-        with ctx.catalog.begin() as s:
+        with ctx.catalog.transaction(write=True) as s:
             body = instances.from_sdk_request(s, body, ctx.sealer)
     reg = instances.check_request(body, ctx.settings.connect_timeout_seconds)
     entity = instance_entity(name=reg.name)
     try:
-        with ctx.catalog.begin() as s:  # the cheap refusals first, before touching the network
+        with ctx.catalog.transaction(write=False) as s:  # the cheap refusals first, before touching the network
             account = instances.find_cloud_account(s, reg.client_name)
             entity["clientId"] = account.id
             instances.find_plan(s, reg.plan_name)
             instances.ensure_name_free(s, account, reg.name)
         info = probe(reg.address)
-        with ctx.catalog.begin() as s:
+        with ctx.catalog.transaction(write=True) as s:
             inst, job = instances.create(s, reg, info, ctx.sealer)
             job.started_by = user.username
             twins = instances.same_server(s, inst)
@@ -100,7 +100,7 @@ async def list_instances(
 
 
 def _page_rows(ctx: Context, client_id: int | None, offset: int, limit: int | None) -> list[InstanceRow]:
-    with ctx.catalog.driver_read() as conn:
+    with ctx.catalog.rows() as conn:
         return instances.live_rows(conn, client_id, offset=offset, limit=limit)
 
 
@@ -110,7 +110,7 @@ async def get_instance(ctx: ContextDep, _: UserDep, instance_id: int) -> Respons
 
 
 def _one_row(ctx: Context, instance_id: int) -> InstanceRow:
-    with ctx.catalog.driver_read() as conn:
+    with ctx.catalog.rows() as conn:
         return instances.live_row(conn, instance_id)
 
 
@@ -140,7 +140,7 @@ def update_instance(
 ) -> dict:
     """A running backup keeps the plan it started with; the scheduler reads the new plan at its next
     tick, so the next due time follows the new schedule from the last backup's start."""
-    with ctx.catalog.begin() as s:
+    with ctx.catalog.transaction(write=True) as s:
         inst = instances.get(s, instance_id)
         plans.move_instance(s, inst, body.instanceProperties.planEntity.planName)
     return {"response": [{"errorCode": 0, "errorString": ""}]}
@@ -154,7 +154,7 @@ def delete_instance(
     """With deleteBackups, every copy of the instance's restore points is marked for deletion in the same
     transaction, and a Data Aging job removes the objects and then the rows (crash-safe, like retention)."""
     job_ids: list[str] = []
-    with ctx.catalog.begin() as s:
+    with ctx.catalog.transaction(write=True) as s:
         points = []
         if delete_backups:
             points = list(s.scalars(select(RestorePoint).where(RestorePoint.instance_id == instance_id)))
@@ -182,7 +182,7 @@ def delete_instance(
 @router.post("/Instance/{instance_id}/action/dataAging",
              summary="Run Data Aging now: drop copies past their retention, report stray folders")
 def data_aging(ctx: ContextDep, user: UserDep, instance_id: int) -> dict:
-    with ctx.catalog.begin() as s:
+    with ctx.catalog.transaction(write=True) as s:
         inst = s.get(Instance, instance_id)
         if inst is None:
             raise NotFound(f"instance {instance_id} does not exist")
@@ -194,6 +194,6 @@ def data_aging(ctx: ContextDep, user: UserDep, instance_id: int) -> dict:
 
 
 def _running_jobs(ctx: ContextDep, instance_id: int) -> list[int]:
-    with ctx.catalog.begin() as s:
+    with ctx.catalog.transaction(write=False) as s:
         return list(s.scalars(select(Job.id).where(Job.instance_id == instance_id, Job.kill_requested.is_(True),
                                                    Job.status == JobStatus.RUNNING)))

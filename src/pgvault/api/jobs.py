@@ -21,14 +21,14 @@ async def get_job(ctx: ContextDep, _: UserDep, job_id: int) -> Response:
 
 
 def one_job(ctx: Context, job_id: int) -> Response:
-    with ctx.catalog.driver_read() as conn:
+    with ctx.catalog.rows() as conn:
         view = jobs.job_view(conn, job_id)
     return json_response(job_response(view))
 
 
 @router.post("/Job/{job_id}/action/kill", summary="Kill a waiting or running job")
 def kill_job(ctx: ContextDep, _: UserDep, job_id: int) -> dict:
-    with ctx.catalog.begin() as s:
+    with ctx.catalog.transaction(write=True) as s:
         jobs.request_kill(s, job_id)
     ctx.pool.kill(job_id)
     return {"errorCode": 0, "errorMessage": ""}
@@ -39,7 +39,7 @@ def list_jobs(ctx: ContextDep, _: UserDep, body: Annotated[JobsRequest, Body()])
     f, page = body.jobFilter, body.pagingConfig
     entity = f.entity
     client_ids = [c.clientId for c in f.clientList] + ([entity.clientId] if entity and entity.clientId else [])
-    with ctx.catalog.read_rows() as s:
+    with ctx.catalog.transaction(write=False) as s:
         rows, total = jobs.list_jobs(
             s, category=JOB_CATEGORIES[body.category], finished_within_seconds=f.completedJobLookupTime,
             client_ids=client_ids, job_types=f.jobTypeList,
@@ -51,5 +51,5 @@ def list_jobs(ctx: ContextDep, _: UserDep, body: Annotated[JobsRequest, Body()])
 
 @router.post("/JobDetails", summary="One job's progress, counts and attempts")
 def get_job_details(ctx: ContextDep, _: UserDep, body: Annotated[JobDetailsRequest, Body()]) -> dict:
-    with ctx.catalog.driver_read() as conn:
+    with ctx.catalog.rows() as conn:
         return job_details(jobs.job_view(conn, body.jobId))

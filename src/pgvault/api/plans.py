@@ -22,13 +22,13 @@ router = APIRouter(tags=["plans"])
 
 @router.get("/V2/Plan", summary="List plans")
 def list_plans(ctx: ContextDep, _: UserDep) -> dict:
-    with ctx.catalog.begin() as s:
+    with ctx.catalog.transaction(write=False) as s:
         return {"plans": [plan_summary(p) for p in s.scalars(select(Plan).order_by(Plan.id))]}
 
 
 @router.get("/V2/Plan/{plan_id}", summary="One plan")
 def get_plan(ctx: ContextDep, _: UserDep, plan_id: int) -> dict:
-    with ctx.catalog.begin() as s:
+    with ctx.catalog.transaction(write=False) as s:
         return plan_detail(plans.get(s, plan_id))
 
 
@@ -39,7 +39,7 @@ def create_plan(ctx: ContextDep, _: UserDep, body: Annotated[PlanBody, Body()]) 
     destinations = plans.prepare_destinations(body, ctx.sealer, ctx.settings.backups_dir)
     assert destinations is not None
     try:
-        with ctx.catalog.begin() as s:
+        with ctx.catalog.transaction(write=True) as s:
             return plan_detail(plans.create(s, body, destinations))
     except IntegrityError:
         raise Conflict(f"a plan named {body.planName!r} already exists") from None
@@ -49,7 +49,7 @@ def create_plan(ctx: ContextDep, _: UserDep, body: Annotated[PlanBody, Body()]) 
 def update_plan(ctx: ContextDep, _: UserDep, plan_id: int, body: Annotated[PlanBody, Body()]) -> dict:
     destinations = plans.prepare_destinations(body, ctx.sealer)
     try:
-        with ctx.catalog.begin() as s:
+        with ctx.catalog.transaction(write=True) as s:
             plan = plans.get(s, plan_id)
             plans.apply(s, plan, body, destinations)
             s.flush()
@@ -60,7 +60,7 @@ def update_plan(ctx: ContextDep, _: UserDep, plan_id: int, body: Annotated[PlanB
 
 @router.delete("/V2/Plan/{plan_id}", summary="Delete a plan no instance uses (409 names the instances)")
 def delete_plan(ctx: ContextDep, _: UserDep, plan_id: int) -> dict:
-    with ctx.catalog.begin() as s:
+    with ctx.catalog.transaction(write=True) as s:
         plans.delete(s, plan_id)
     return {"errorCode": 0, "errorMessage": ""}
 
@@ -74,7 +74,7 @@ def _plan(s: Session, plan_id: int) -> Plan:
 
 @router.get("/V2/Plan/{plan_id}/AssociatedEntities", summary="The subclients (of live instances) on a plan")
 def plan_entities(ctx: ContextDep, _: UserDep, plan_id: int) -> dict:
-    with ctx.catalog.begin() as s:
+    with ctx.catalog.transaction(write=False) as s:
         _plan(s, plan_id)
         subs = backupsets.list_subclients(s, plan_id=plan_id)
         return {"totalEntities": len(subs), "entities": [subclient_entity(sub) for sub in subs]}
@@ -82,5 +82,5 @@ def plan_entities(ctx: ContextDep, _: UserDep, plan_id: int) -> dict:
 
 @router.get("/V4/ServerPlan/{plan_id}", summary="One plan, V4 shape")
 def get_server_plan(ctx: ContextDep, _: UserDep, plan_id: int) -> dict:
-    with ctx.catalog.begin() as s:
+    with ctx.catalog.transaction(write=False) as s:
         return server_plan_v4(_plan(s, plan_id))

@@ -40,7 +40,7 @@ def list_restore_points(
         q = q.where(Job.started_at >= start)
     if end is not None:
         q = q.where(started_by(end))
-    with ctx.catalog.begin() as s:
+    with ctx.catalog.transaction(write=False) as s:
         rows = [(p, j) for p, j in s.execute(q.order_by(Job.started_at.desc(), RestorePoint.id.desc()))]
         if database is not None:  # the list of names is JSON: filter here, identically on both dialects
             rows = [(p, j) for p, j in rows if database in p.databases]
@@ -51,7 +51,7 @@ def list_restore_points(
 
 @router.get("/RestorePoints/{point_id}", summary="One restore point, with its files and their sha256")
 def get_restore_point(ctx: ContextDep, _: UserDep, point_id: int) -> dict:
-    with ctx.catalog.begin() as s:
+    with ctx.catalog.transaction(write=False) as s:
         point = s.get(RestorePoint, point_id)
         if point is None:
             raise NotFound(f"restore point {point_id} does not exist")
@@ -84,7 +84,7 @@ class VerifyRequestBody(WireModel):
 def verify_restore_point(ctx: ContextDep, user: UserDep, point_id: int,
                          body: Annotated[VerifyRequestBody | None, Body()] = None) -> dict:
     body = body or VerifyRequestBody()
-    with ctx.catalog.begin() as s:
+    with ctx.catalog.transaction(write=True) as s:
         point = s.get(RestorePoint, point_id)
         if point is None:
             raise NotFound(f"restore point {point_id} does not exist")
@@ -102,7 +102,7 @@ def do_browse(ctx: ContextDep, _: UserDep, body: Annotated[dict[str, Any], Body(
         raise BadRequest("entity must be an object")
     time_range = body.get("timeRange") or {}
     end = parse_time(time_range.get("toTime") if isinstance(time_range, dict) else None, "timeRange.toTime")
-    with ctx.catalog.begin() as s:
+    with ctx.catalog.transaction(write=False) as s:
         source = restore.instance_by_entity(s, entity, live_only=False)
         if source is None:
             raise BadRequest("entity must name the instance (instanceId, backupsetId or subclientId)")

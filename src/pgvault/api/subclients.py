@@ -27,7 +27,7 @@ def backup_now(
 ) -> dict:
     if backup_level.lower() not in LEVELS:
         raise BadRequest(f"backupLevel {backup_level!r} is not one of {', '.join(LEVELS)}")
-    with ctx.catalog.begin() as s:
+    with ctx.catalog.transaction(write=True) as s:
         sub = s.get(Subclient, subclient_id)
         if sub is None or sub.instance.deleted_at is not None:
             raise NotFound(f"subclient {subclient_id} does not exist")
@@ -48,12 +48,12 @@ def list_subclients(
 ) -> dict:
     if application_id is not None and application_id != POSTGRESQL_APP_ID:
         return {"subClientProperties": []}
-    with ctx.catalog.begin() as s:
+    with ctx.catalog.transaction(write=False) as s:
         rows = backupsets.list_subclients(s, client_id=client_id, instance_id=instance_id, backupset_id=backupset_id)
         return {"subClientProperties": [subclient_properties(sub) for sub in rows]}
 
 
 @router.get("/Subclient/{subclient_id}", summary="One subclient")
 def get_subclient(ctx: ContextDep, _: UserDep, subclient_id: int) -> dict:
-    with ctx.catalog.begin() as s:
+    with ctx.catalog.transaction(write=False) as s:
         return {"subClientProperties": [subclient_properties(backupsets.get_subclient(s, subclient_id))]}

@@ -15,7 +15,7 @@ router = APIRouter(tags=["restore"])
 
 @router.post("/CreateTask", summary="Restore databases or tables of a restore point, in place or elsewhere")
 def create_task(ctx: ContextDep, user: UserDep, body: Annotated[CreateTaskRequest, Body()]) -> dict:
-    with ctx.catalog.begin() as s:
+    with ctx.catalog.transaction(write=True) as s:
         job = restore.create_restore_job(s, body)
         job.started_by = user.username
         job_id = job.id

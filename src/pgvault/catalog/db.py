@@ -12,14 +12,14 @@ from typing import Any
 import pydantic_core
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from .prepared import DriverReader
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-READ_ONLY = "pgvault_read_only"  # execution option of the sessions Catalog.read hands out
+READ_ONLY = "pgvault_read_only"  # execution option of Catalog.transaction(write=False)'s sessions
 # SQLite connections kept open: as many as threads may use the catalog at once (the API's threadpool of
 # 40, the workers, the scheduler), so that none is opened (four PRAGMAs) and closed per request, which
 # the default pool of 5 + 10 overflow did under load. An idle SQLite connection costs a few file
@@ -44,19 +44,21 @@ def make_engine(url: str) -> Engine:
                                json_deserializer=_json_loads)
         _sqlite_tuning(engine)
         return engine
-    engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, json_deserializer=_json_loads)
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, json_deserializer=_json_loads)
 
-    @event.listens_for(engine, "checkin")
-    def _never_back_in_autocommit(dbapi_conn: Any, record: Any) -> None:
-        # Catalog.driver_read reads in autocommit: the pool must not hand such a connection to a Session,
-        # whose writes would then not be atomic. (A connection that cannot be reset is thrown away.)
-        if dbapi_conn is not None and getattr(dbapi_conn, "autocommit", False):
-            try:
-                dbapi_conn.autocommit = False
-            except Exception:
-                record.invalidate()
 
-    return engine
+def _end_read(fairy: Any, raw: Any, sqlite: bool) -> None:
+    """End a ``Catalog.rows`` read before its connection goes back to the pool: roll SQLite's read
+    transaction back; turn PostgreSQL's autocommit off again, so that a session never gets a connection
+    whose writes would not be atomic. A connection that cannot be reset is thrown away."""
+    try:
+        if sqlite:
+            raw.rollback()
+        elif raw.autocommit:
+            raw.autocommit = False
+    except Exception as exc:
+        if fairy.is_valid:
+            fairy.invalidate(exc)
 
 
 def _sqlite_tuning(engine: Engine) -> None:
@@ -76,8 +78,8 @@ def _sqlite_tuning(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        # Catalog.read's transactions only read: a deferred BEGIN takes no lock (WAL gives them a snapshot)
-        # and cannot deadlock, since they never upgrade to write.
+        # read transactions (Catalog.transaction(write=False)) only read: a deferred BEGIN takes no lock
+        # (WAL gives them a snapshot) and cannot deadlock, since they never upgrade to write.
         conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(READ_ONLY) else "BEGIN IMMEDIATE")
 
 
@@ -91,7 +93,16 @@ def migrate(engine: Engine) -> None:
 
 
 class Catalog:
-    """Owns the engine and hands out sessions; the caller owns the transaction (``with cat.begin()``)."""
+    """Owns the engine and hands out transactions. The one rule for catalog access:
+
+    - ``with catalog.transaction(write=...) as session``: every read and write goes through it, and says
+      which it is. ``write=True`` takes SQLite's write lock up front (``BEGIN IMMEDIATE``) and commits at
+      the end of the block (rolls back on an exception); ``write=False`` is a read transaction (a deferred
+      BEGIN: a WAL snapshot, no lock, so reads never queue behind writers or each other). Writing in a read
+      transaction is a bug. Services take the session and never commit.
+    - ``with catalog.rows() as reader``: the same read transaction for the API's hottest GETs, on the
+      driver's cursor (``catalog/prepared.py``): a detail behind the rule, for ``Prepared`` statements only.
+    """
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -108,40 +119,25 @@ class Catalog:
         migrate(self.engine)
 
     @contextmanager
-    def begin(self) -> Iterator[Session]:
-        with self._sessions() as session, session.begin():
+    def transaction(self, *, write: bool) -> Iterator[Session]:
+        """The one way to the catalog (see the class): a write transaction, or a read transaction that takes
+        no write lock on SQLite (with BEGIN IMMEDIATE, 32 concurrent GETs once waited in SQLite's busy
+        handler and failed with "database is locked")."""
+        with (self._sessions if write else self._read_sessions)() as session, session.begin():
             yield session
 
     @contextmanager
-    def read(self) -> Iterator[Session]:
-        """A transaction that only reads (GETs, and the token check of every request). On SQLite it takes
-        no write lock, so reads run side by side instead of queueing behind one another and behind the
-        workers' progress updates (with BEGIN IMMEDIATE, 32 concurrent GETs waited in SQLite's busy
-        handler and failed with "database is locked"). Writing in it is a bug."""
-        with self._read_sessions() as session, session.begin():
-            yield session
-
-    @contextmanager
-    def read_rows(self) -> Iterator[Connection]:
-        """Like ``read``, for reads that select rows with SQLAlchemy Core and build no ORM objects (the
-        API's hot GETs and the token check): a connection in a read-only transaction, without the
-        session's own bookkeeping (about 70 us less per transaction)."""
-        with self._read_engine.connect() as conn, conn.begin():
-            yield conn
-
-    @contextmanager
-    def driver_read(self) -> Iterator[DriverReader]:
-        """A pooled connection's DBAPI cursor for ``Prepared`` reads (see catalog.prepared): the API's hot
+    def rows(self) -> Iterator[DriverReader]:
+        """A read transaction on a pooled connection's DBAPI cursor, for ``Prepared`` reads: the API's hot
         GETs, without SQLAlchemy's per-statement machinery. Nothing is written through it.
 
-        On SQLite the reads share a transaction, a deferred BEGIN (a WAL snapshot, no lock, as ``read``'s),
-        which costs nothing. On PostgreSQL each statement is its own transaction (autocommit): BEGIN and
-        ROLLBACK were two of a GET /Job's five round trips, and the API's reads are single statements
-        except GET /Job's job-then-items, whose two snapshots can differ only as two successive polls
-        would (the workers write a job's progress and its items in separate transactions anyway).
-
-        Either way the pool ends the read when the connection goes back: its reset rolls the SQLite
-        transaction back, and on PostgreSQL its check-in turns autocommit off (``make_engine``).
+        On SQLite the reads share one deferred transaction (a WAL snapshot, no lock), which costs nothing.
+        On PostgreSQL each statement is its own transaction (autocommit): BEGIN and ROLLBACK were two of a
+        GET /Job's five round trips, and the API's reads are single statements except GET /Job's
+        job-then-items, whose two snapshots can differ only as two successive polls would (the workers
+        write a job's progress and its items in separate transactions anyway). Its own ``finally`` ends the
+        read (rolls SQLite back; turns PostgreSQL's autocommit off again) before the connection goes back to
+        the pool, so no session is ever handed a connection in autocommit.
 
         The driver's errors come out as SQLAlchemy's (``DataError`` for an id out of PostgreSQL's integer
         range, which the API answers with a 400, as on the Core path), and a connection the server
@@ -149,15 +145,14 @@ class Catalog:
         dialect = self.engine.dialect
         fairy = self.engine.raw_connection()
         raw: Any = fairy.dbapi_connection
+        sqlite = self.dialect == "sqlite"
         try:
             cursor = fairy.cursor()
             try:
-                if self.dialect == "sqlite":
+                if sqlite:
                     cursor.execute("BEGIN")
                 else:
-                    # (no transaction is open: the pool rolled it back on return; its check-in listener
-                    # turns autocommit off again, see make_engine)
-                    raw.autocommit = True
+                    raw.autocommit = True  # (no transaction is open: the pool rolled it back on return)
                 yield DriverReader(cursor, dialect)
             except dialect.loaded_dbapi.Error as exc:
                 invalidated = dialect.is_disconnect(exc, raw, cursor)
@@ -168,6 +163,7 @@ class Catalog:
             finally:
                 with contextlib.suppress(Exception):  # never in place of the read's own error
                     cursor.close()
+                _end_read(fairy, raw, sqlite)
         finally:
             fairy.close()
 

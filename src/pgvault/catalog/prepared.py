@@ -3,7 +3,7 @@
 A GET /Job/{id} spent ~380 us of CPU reading its two statements through SQLAlchemy (a Connection, a
 transaction, result objects, per-execution context), where SQLite itself needs ~60 us. A ``Prepared`` is
 an ordinary SQLAlchemy Core statement, built once at import (as the services' read paths already were);
-``Catalog.driver_read`` hands out the pooled connection's DBAPI cursor (SQLite: in one read transaction;
+``Catalog.rows`` hands out the pooled connection's DBAPI cursor (SQLite: in one read transaction;
 PostgreSQL: in autocommit, each statement its own snapshot), and the statement runs there with
 SQLAlchemy's own result processors (SQLite's dates and booleans, JSON, ``UTCDateTime``), so the rows
 are the same values the Core path gives. Anywhere else (a Session or a Connection, inside a write
@@ -110,7 +110,7 @@ class Prepared(Generic[R]):
 
 
 class DriverReader:
-    """A DBAPI cursor that only reads, as ``Catalog.driver_read`` hands it out."""
+    """A DBAPI cursor that only reads, as ``Catalog.rows`` hands it out."""
 
     __slots__ = ("cursor", "dialect")
 

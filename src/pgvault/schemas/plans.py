@@ -11,7 +11,7 @@ from croniter import CroniterBadDateError, croniter
 from pydantic import Field, StrictBool, StrictInt, StrictStr, field_validator, model_validator
 
 from ..catalog.models import Plan
-from ..services.destinations import describe
+from ..domain.destinations import describe
 from .common import WireModel
 
 SERVER_PLAN_TYPE, SERVER_PLAN_SUBTYPE = 2, 33554437

@@ -7,7 +7,7 @@ from typing import Any
 
 from ..backup.manifest import Manifest
 from ..catalog.models import Job, RestorePoint
-from ..services.destinations import describe
+from ..domain.destinations import describe
 from .common import epoch
 
 

@@ -93,7 +93,7 @@ class Aging:
 
     # -- deletion, in three committed steps -------------------------------------------------------
     def _drop(self, copy_id: int, *, finishing: bool = False) -> None:
-        with self.catalog.begin() as s:
+        with self.catalog.transaction(write=True) as s:
             copy = s.get(RestorePointCopy, copy_id)
             if copy is None:
                 return
@@ -109,7 +109,7 @@ class Aging:
         except (StorageError, OSError) as exc:  # the mark stays; the next run tries again
             self.report.errors.append(f"{prefix}: {exc}")
             return
-        with self.catalog.begin() as s:
+        with self.catalog.transaction(write=True) as s:
             copy = s.get(RestorePointCopy, copy_id)
             if copy is None:
                 return
@@ -123,7 +123,7 @@ class Aging:
         self.log.info("deleted %s", prefix)
 
     def _finish_interrupted(self) -> None:
-        with self.catalog.begin() as s:
+        with self.catalog.transaction(write=True) as s:
             ids = s.scalars(select(RestorePointCopy.id).join(RestorePoint)
                             .where(RestorePoint.instance_id == self.instance_id,
                                    RestorePointCopy.state == "deleting")).all()
@@ -132,7 +132,7 @@ class Aging:
             self._drop(copy_id, finishing=True)
 
     def _expire(self) -> None:
-        with self.catalog.begin() as s:
+        with self.catalog.transaction(write=True) as s:
             inst = s.get(Instance, self.instance_id)
             assert inst is not None
             plan = inst.plan
@@ -163,7 +163,7 @@ class Aging:
     # -- strays -----------------------------------------------------------------------------------
     def _sweep(self) -> None:
         """Report backup folders of this instance that no copy row points at and no live job writes."""
-        with self.catalog.begin() as s:
+        with self.catalog.transaction(write=True) as s:
             inst = s.get(Instance, self.instance_id)
             assert inst is not None
             places: dict[str, tuple[Storage, set[str]]] = {}

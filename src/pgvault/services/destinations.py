@@ -65,11 +65,6 @@ def open_point(point: RestorePoint, sealer: Sealer) -> Storage:
     return open_copy(readable_copy(point), sealer)
 
 
-def describe(kind: str, config: dict[str, Any]) -> dict[str, Any]:
-    """A destination or copy for API output: its configuration, never its secret."""
-    return {"kind": kind, **{k: v for k, v in config.items() if k not in ("accessKeyId", "secretAccessKey")}}
-
-
 def forget_point(session: Session, point: RestorePoint) -> None:
     """Remove a restore point's row; jobs that read it (restores, verifications) keep their history."""
     session.execute(update(Job).where(Job.restore_point_id == point.id).values(restore_point_id=None))

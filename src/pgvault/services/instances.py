@@ -19,9 +19,9 @@ from ..catalog.prepared import DriverReader, Prepared
 from ..catalog.types import utcnow
 from ..crypto import Sealer
 from ..domain.jobs import ACTIVE
+from ..domain.schedule import Schedule, Scheduled
 from ..errors import BadRequest, Conflict, NotFound
 from ..pgtools.connection import ServerAddress, ServerInfo
-from ..scheduler import Scheduled
 from ..schemas.instance import CreateInstanceRequest, InstanceRow, SdkCreateInstanceRequest, parse_host_port
 from . import credentials, jobs
 
@@ -170,7 +170,7 @@ _ROW_COLUMNS = (
     _i.c.port, _i.c.username, _i.c.ssl_enabled, _i.c.ssl_ca, _i.c.created_at,
     select(func.min(_bs.c.id)).where(_bs.c.instance_id == _i.c.id).scalar_subquery().label("backupset_id"),
     select(func.min(_sc.c.id)).where(_sc.c.instance_id == _i.c.id).scalar_subquery().label("subclient_id"),
-    # what the scheduler needs of the plan (scheduler.next_backup_times)
+    # what the timing needs of the plan (domain.schedule.Schedule)
     _p.c.schedule_kind.label("plan_schedule_kind"), _p.c.rpo_minutes.label("plan_rpo_minutes"),
     _p.c.cron.label("plan_cron"), _p.c.timezone.label("plan_timezone"),
     _p.c.window_start.label("plan_window_start"), _p.c.window_end.label("plan_window_end"),
@@ -226,16 +226,15 @@ def live_row(conn: DriverReader | Session | Connection, instance_id: int) -> Ins
 
 
 def schedules(rows: Sequence[InstanceRow]) -> list[Scheduled]:
-    """What ``scheduler.next_backup_times`` needs of each row; one (transient, never stored) Plan per plan
-    of the page."""
-    plans: dict[int, Plan] = {}
+    """What ``domain.schedule.next_backup_times`` needs of each row (one ``Schedule`` per plan of the page)."""
+    plans: dict[int, Schedule] = {}
     out = []
     for r in rows:
-        plan = plans.get(r.plan_id)
-        if plan is None:
-            plan = plans[r.plan_id] = Plan(id=r.plan_id, name=r.plan_name,
-                                           **{f: getattr(r, "plan_" + f) for f in _PLAN_FIELDS})
-        out.append(Scheduled(r.id, plan, r.created_at, r.last_backup_start, r.last_backup_end, r.backup_active))
+        schedule = plans.get(r.plan_id)
+        if schedule is None:
+            schedule = plans[r.plan_id] = Schedule(**{f: getattr(r, "plan_" + f) for f in _PLAN_FIELDS})
+        out.append(Scheduled(r.id, schedule, r.created_at, r.last_backup_start, r.last_backup_end,
+                             r.backup_active))
     return out
 
 

@@ -152,7 +152,7 @@ def list_keys(settings: Settings) -> list[KeyRow]:
     """The keyring's keys, the active one first, with what each seals in the catalog; then any key that
     the catalog needs and the keyring lacks."""
     keyring = _keyring(settings)
-    with _catalog(settings) as catalog, catalog.begin() as s:
+    with _catalog(settings) as catalog, catalog.transaction(write=True) as s:
         counts = count_by_key(s)
     rows = [KeyRow(k.key_id, "active" if k.active else "old", k.source, dict(counts.pop(k.key_id, {})))
             for k in sorted(keyring.known_keys(), key=lambda k: not k.active)]
@@ -174,7 +174,7 @@ def retire(settings: Settings, key_id: str) -> list[Path]:
         info = matches[0]
         if info.active:
             raise KeyAdminError(f"{info.key_id} is the active master key; rotate first (`pgvault keys rotate`)")
-        with catalog.begin() as s:
+        with catalog.transaction(write=True) as s:
             seals = count_by_key(s).get(info.key_id, Counter())
         if seals:
             what = ", ".join(f"{n} {label}" for label, n in seals.items())
@@ -230,7 +230,7 @@ def rewrap_catalog(session: Session, keyring: Keyring) -> dict[str, int]:
 
 
 def _rewrap(catalog: Catalog, keyring: Keyring) -> RewrapReport:
-    with catalog.begin() as s:
+    with catalog.transaction(write=True) as s:
         done = rewrap_catalog(s, keyring)
     return RewrapReport(active=keyring.active_id, rewrapped=done, storage=sync_data_keys(catalog, keyring))
 
@@ -238,7 +238,7 @@ def _rewrap(catalog: Catalog, keyring: Keyring) -> RewrapReport:
 def _refuse_missing(catalog: Catalog, keyring: Keyring) -> None:
     """Refuse before changing anything when the catalog holds values under a key the keyring lacks: the
     one-transaction re-wrap could not open them."""
-    with catalog.begin() as s:
+    with catalog.transaction(write=True) as s:
         counts = count_by_key(s)
     known = {k.key_id for k in keyring.known_keys()}
     missing = sorted(set(counts) - known)
@@ -263,7 +263,7 @@ def _encrypted_copies(catalog: Catalog, keyring: Keyring) -> list[_Copy]:
     """Every present copy of every encrypted restore point, read in one short transaction: storage is
     reached outside it (a transaction holds SQLite's write lock)."""
     out: list[_Copy] = []
-    with catalog.begin() as s:
+    with catalog.transaction(write=True) as s:
         points = s.scalars(select(RestorePoint).where(RestorePoint.data_key_sealed.is_not(None))
                            .order_by(RestorePoint.id))
         for point in points:

@@ -43,32 +43,32 @@ class CatalogReporter:
         self.job_id = job_id
 
     def phase(self, name: str, percent: int | None = None) -> None:
-        with self.catalog.begin() as s:
+        with self.catalog.transaction(write=True) as s:
             jobs.set_progress(s, self.job_id, name, percent)
 
     def items(self, names: list[tuple[str, str]]) -> list[int]:
-        with self.catalog.begin() as s:
+        with self.catalog.transaction(write=True) as s:
             return jobs.add_items(s, self.job_id, names)
 
     def item_running(self, item_id: int) -> None:
-        with self.catalog.begin() as s:
+        with self.catalog.transaction(write=True) as s:
             jobs.update_item(s, item_id, status=ItemStatus.RUNNING)
 
     def item_done(self, item_id: int, nbytes: int, sha256: str, location: str) -> None:
-        with self.catalog.begin() as s:
+        with self.catalog.transaction(write=True) as s:
             jobs.update_item(s, item_id, status=ItemStatus.COMPLETED, bytes=nbytes, sha256=sha256,
                              location=location)
 
     def item_failed(self, item_id: int, error: str, status: ItemStatus = ItemStatus.FAILED) -> None:
-        with self.catalog.begin() as s:
+        with self.catalog.transaction(write=True) as s:
             jobs.update_item(s, item_id, status=status, error=error)
 
     def item_update(self, item_id: int, **values: object) -> None:
-        with self.catalog.begin() as s:
+        with self.catalog.transaction(write=True) as s:
             jobs.update_item(s, item_id, **values)
 
     def warn(self, message: str) -> None:
-        with self.catalog.begin() as s:
+        with self.catalog.transaction(write=True) as s:
             jobs.add_warning(s, self.job_id, message)
 
 
@@ -226,7 +226,7 @@ def _aging(session: Session, job: Job, ctx: RunContext) -> Run:
     def run(cancel: CancelToken, log: logging.Logger) -> Outcome:
         report = aging.Aging(ctx.catalog, ctx.sealer, instance_id, log).run()
         for stray in report.strays:
-            with ctx.catalog.begin() as s:
+            with ctx.catalog.transaction(write=True) as s:
                 jobs.add_warning(s, job_id, f"stray backup folder (no catalog entry): {stray}")
         status = JobStatus.COMPLETED_WITH_ERRORS if report.errors else JobStatus.COMPLETED
         return Outcome(status, report.message)
