@@ -3,14 +3,12 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 from typing import Annotated, Any
 
 from pydantic import Field, StrictStr, field_validator
 
 from ..catalog.models import Credential
-from .common import WireModel, epoch
+from .common import WireModel, decode_base64_text, epoch
 
 
 class CreateCredentialRequest(WireModel):
@@ -26,19 +24,12 @@ class CreateCredentialRequest(WireModel):
     @field_validator("password")
     @classmethod
     def _base64(cls, v: str) -> str:
-        _decode(v)
+        decode_base64_text(v)
         return v
 
     @property
     def plain_password(self) -> str:
-        return _decode(self.password)
-
-
-def _decode(value: str) -> str:
-    try:
-        return base64.b64decode(value, validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
-        raise ValueError("must be base64-encoded UTF-8") from None
+        return decode_base64_text(self.password)
 
 
 class CredentialName(WireModel):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import datetime as dt
 import ipaddress
 import re
@@ -12,7 +10,7 @@ from typing import Annotated, Any, NamedTuple
 
 from pydantic import AfterValidator, Discriminator, Field, StrictBool, StrictInt, StrictStr, Tag, field_validator
 
-from .common import ENTITY_INSTANCE, POSTGRESQL_APP_ID, WireModel, epoch
+from .common import ENTITY_INSTANCE, POSTGRESQL_APP_ID, WireModel, decode_base64_text, epoch
 
 
 def _exactly(expected: object) -> Callable[[Any], Any]:
@@ -44,15 +42,12 @@ class SAUserModel(WireModel):
     @field_validator("password")
     @classmethod
     def _base64(cls, v: str) -> str:
-        try:
-            base64.b64decode(v, validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError):
-            raise ValueError("must be base64-encoded UTF-8") from None
+        decode_base64_text(v)
         return v
 
     @property
     def plain_password(self) -> str:
-        return base64.b64decode(self.password, validate=True).decode("utf-8")
+        return decode_base64_text(self.password)
 
 
 class SslOpt(WireModel):
