@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.support.service import seed_body
+from tests.support.service import catalog_counts, seed_body
 
 
 def _log_since(service, mark: int) -> str:
@@ -43,3 +43,38 @@ def test_non_ascii_base64_passwords_in_instance_and_credential_bodies(api, servi
     err = _envelope(api.post("/V4/Credential", json={"name": "nonascii", "username": "u", "password": "é"}), 400, 2)
     assert "password: must be base64-encoded UTF-8" in err["errorMessage"], err
     assert "Traceback" not in _log_since(service, mark)
+
+
+# -- 2. instance id 1 is a reserved placeholder: 404 wherever an instance is named ----------------------
+
+RESERVED = [
+    ("POST", "/Instance/1/action/dataAging", {}),
+    ("GET", "/Instance/1", {}),
+    ("PUT", "/Instance/1", {"json": {"instanceProperties": {"planEntity": {"planName": "default"}}}}),
+    ("POST", "/Instance/1", {"json": {"instanceProperties": {"planEntity": {"planName": "default"}}}}),
+    ("DELETE", "/Instance/1", {}),
+    ("DELETE", "/Instance/1", {"params": {"deleteBackups": "true"}}),
+    ("POST", "/DoBrowse", {"json": {"entity": {"instanceId": 1}}}),
+    ("POST", "/DoBrowse", {"json": {"entity": {"instanceName": "DefaultInstanceName"}}}),
+    ("POST", "/CreateTask", {"json": {"taskInfo": {"associations": [{"instanceId": 1}], "subTasks": [
+        {"subTask": {"subTaskType": 3, "operationType": 1001},
+         "options": {"restoreOptions": {"fileOption": {"sourceItem": ["/postgres"]}}}}]}}}),
+    ("POST", "/CreateTask", {"json": {"taskInfo": {"associations": [
+        {"clientName": "default", "instanceName": "DefaultInstanceName"}], "subTasks": [
+        {"subTask": {"subTaskType": 3, "operationType": 1001},
+         "options": {"restoreOptions": {"fileOption": {"sourceItem": ["/postgres"]}}}}]}}}),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "kw"), RESERVED)
+def test_the_reserved_instance_one_is_not_found(api, service, method, path, kw):
+    mark = len(service.log_text())
+    before = catalog_counts(service.home)
+    _envelope(api.request(method, path, **kw), 404, 6)
+    assert catalog_counts(service.home) == before
+    assert "Traceback" not in _log_since(service, mark)
+
+
+def test_the_reserved_instance_one_has_no_subclient_or_backupset(api):
+    assert api.get("/Subclient", params={"instanceId": 1}).json() == {"subClientProperties": []}
+    assert api.get("/Backupset", params={"instanceId": 1}).json() == {"backupsetProperties": []}

@@ -12,10 +12,10 @@ from fastapi import APIRouter, Body, Query, Request, Response
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
-from ..catalog.models import Instance, Job, RestorePoint
+from ..catalog.models import Job, RestorePoint
 from ..catalog.types import utcnow
 from ..context import Context
-from ..errors import Conflict, NotFound, PgvaultError
+from ..errors import Conflict, PgvaultError
 from ..pgtools.connection import probe
 from ..scheduler import next_backup_times
 from ..schemas.instance import (
@@ -184,9 +184,7 @@ def delete_instance(
              summary="Run Data Aging now: drop copies past their retention, report stray folders")
 def data_aging(ctx: ContextDep, user: UserDep, instance_id: int) -> dict:
     with ctx.catalog.begin() as s:
-        inst = s.get(Instance, instance_id)
-        if inst is None:
-            raise NotFound(f"instance {instance_id} does not exist")
+        inst = instances.get_any(s, instance_id)  # a deleted instance's backups still age
         job = aging.queue_aging(s, inst) or s.scalar(
             select(Job).where(Job.instance_id == inst.id, Job.job_type == "DataAging", Job.status == "Waiting"))
         assert job is not None

@@ -154,6 +154,22 @@ def get(session: Session, instance_id: int) -> Instance:
     return inst
 
 
+def is_placeholder(inst: Instance) -> bool:
+    """The deleted row that holds id 1 for cvpysdk's sake (``services.bootstrap``) is not an instance: it
+    has no subclient and never had a job or a backup. Every real instance gets its subclient when it is
+    created. (A catalog older than the placeholder may have a real instance 1, so the id alone says nothing.)"""
+    return not inst.subclients
+
+
+def get_any(session: Session, instance_id: int) -> Instance:
+    """A live or deleted instance (a deleted one keeps its backups, which still age and restore by id);
+    never the placeholder."""
+    inst = session.get(Instance, instance_id)
+    if inst is None or is_placeholder(inst):
+        raise NotFound(f"instance {instance_id} does not exist")
+    return inst
+
+
 # -- reading live instances as rows (GET /Instance, GET /Instance/{id}) ---------------------------------
 #
 # One statement per page, with SQLAlchemy Core: the page's ids first (an index scan of the live

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from ..catalog.models import Backupset, CloudAccount, Instance, Job, JobStatus, RestorePoint, Subclient
 from ..errors import BadRequest, NotFound
 from ..schemas.restore import CreateTaskRequest, RestoreOptions
+from .instances import is_placeholder
 
 RESTORE_SUBTASK, RESTORE_OPERATION = 3, 1001
 
@@ -88,7 +89,7 @@ def instance_by_entity(session: Session, entity: dict[str, Any], *, live_only: b
                 session.get(Subclient, ident) if key == "subclientId" else session.get(Backupset, ident)
             )
             inst = holder.instance if holder is not None else None
-        if inst is None:
+        if inst is None or is_placeholder(inst):
             raise NotFound(f"{key} {value} does not exist")
         return inst
     name = entity.get("instanceName")
@@ -100,7 +101,7 @@ def instance_by_entity(session: Session, entity: dict[str, Any], *, live_only: b
     client = entity.get("clientName")
     if client:
         q = q.join(CloudAccount).where(CloudAccount.name_key == str(client).lower())
-    found = session.scalars(q).all()
+    found = [inst for inst in session.scalars(q).all() if not is_placeholder(inst)]
     if not found:
         raise NotFound(f"instance {name!r}{f' of {client!r}' if client else ''} does not exist")
     if len(found) > 1:
