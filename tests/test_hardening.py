@@ -3,11 +3,14 @@ and changes nothing; HTTP's own rules (405 with Allow, HEAD, 413) are kept."""
 
 from __future__ import annotations
 
+import copy
+import json
+import sqlite3
 from typing import Any
 
 import httpx
 import pytest
-from tests.support.service import catalog_counts, seed_body
+from tests.support.service import b64, catalog_counts, seed_body
 
 
 def _log_since(service, mark: int) -> str:
@@ -78,3 +81,123 @@ def test_the_reserved_instance_one_is_not_found(api, service, method, path, kw):
 def test_the_reserved_instance_one_has_no_subclient_or_backupset(api):
     assert api.get("/Subclient", params={"instanceId": 1}).json() == {"subClientProperties": []}
     assert api.get("/Backupset", params={"instanceId": 1}).json() == {"backupsetProperties": []}
+
+
+# -- 3. NUL and control characters in what becomes a name, a host, a login or a database -----------------
+
+NUL = "\u0000"
+FIELDS = {
+    "instanceProperties.instance.instanceName": "nul" + NUL + "name",
+    "instanceProperties.instance.clientName": "default" + NUL,
+    "instanceProperties.version": "18" + NUL,
+    "instanceProperties.postGreSQLInstance.MaintainenceDB": "postgres" + NUL + "junk",
+    "instanceProperties.postGreSQLInstance.SAUser.userName": "postgres" + NUL + "x",
+    "instanceProperties.postGreSQLInstance.sslOpt.sslCa": "/etc/ssl/certs/ca-certificates.crt" + NUL + "x",
+    "instanceProperties.planEntity.planName": "default" + NUL,
+}
+CONTROL = {
+    "instanceProperties.instance.instanceName": "tab\tname",
+    "instanceProperties.instance.clientName": "default\n",
+    "instanceProperties.postGreSQLInstance.MaintainenceDB": "postgres\x01",
+    "instanceProperties.postGreSQLInstance.SAUser.userName": "postgres\r\n",
+    "instanceProperties.planEntity.planName": "default\x7f",
+}
+
+
+def _set(body: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
+    out = copy.deepcopy(body)
+    *parents, leaf = path.split(".")
+    node = out
+    for p in parents:
+        node = node.setdefault(p, {})
+    node[leaf] = value
+    return out
+
+
+@pytest.fixture()
+def body(pg) -> dict[str, Any]:
+    return seed_body(host="127.0.0.1", port=pg.port, user="postgres", password=pg.password, name="hardening")
+
+
+def _refused(api, service, payload: Any, field: str) -> dict[str, Any]:
+    before = catalog_counts(service.home)
+    err = _envelope(api.post("/Instance", json=payload), 400, 2)
+    assert field in err["errorMessage"], err
+    assert err["entity"]["instanceId"] == 0, err
+    assert catalog_counts(service.home) == before, "a refused request changed the catalog"
+    return err
+
+
+@pytest.mark.parametrize(("field", "value"), [*FIELDS.items(), *CONTROL.items()], ids=repr)
+def test_control_characters_are_refused_naming_the_field(api, service, body, field, value):
+    err = _refused(api, service, _set(body, field, value), field)
+    assert "control character" in err["errorMessage"] or "NUL" in err["errorMessage"], err
+
+
+@pytest.mark.parametrize("password", ["pass" + NUL + "word", "pass\nword", "pass\rword"])
+def test_passwords_that_libpq_cannot_carry_are_refused(api, service, body, password):
+    bad = _set(body, "instanceProperties.postGreSQLInstance.SAUser.password", b64(password))
+    _refused(api, service, bad, "SAUser.password")
+    r = api.post("/V4/Credential", json={"name": "cut-password", "username": "u", "password": b64(password)})
+    assert "password" in _envelope(r, 400, 2)["errorMessage"]
+
+
+@pytest.mark.parametrize("port", ["127.0.0.1" + NUL + ":5432", "127.0.0.1:5432" + NUL, "127.0.0.1\n:5432"])
+def test_control_characters_in_the_host_are_refused(api, service, body, port):
+    _refused(api, service, _set(body, "instanceProperties.postGreSQLInstance.port", port), "port")
+
+
+def test_nul_in_the_sdk_shape_is_refused_the_sdks_way(api, service, pg):
+    before = catalog_counts(service.home)
+    sdk = {"instanceProperties": {
+        "instance": {"clientName": "default", "instanceName": "sdk" + NUL, "appName": "PostgreSQL"},
+        "version": "18",
+        "postGreSQLInstance": {"MaintainenceDB": "postgres", "port": f"127.0.0.1:{pg.port}", "SAUser": {},
+                               "credentialEntity": {"credentialName": "whatever"}}}}
+    r = api.post("/Instance", json=sdk)
+    assert r.status_code == 200, r.text
+    assert r.json()["response"]["errorCode"] == 2, r.text
+    assert "instanceName" in r.json()["response"]["errorString"], r.text
+    assert catalog_counts(service.home) == before
+
+
+
+def test_a_stored_credential_with_a_control_character_is_refused_not_a_500(api, service, pg):
+    """Credentials stored before the rules were strict can hold such a login: the SDK's add says why."""
+    r = api.post("/V4/Credential", json={"name": "old-cred", "username": "postgres", "password": b64(pg.password)})
+    assert r.status_code == 200, r.text
+    conn = sqlite3.connect(service.home / "catalog.db", timeout=30)
+    try:
+        conn.execute("update credentials set username = ? where name = 'old-cred'", ("post\ngres",))
+        conn.commit()
+    finally:
+        conn.close()
+    before = catalog_counts(service.home)
+    sdk = {"instanceProperties": {
+        "instance": {"clientName": "default", "instanceName": "old-cred-instance", "appName": "PostgreSQL"},
+        "version": "18",
+        "postGreSQLInstance": {"MaintainenceDB": "postgres", "port": f"127.0.0.1:{pg.port}",
+                               "credentialEntity": {"credentialName": "old-cred"}}}}
+    r = api.post("/Instance", json=sdk)
+    assert r.status_code == 200 and r.json()["response"]["errorCode"] == 2, r.text
+    assert "old-cred" in r.json()["response"]["errorString"] and "userName" in r.json()["response"]["errorString"]
+    assert catalog_counts(service.home) == before
+
+@pytest.mark.parametrize(("path", "payload", "field"), [
+    ("/V2/Plan", {"planName": "p" + NUL}, "planName"),
+    ("/V2/Plan", {"planName": "nul-path", "destinations": [{"name": "d", "path": "/tmp/x" + NUL + "y"}]}, "path"),
+    ("/V2/Plan", {"planName": "nul-path2", "storage": {"path": "/tmp/x" + NUL + "y"}}, "path"),
+    ("/V2/Plan", {"planName": "nul-dest", "destinations": [{"name": "d\n", "path": "/tmp/x"}]}, "name"),
+    ("/V4/Credential", {"name": "c" + NUL, "username": "u", "password": "YQ=="}, "name"),
+    ("/V4/Credential", {"name": "cred-nul-user", "username": "u" + NUL, "password": "YQ=="}, "username"),
+    ("/Client", {"clientName": "c" + NUL}, "clientName"),
+])
+def test_nul_in_plan_credential_and_client_bodies(api, service, path, payload, field):
+    mark = len(service.log_text())
+    before = catalog_counts(service.home)
+    err = _envelope(api.post(path, json=payload), 400, 2)
+    assert field in err["errorMessage"], err
+    assert catalog_counts(service.home) == before
+    assert "Traceback" not in _log_since(service, mark)
+    listed = json.dumps([api.get(p).json() for p in ("/V2/Plan", "/V4/Credential", "/Client")])
+    assert "\\u0000" not in listed

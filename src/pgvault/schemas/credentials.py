@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from pydantic import Field, StrictStr, field_validator
 
 from ..catalog.models import Credential
-from .common import WireModel, decode_base64_text, epoch
+from .common import Name, Text, WireModel, decode_login_password, epoch
 
 
 class CreateCredentialRequest(WireModel):
@@ -16,20 +16,20 @@ class CreateCredentialRequest(WireModel):
 
     accountType: StrictStr = "DATABASE_ACCOUNT"
     databaseCredentialType: StrictStr = "POSTGRESQL"
-    name: Annotated[StrictStr, Field(min_length=1, max_length=255, pattern=r"^\S(.*\S)?$")]
-    username: Annotated[StrictStr, Field(min_length=1, max_length=255)]
+    name: Annotated[Name, Field(min_length=1, max_length=255, pattern=r"^\S(.*\S)?$")]
+    username: Annotated[Name, Field(min_length=1, max_length=255)]
     password: StrictStr  # base64 of the UTF-8 password
-    description: StrictStr | None = None
+    description: Text | None = None
 
     @field_validator("password")
     @classmethod
     def _base64(cls, v: str) -> str:
-        decode_base64_text(v)
+        decode_login_password(v)
         return v
 
     @property
     def plain_password(self) -> str:
-        return decode_base64_text(self.password)
+        return decode_login_password(self.password)
 
 
 class CredentialName(WireModel):

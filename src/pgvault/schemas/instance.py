@@ -10,7 +10,16 @@ from typing import Annotated, Any, NamedTuple
 
 from pydantic import AfterValidator, Discriminator, Field, StrictBool, StrictInt, StrictStr, Tag, field_validator
 
-from .common import ENTITY_INSTANCE, POSTGRESQL_APP_ID, WireModel, decode_base64_text, epoch
+from .common import (
+    ENTITY_INSTANCE,
+    POSTGRESQL_APP_ID,
+    Name,
+    Text,
+    WireModel,
+    decode_login_password,
+    epoch,
+    no_control,
+)
 
 
 def _exactly(expected: object) -> Callable[[Any], Any]:
@@ -30,29 +39,29 @@ DbEngine = Annotated[StrictStr, AfterValidator(_exactly("PostgreSQL"))]
 
 
 class InstanceRef(WireModel):
-    instanceName: Annotated[StrictStr, Field(max_length=255)] | None = None
+    instanceName: Annotated[Name, Field(max_length=255)] | None = None
     applicationId: ApplicationId = POSTGRESQL_APP_ID
-    clientName: Annotated[StrictStr, Field(max_length=255)] | None = None
+    clientName: Annotated[Name, Field(max_length=255)] | None = None
 
 
 class SAUserModel(WireModel):
-    userName: Annotated[StrictStr, Field(min_length=1, max_length=255)]
+    userName: Annotated[Name, Field(min_length=1, max_length=255)]
     password: StrictStr
 
     @field_validator("password")
     @classmethod
     def _base64(cls, v: str) -> str:
-        decode_base64_text(v)
+        decode_login_password(v)
         return v
 
     @property
     def plain_password(self) -> str:
-        return decode_base64_text(self.password)
+        return decode_login_password(self.password)
 
 
 class SslOpt(WireModel):
     sslEnabled: StrictBool = False
-    sslCa: StrictStr | None = None
+    sslCa: Text | None = None
 
 
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?$")
@@ -76,8 +85,8 @@ def parse_host_port(value: str) -> tuple[str, int]:
 
 
 class PostgreSQLInstance(WireModel):
-    MaintainenceDB: Annotated[StrictStr, Field(min_length=1, max_length=255)] = "postgres"
-    port: StrictStr
+    MaintainenceDB: Annotated[Name, Field(min_length=1, max_length=255)] = "postgres"
+    port: Name
     SAUser: SAUserModel
     cloudDBEngineType: CloudEngine
     sslOpt: SslOpt = SslOpt()
@@ -90,12 +99,12 @@ class PostgreSQLInstance(WireModel):
 
 
 class PlanRef(WireModel):
-    planName: Annotated[StrictStr, Field(min_length=1, max_length=255)]
+    planName: Annotated[Name, Field(min_length=1, max_length=255)]
 
 
 class InstanceProperties(WireModel):
     instance: InstanceRef
-    version: Annotated[StrictStr, Field(min_length=1, max_length=64)]
+    version: Annotated[Name, Field(min_length=1, max_length=64)]
     postGreSQLInstance: PostgreSQLInstance
     planEntity: PlanRef
     dbEngine: DbEngine
@@ -200,16 +209,16 @@ SEED_SHAPE, SDK_SHAPE = "seed", "cvpysdk"
 
 
 class CredentialRef(WireModel):
-    credentialName: StrictStr = ""
+    credentialName: Name = ""
 
 
 class StoragePolicyRef(WireModel):
-    storagePolicyName: StrictStr = ""
+    storagePolicyName: Name = ""
 
 
 class SdkInstanceRef(WireModel):
-    instanceName: Annotated[StrictStr, Field(min_length=1, max_length=255)]
-    clientName: Annotated[StrictStr, Field(max_length=255)] | None = None
+    instanceName: Annotated[Name, Field(min_length=1, max_length=255)]
+    clientName: Annotated[Name, Field(max_length=255)] | None = None
     appName: StrictStr = "PostgreSQL"
     applicationId: ApplicationId = POSTGRESQL_APP_ID
 
@@ -222,7 +231,7 @@ class SdkInstanceRef(WireModel):
 
 
 class SdkPostgreSQLInstance(WireModel):
-    MaintainenceDB: Annotated[StrictStr, Field(min_length=1, max_length=255)] = "postgres"
+    MaintainenceDB: Annotated[Name, Field(min_length=1, max_length=255)] = "postgres"
     port: StrictStr | StrictInt
     credentialEntity: CredentialRef
     logStoragePolicy: StoragePolicyRef = StoragePolicyRef()
@@ -232,6 +241,8 @@ class SdkPostgreSQLInstance(WireModel):
     @field_validator("port")
     @classmethod
     def _host_port(cls, v: str | int) -> str:
+        if isinstance(v, str):
+            no_control(v)
         if isinstance(v, int) or ":" not in v:
             raise ValueError(f"{v!r} is not in hostname:port format: a cloud instance is reached over the "
                              "network, so give its endpoint (an IPv6 address goes in brackets)")
@@ -241,7 +252,7 @@ class SdkPostgreSQLInstance(WireModel):
 
 class SdkInstanceProperties(WireModel):
     instance: SdkInstanceRef
-    version: Annotated[StrictStr, Field(min_length=1, max_length=64)]
+    version: Annotated[Name, Field(min_length=1, max_length=64)]
     postGreSQLInstance: SdkPostgreSQLInstance
     planEntity: PlanRef | None = None
     dbEngine: DbEngine = "PostgreSQL"

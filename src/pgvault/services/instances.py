@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy import Connection, Integer, bindparam, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -287,15 +288,20 @@ def from_sdk_request(session: Session, req: SdkCreateInstanceRequest, sealer: Se
         raise NotFound(f"storage policy {plan_name!r} is not a pgvault plan (logStoragePolicy.storagePolicyName "
                        "names the plan; GET /V2/Plan lists them)")
     password = credentials.password_of(cred, sealer)
-    return CreateInstanceRequest.model_validate({"instanceProperties": {
-        "instance": {"instanceName": props.instance.instanceName, "applicationId": props.instance.applicationId,
-                     "clientName": props.instance.clientName},
-        "version": props.version,
-        "postGreSQLInstance": {
-            "MaintainenceDB": pg.MaintainenceDB, "port": pg.port,
-            "SAUser": {"userName": cred.username, "password": base64.b64encode(password.encode()).decode()},
-            "cloudDBEngineType": pg.cloudDBEngineType, "sslOpt": pg.sslOpt.model_dump(),
-        },
-        "planEntity": {"planName": plan_name},
-        "dbEngine": props.dbEngine,
-    }})
+    try:
+        return CreateInstanceRequest.model_validate({"instanceProperties": {
+            "instance": {"instanceName": props.instance.instanceName, "applicationId": props.instance.applicationId,
+                         "clientName": props.instance.clientName},
+            "version": props.version,
+            "postGreSQLInstance": {
+                "MaintainenceDB": pg.MaintainenceDB, "port": pg.port,
+                "SAUser": {"userName": cred.username, "password": base64.b64encode(password.encode()).decode()},
+                "cloudDBEngineType": pg.cloudDBEngineType, "sslOpt": pg.sslOpt.model_dump(),
+            },
+            "planEntity": {"planName": plan_name},
+            "dbEngine": props.dbEngine,
+        }})
+    except ValidationError as exc:  # a credential stored before its rules were the seed's (control characters)
+        reasons = "; ".join(f"{'.'.join(str(p) for p in e['loc'][-2:])}: {e['msg']}" for e in exc.errors())
+        raise BadRequest(f"credential {name!r} holds a login pgvault cannot use ({reasons}); "
+                         "replace the credential") from None
