@@ -201,3 +201,15 @@ def test_nul_in_plan_credential_and_client_bodies(api, service, path, payload, f
     assert "Traceback" not in _log_since(service, mark)
     listed = json.dumps([api.get(p).json() for p in ("/V2/Plan", "/V4/Credential", "/Client")])
     assert "\\u0000" not in listed
+
+
+# -- 4. a body that is not JSON: errorCode 2, as docs/api.md says ---------------------------------------
+
+@pytest.mark.parametrize("raw", [b"\xff\xfe{}", b'{"planName": "\xe9"}', b"[" * 100_000])
+@pytest.mark.parametrize("path", ["/V2/Plan", "/Instance"])
+def test_a_body_that_is_not_json_is_error_code_2(api, service, raw, path):
+    before = catalog_counts(service.home)
+    r = api.post(path, content=raw, headers={"Content-Type": "application/json"})
+    err = _envelope(r, 400, 2)
+    assert "JSON" in err["errorMessage"], err
+    assert catalog_counts(service.home) == before

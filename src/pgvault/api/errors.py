@@ -88,6 +88,12 @@ def install(app: FastAPI, public_paths: frozenset[str]) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:
+            # FastAPI's own refusal of a body it could not parse as JSON at all (bytes that are not UTF-8,
+            # nesting deeper than the parser goes): malformed JSON, errorCode 2 like any other.
+            cause = exc.__cause__
+            reason = f"{type(cause).__name__}: {cause}" if cause is not None else str(exc.detail)
+            return _refusal(request, 400, 2, f"malformed JSON: {reason}", _default_entity(request))
         messages = {404: f"no such endpoint: {request.method} {request.url.path}",
                     405: f"{request.method} is not allowed on {request.url.path}"}
         return envelope(exc.status_code, exc.status_code, messages.get(exc.status_code, str(exc.detail)))
