@@ -213,3 +213,40 @@ def test_a_body_that_is_not_json_is_error_code_2(api, service, raw, path):
     err = _envelope(r, 400, 2)
     assert "JSON" in err["errorMessage"], err
     assert catalog_counts(service.home) == before
+
+
+# -- 5. a bad value is echoed bounded -----------------------------------------------------------------
+
+@pytest.mark.parametrize(("field", "shape"), [
+    ("instanceProperties.postGreSQLInstance.port", "{}"),
+    ("instanceProperties.postGreSQLInstance.port", "{}:5432"),
+    ("instanceProperties.dbEngine", "{}"),
+    ("instanceProperties.postGreSQLInstance.cloudDBEngineType", "{}"),
+])
+def test_a_huge_bad_value_is_echoed_bounded(api, service, body, field, shape):
+    value = shape.format("9" * 1_000_000)
+    err = _refused(api, service, _set(body, field, value), field)
+    message = err["errorMessage"]
+    assert len(message) < 1000, message[:300]
+    assert "9" * 100 + "…" in message and "9" * 101 not in message, message
+
+
+def test_bounded_echoes_elsewhere(api):
+    err = _envelope(api.post("/V2/Plan", json={"planName": "cron", "schedule": {"cron": "x" * 500_000}}), 400, 2)
+    assert len(err["errorMessage"]) < 1000 and "x" * 100 + "…" in err["errorMessage"], err["errorMessage"][:300]
+    r = api.post("/Subclient/2/action/backup", params={"backupLevel": "y" * 5000})
+    err = _envelope(r, 400, 2)
+    assert len(err["errorMessage"]) < 1000 and "y" * 100 + "…" in err["errorMessage"], err["errorMessage"][:300]
+    task = {"taskInfo": {"associations": [{"instanceId": 2}], "subTasks": [
+        {"subTask": {"subTaskType": 3, "operationType": 1001},
+         "options": {"restoreOptions": {"postgresRstOption": {"renameDatabases": {"k" * 500_000: 5}}}}}]}}
+    err = _envelope(api.post("/CreateTask", json=task), 400, 2)  # a dict key in the field's path
+    assert len(err["errorMessage"]) < 1000 and "k" * 100 + "…" in err["errorMessage"], err["errorMessage"][:300]
+    body = {"instanceProperties": {"postGreSQLInstance": {"port": "[" + "1:" * 300_000 + "]:5432"}}}
+    err = _envelope(api.post("/Instance", json=body), 400, 2)
+    assert len(err["errorMessage"]) < 1000 and "1:" * 49 + "…" in err["errorMessage"], err["errorMessage"][:300]
+    many = {"taskInfo": {"associations": [{"instanceId": 2}], "subTasks": [
+        {"subTask": {"subTaskType": 3, "operationType": 1001},
+         "options": {"restoreOptions": {"fileOption": {"sourceItem": [1] * 1000}}}}]}}
+    err = _envelope(api.post("/CreateTask", json=many), 400, 2)  # a thousand errors: the message is bounded
+    assert 1000 < len(err["errorMessage"]) <= 2001 and err["errorMessage"].endswith("…"), len(err["errorMessage"])

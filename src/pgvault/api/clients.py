@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from ..catalog.models import CloudAccount
-from ..errors import Conflict, NotFound
+from ..errors import Conflict, NotFound, shown
 from ..schemas.clients import client_entity, client_properties
 from ..schemas.common import ENTITY_CLIENT, Name, Text, WireModel
 from .deps import ContextDep, UserDep
@@ -49,14 +49,14 @@ def create_client(ctx: ContextDep, _: UserDep, body: Annotated[CreateClientReque
     try:
         with ctx.catalog.begin() as s:
             if s.scalar(select(CloudAccount.id).where(CloudAccount.name_key == body.clientName.lower())):
-                raise Conflict(f"a cloud account named {body.clientName!r} already exists")
+                raise Conflict(f"a cloud account named {shown(body.clientName)} already exists")
             account = CloudAccount(name=body.clientName, name_key=body.clientName.lower(),
                                    description=body.description)
             s.add(account)
             s.flush()
             entity = {**client_entity(account), "_type_": ENTITY_CLIENT}
     except IntegrityError:
-        raise Conflict(f"a cloud account named {body.clientName!r} already exists") from None
+        raise Conflict(f"a cloud account named {shown(body.clientName)} already exists") from None
     return {"response": {"errorCode": 0, "entity": entity}}
 
 

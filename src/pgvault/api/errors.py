@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError, StatementError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..errors import NotAuthenticated, PgvaultError
+from ..errors import ECHO_CHARS, MESSAGE_CHARS, NotAuthenticated, PgvaultError, clip
 from ..schemas.instance import SDK_SHAPE, SEED_SHAPE, instance_entity
 from .deps import check_token, run_read
 
@@ -23,8 +23,10 @@ log = logging.getLogger("pgvault.api")
 
 
 def envelope(status: int, code: int, message: str, entity: dict[str, Any] | None = None) -> JSONResponse:
-    return JSONResponse(status_code=status,
-                        content={"errorCode": code, "errorMessage": message, "entity": entity or {}})
+    """Command Center's error body. Messages quote bad values through ``errors.shown`` (bounded); the
+    message as a whole is bounded here too, whatever it quotes (a list of many errors, an OS error)."""
+    return JSONResponse(status_code=status, content={
+        "errorCode": code, "errorMessage": clip(message, MESSAGE_CHARS), "entity": entity or {}})
 
 
 def reply_errors_in_body(request: Request) -> None:
@@ -36,6 +38,7 @@ def reply_errors_in_body(request: Request) -> None:
 
 def _refusal(request: Request, status: int, code: int, message: str, entity: dict[str, Any]) -> JSONResponse:
     if getattr(request.state, "errors_in_body", False):
+        message = clip(message, MESSAGE_CHARS)
         return JSONResponse(status_code=200, content={
             "errorCode": code, "errorMessage": message, "entity": entity,
             "response": {"errorCode": code, "errorString": message, "entity": entity},
@@ -51,7 +54,7 @@ def _default_entity(request: Request) -> dict[str, Any]:
 def describe_validation(errors: list[Any]) -> str:
     parts = []
     for err in errors:
-        loc = [str(p) for p in err.get("loc", ()) if p != "body"]
+        loc = [clip(str(p), ECHO_CHARS) for p in err.get("loc", ()) if p != "body"]  # keys of a dict sent
         if loc and loc[0] in (SEED_SHAPE, SDK_SHAPE):  # which of POST /Instance's two shapes was read
             loc = loc[1:]
         msg = str(err.get("msg", "invalid"))

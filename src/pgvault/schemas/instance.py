@@ -10,6 +10,7 @@ from typing import Annotated, Any, NamedTuple
 
 from pydantic import AfterValidator, Discriminator, Field, StrictBool, StrictInt, StrictStr, Tag, field_validator
 
+from ..errors import shown
 from .common import (
     ENTITY_INSTANCE,
     POSTGRESQL_APP_ID,
@@ -27,7 +28,7 @@ def _exactly(expected: object) -> Callable[[Any], Any]:
 
     def check(value: Any) -> Any:
         if value != expected:
-            raise ValueError(f"must be {expected!r}, not {value!r}")
+            raise ValueError(f"must be {expected!r}, not {shown(value)}")
         return value
 
     return check
@@ -73,14 +74,17 @@ def parse_host_port(value: str) -> tuple[str, int]:
         r"([^:\[\]\s]+):(\d{1,5})", value
     )
     if not m:
-        raise ValueError(f"{value!r} is not in hostname:port format (an IPv6 address goes in brackets)")
+        raise ValueError(f"{shown(value)} is not in hostname:port format (an IPv6 address goes in brackets)")
     host, port = m.group(1), int(m.group(2))
     if not 1 <= port <= 65535:
         raise ValueError(f"port {port} is outside 1-65535")
     if value.startswith("["):
-        ipaddress.IPv6Address(host.split("%")[0])
+        try:
+            ipaddress.IPv6Address(host.split("%")[0])
+        except ValueError:  # its own message quotes the whole address
+            raise ValueError(f"{shown(host)} is not an IPv6 address") from None
     elif not _HOSTNAME.match(host):
-        raise ValueError(f"{host!r} is not a valid host name")
+        raise ValueError(f"{shown(host)} is not a valid host name")
     return host, port
 
 
@@ -226,7 +230,7 @@ class SdkInstanceRef(WireModel):
     @classmethod
     def _postgresql(cls, v: str) -> str:
         if v.lower() != "postgresql":
-            raise ValueError(f"must be PostgreSQL, not {v!r}")
+            raise ValueError(f"must be PostgreSQL, not {shown(v)}")
         return v
 
 
@@ -244,7 +248,7 @@ class SdkPostgreSQLInstance(WireModel):
         if isinstance(v, str):
             no_control(v)
         if isinstance(v, int) or ":" not in v:
-            raise ValueError(f"{v!r} is not in hostname:port format: a cloud instance is reached over the "
+            raise ValueError(f"{shown(v)} is not in hostname:port format: a cloud instance is reached over the "
                              "network, so give its endpoint (an IPv6 address goes in brackets)")
         parse_host_port(v)
         return v

@@ -11,6 +11,7 @@ from croniter import CroniterBadDateError, croniter
 from pydantic import Field, StrictBool, StrictInt, StrictStr, field_validator, model_validator
 
 from ..catalog.models import Plan
+from ..errors import shown
 from ..services.destinations import describe
 from .common import Name, Text, WireModel
 
@@ -93,15 +94,15 @@ class ScheduleBody(WireModel):
         try:
             ZoneInfo(self.timeZone)
         except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"timeZone {self.timeZone!r} is not an IANA time zone") from None
+            raise ValueError(f"timeZone {shown(self.timeZone)} is not an IANA time zone") from None
         if self.cron is not None:
             if len(self.cron.split()) != 5 or not croniter.is_valid(self.cron):
-                raise ValueError(f"cron {self.cron!r} is not a five-field cron expression (minute hour day month "
+                raise ValueError(f"cron {shown(self.cron)} is not a five-field cron expression (minute hour day month "
                                  "weekday)")
             try:
                 croniter(self.cron, dt.datetime(2026, 1, 1), max_years_between_matches=8).get_next(dt.datetime)
             except CroniterBadDateError:
-                raise ValueError(f"cron {self.cron!r} never fires") from None
+                raise ValueError(f"cron {shown(self.cron)} never fires") from None
         return self
 
 

@@ -19,7 +19,7 @@ from ..catalog.models import Backupset, CloudAccount, Instance, Job, Plan, Subcl
 from ..catalog.prepared import DriverReader, Prepared
 from ..catalog.types import utcnow
 from ..crypto import Sealer
-from ..errors import BadRequest, Conflict, NotFound
+from ..errors import BadRequest, Conflict, NotFound, shown
 from ..pgtools.connection import ServerAddress, ServerInfo
 from ..scheduler import Scheduled
 from ..schemas.instance import CreateInstanceRequest, InstanceRow, SdkCreateInstanceRequest, parse_host_port
@@ -31,14 +31,14 @@ PASSWORD_CONTEXT = "instance.password"  # noqa: S105 - an AEAD context label
 def find_cloud_account(session: Session, name: str) -> CloudAccount:
     account = session.scalar(select(CloudAccount).where(CloudAccount.name_key == name.lower()))
     if account is None:
-        raise NotFound(f"cloud account (client) {name!r} does not exist")
+        raise NotFound(f"cloud account (client) {shown(name)} does not exist")
     return account
 
 
 def find_plan(session: Session, name: str) -> Plan:
     plan = session.scalar(select(Plan).where(Plan.name_key == name.lower()))
     if plan is None:
-        raise NotFound(f"plan {name!r} does not exist")
+        raise NotFound(f"plan {shown(name)} does not exist")
     return plan
 
 
@@ -63,7 +63,7 @@ def check_request(req: CreateInstanceRequest, connect_timeout: int) -> Registrat
             raise BadRequest("sslOpt.sslCa is given but sslOpt.sslEnabled is false")
         path = Path(ca)
         if not path.is_file() or not os.access(path, os.R_OK):
-            raise BadRequest(f"sslOpt.sslCa: the CA file {ca!r} does not exist or cannot be read")
+            raise BadRequest(f"sslOpt.sslCa: the CA file {shown(ca)} does not exist or cannot be read")
     declared_major(props.version)
     return Registration(
         name=props.instance.instanceName or pg.port,
@@ -82,7 +82,7 @@ def declared_major(version: str) -> str:
     """"14", "14.2", "PostgreSQL 14" -> "14"; "9.6.24" -> "9.6" (majors before 10 had two parts)."""
     m = re.search(r"([0-9]{1,4})(?:\.([0-9]{1,4}))?", version)
     if not m:
-        raise BadRequest(f"version {version!r} is not a PostgreSQL version")
+        raise BadRequest(f"version {shown(version)} is not a PostgreSQL version")
     major = int(m.group(1))
     if major < 10 and m.group(2) is not None:
         return f"{major}.{m.group(2)}"
@@ -99,7 +99,7 @@ def ensure_name_free(session: Session, account: CloudAccount, name: str) -> None
                                   Instance.deleted_at.is_(None))
     )
     if clash is not None:
-        raise Conflict(f"an instance named {name!r} already exists in cloud account {account.name!r}")
+        raise Conflict(f"an instance named {shown(name)} already exists in cloud account {account.name!r}")
 
 
 def same_server(session: Session, inst: Instance) -> list[str]:
@@ -129,7 +129,8 @@ def create(session: Session, reg: Registration, info: ServerInfo, sealer: Sealer
     try:
         session.flush()
     except IntegrityError:
-        raise Conflict(f"an instance named {reg.name!r} already exists in cloud account {account.name!r}") from None
+        raise Conflict(f"an instance named {shown(reg.name)} already exists in cloud account "
+                       f"{account.name!r}") from None
     backupset = Backupset(instance=inst, name="DumpBasedBackupSet", is_default=True)
     session.add(backupset)
     session.add(Subclient(instance=inst, backupset=backupset, name="default", is_default=True))
@@ -281,11 +282,11 @@ def from_sdk_request(session: Session, req: SdkCreateInstanceRequest, sealer: Se
     policy = pg.logStoragePolicy.storagePolicyName
     planned = props.planEntity.planName if props.planEntity else ""
     if policy and planned and policy.lower() != planned.lower():
-        raise BadRequest(f"logStoragePolicy.storagePolicyName {policy!r} and planEntity.planName {planned!r} "
+        raise BadRequest(f"logStoragePolicy.storagePolicyName {shown(policy)} and planEntity.planName {shown(planned)} "
                          "name different plans")
     plan_name = policy or planned or "default"
     if session.scalar(select(Plan.id).where(Plan.name_key == plan_name.lower())) is None:
-        raise NotFound(f"storage policy {plan_name!r} is not a pgvault plan (logStoragePolicy.storagePolicyName "
+        raise NotFound(f"storage policy {shown(plan_name)} is not a pgvault plan (logStoragePolicy.storagePolicyName "
                        "names the plan; GET /V2/Plan lists them)")
     password = credentials.password_of(cred, sealer)
     try:
@@ -303,5 +304,5 @@ def from_sdk_request(session: Session, req: SdkCreateInstanceRequest, sealer: Se
         }})
     except ValidationError as exc:  # a credential stored before its rules were the seed's (control characters)
         reasons = "; ".join(f"{'.'.join(str(p) for p in e['loc'][-2:])}: {e['msg']}" for e in exc.errors())
-        raise BadRequest(f"credential {name!r} holds a login pgvault cannot use ({reasons}); "
+        raise BadRequest(f"credential {shown(name)} holds a login pgvault cannot use ({reasons}); "
                          "replace the credential") from None
