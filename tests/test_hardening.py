@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.support.service import b64, catalog_counts, seed_body
+from tests.support.service import BASE, b64, catalog_counts, seed_body
 
 
 def _log_since(service, mark: int) -> str:
@@ -250,3 +250,35 @@ def test_bounded_echoes_elsewhere(api):
          "options": {"restoreOptions": {"fileOption": {"sourceItem": [1] * 1000}}}}]}}
     err = _envelope(api.post("/CreateTask", json=many), 400, 2)  # a thousand errors: the message is bounded
     assert 1000 < len(err["errorMessage"]) <= 2001 and err["errorMessage"].endswith("…"), len(err["errorMessage"])
+
+
+# -- 6. 405 says what is allowed; HEAD works wherever GET does -------------------------------------------
+
+def test_405_carries_allow(api):
+    r = api.request("DELETE", "/Jobs")
+    _envelope(r, 405, 405)
+    assert r.headers["allow"] == "POST"
+    r = api.request("PATCH", "/Instance/2")
+    _envelope(r, 405, 405)
+    assert set(r.headers["allow"].split(", ")) == {"GET", "HEAD", "PUT", "POST", "DELETE"}
+    r = api.request("HEAD", "/Jobs")
+    assert r.status_code == 405 and r.headers["allow"] == "POST"
+
+
+def test_head_answers_wherever_get_does(api, anon, service):
+    paths = [p for p, ops in httpx.get(service.url + "/openapi.json").json()["paths"].items() if "get" in ops]
+    assert len(paths) > 15
+    for template in paths:
+        path = template.replace(BASE, "", 1)
+        for param in ("{instance_id}", "{job_id}", "{client_id}", "{plan_id}", "{point_id}", "{backupset_id}",
+                      "{subclient_id}", "{credential_id}"):
+            path = path.replace(param, "2")
+        assert "{" not in path, path
+        get, head = api.get(path), api.request("HEAD", path)
+        assert head.status_code == get.status_code, (path, get.status_code, head.status_code)
+        assert head.content == b"", path
+        if get.status_code == 200:
+            assert head.headers["content-type"] == get.headers["content-type"], path
+    assert anon.request("HEAD", "/").status_code == 200
+    r = anon.request("HEAD", "/Instance")
+    assert r.status_code == 401 and r.content == b""

@@ -14,6 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError, StatementError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Route
 
 from ..errors import ECHO_CHARS, MESSAGE_CHARS, NotAuthenticated, PgvaultError, clip
 from ..schemas.instance import SDK_SHAPE, SEED_SHAPE, instance_entity
@@ -49,6 +50,20 @@ def _refusal(request: Request, status: int, code: int, message: str, entity: dic
 def _default_entity(request: Request) -> dict[str, Any]:
     path = request.url.path.lower().rstrip("/")
     return instance_entity() if path.endswith("/instance") else {}
+
+
+_METHOD_ORDER = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def allowed_methods(request: Request) -> str:
+    """The ``Allow`` of a 405: the methods of every route of this path (a path is served by several
+    routes, one or two methods each, and the route Starlette picked knows only its own)."""
+    path = request.scope["path"]
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        if isinstance(route, Route) and route.methods and route.path_regex.match(path):
+            methods |= route.methods
+    return ", ".join(sorted(methods, key=lambda m: (_METHOD_ORDER.index(m) if m in _METHOD_ORDER else 99, m)))
 
 
 def describe_validation(errors: list[Any]) -> str:
@@ -99,7 +114,10 @@ def install(app: FastAPI, public_paths: frozenset[str]) -> None:
             return _refusal(request, 400, 2, f"malformed JSON: {reason}", _default_entity(request))
         messages = {404: f"no such endpoint: {request.method} {request.url.path}",
                     405: f"{request.method} is not allowed on {request.url.path}"}
-        return envelope(exc.status_code, exc.status_code, messages.get(exc.status_code, str(exc.detail)))
+        answer = envelope(exc.status_code, exc.status_code, messages.get(exc.status_code, str(exc.detail)))
+        if exc.status_code == 405:
+            answer.headers["Allow"] = allowed_methods(request)
+        return answer
 
     @app.exception_handler(OverflowError)
     async def _overflow(request: Request, exc: OverflowError) -> JSONResponse:
