@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import socket
 import sqlite3
 from typing import Any
 
@@ -282,3 +283,49 @@ def test_head_answers_wherever_get_does(api, anon, service):
     assert anon.request("HEAD", "/").status_code == 200
     r = anon.request("HEAD", "/Instance")
     assert r.status_code == 401 and r.content == b""
+
+
+# -- 7. a body over PGVAULT_MAX_BODY_BYTES is refused with 413, unread -----------------------------------
+
+LIMIT = 1024 * 1024
+
+
+def test_a_body_over_the_limit_is_413(api, service):
+    before = catalog_counts(service.home)
+    big = json.dumps({"planName": "too-big", "pad": "x" * LIMIT}).encode()
+    err = _envelope(api.post("/V2/Plan", content=big, headers={"Content-Type": "application/json"}), 413, 2)
+    assert str(LIMIT) in err["errorMessage"], err
+    assert catalog_counts(service.home) == before
+
+
+def test_a_chunked_body_over_the_limit_is_413(api, service):
+    def chunks():
+        for _ in range(64):  # 4 MiB, without a Content-Length
+            yield b"x" * 65536
+
+    r = api.post("/V2/Plan", content=chunks(), headers={"Content-Type": "application/json"})
+    _envelope(r, 413, 2)
+
+
+def test_a_declared_length_over_the_limit_is_refused_before_the_body_is_read(api, service):
+    token = api.token
+    with socket.create_connection(("127.0.0.1", service.port), timeout=10) as sock:
+        sock.sendall(
+            f"POST {BASE}/V2/Plan HTTP/1.1\r\nHost: x\r\nAuthtoken: {token}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {10 * 1024**3}\r\n\r\n{{".encode())
+        answer = b""
+        while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+            chunk = sock.recv(65536)  # times out (fails) if the server waits for 10 GiB
+            if not chunk:
+                break
+            answer += chunk
+    head, _, payload = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 413"), answer[:300]
+    assert json.loads(payload)["errorCode"] == 2
+
+
+def test_a_body_under_the_limit_is_read(api):
+    big = json.dumps({"planName": "padded", "pad": "x" * (LIMIT - 100)}).encode()
+    r = api.post("/V2/Plan", content=big, headers={"Content-Type": "application/json"})
+    assert r.status_code == 200, r.text[:300]
+    assert api.delete(f"/V2/Plan/{r.json()['plan']['summary']['plan']['planId']}").status_code == 200

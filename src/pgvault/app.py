@@ -27,6 +27,7 @@ from .api import (
     subclients,
     tasks,
 )
+from .api.limits import BodyLimit
 from .api.paths import CanonicalPaths
 from .context import Context
 from .settings import Settings
@@ -67,6 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             _add_head(app, route)
     errors.install(app, frozenset({BASE, BASE + "/", BASE + "/Login", BASE + "/RenewLoginToken"}))
     app.add_middleware(CanonicalPaths, templates=templates)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)  # outermost: before anything else
     return app
 
 

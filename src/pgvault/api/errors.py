@@ -66,6 +66,11 @@ def allowed_methods(request: Request) -> str:
     return ", ".join(sorted(methods, key=lambda m: (_METHOD_ORDER.index(m) if m in _METHOD_ORDER else 99, m)))
 
 
+def body_too_large(request: Request, message: str) -> JSONResponse:
+    """413 for a body over ``PGVAULT_MAX_BODY_BYTES`` (``api/limits.py``): bad input, errorCode 2."""
+    return _refusal(request, 413, 2, message, _default_entity(request))
+
+
 def describe_validation(errors: list[Any]) -> str:
     parts = []
     for err in errors:
@@ -112,6 +117,8 @@ def install(app: FastAPI, public_paths: frozenset[str]) -> None:
             cause = exc.__cause__
             reason = f"{type(cause).__name__}: {cause}" if cause is not None else str(exc.detail)
             return _refusal(request, 400, 2, f"malformed JSON: {reason}", _default_entity(request))
+        if exc.status_code == 413:
+            return body_too_large(request, str(exc.detail))
         messages = {404: f"no such endpoint: {request.method} {request.url.path}",
                     405: f"{request.method} is not allowed on {request.url.path}"}
         answer = envelope(exc.status_code, exc.status_code, messages.get(exc.status_code, str(exc.detail)))
