@@ -77,7 +77,7 @@ def test_no_get_route_opens_a_write_transaction():
 
     writes = []
     for route in create_app().routes:
-        if isinstance(route, APIRoute) and route.methods & {"GET"}:
-            if "write=True" in inspect.getsource(route.endpoint):
-                writes.append(route.path)
+        if isinstance(route, APIRoute) and route.methods & {"GET"} and \
+                "write=True" in inspect.getsource(route.endpoint):
+            writes.append(route.path)
     assert not writes, writes

@@ -27,6 +27,7 @@ from .api import (
     subclients,
     tasks,
 )
+from .api.limits import BodyLimit
 from .api.paths import CanonicalPaths
 from .context import Context
 from .settings import Settings
@@ -62,8 +63,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             _add_route(app, BASE, route)
             templates.append(BASE + route.path)
     app.add_api_route(BASE, root.root, methods=["GET"], include_in_schema=False)
+    for route in list(app.router.routes):
+        if isinstance(route, APIRoute) and "GET" in (route.methods or ()):
+            _add_head(app, route)
     errors.install(app, frozenset({BASE, BASE + "/", BASE + "/Login", BASE + "/RenewLoginToken"}))
     app.add_middleware(CanonicalPaths, templates=templates)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)  # outermost: before anything else
     return app
 
 
@@ -83,6 +88,16 @@ def _add_route(app: FastAPI, prefix: str, route: BaseRoute) -> None:
         tags=route.tags, summary=route.summary, description=route.description,
         response_model=route.response_model, status_code=route.status_code,
         include_in_schema=route.include_in_schema,
+    )
+
+
+def _add_head(app: FastAPI, route: APIRoute) -> None:
+    """HEAD wherever GET answers (HTTP requires it of a GET resource; FastAPI, unlike Starlette, does not
+    add it): the same endpoint under HEAD alone, after every other route so that GETs are matched as
+    before, and out of the OpenAPI document. uvicorn sends the GET's status and headers without the body."""
+    app.router.add_api_route(
+        route.path, route.endpoint, methods=["HEAD"], name=route.name, response_model=route.response_model,
+        status_code=route.status_code, include_in_schema=False,
     )
 
 

@@ -8,7 +8,6 @@ which key opens which value (``pgvault keys``, ``services/keys.py``).
 from __future__ import annotations
 
 import base64
-import binascii
 import contextlib
 import hashlib
 import logging
@@ -57,7 +56,7 @@ class Sealer:
 def decode_master_key(text: str) -> bytes:
     try:
         return base64.b64decode(text.strip(), validate=True)
-    except binascii.Error as exc:
+    except ValueError as exc:  # binascii.Error, or text that is not ASCII
         raise MasterKeyError("PGVAULT_MASTER_KEY is not valid base64") from exc
 
 

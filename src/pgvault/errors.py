@@ -10,6 +10,24 @@ from __future__ import annotations
 
 from typing import Any
 
+ECHO_CHARS = 100  # of a bad value, quoted back in an error message
+MESSAGE_CHARS = 2000  # of a whole error message, whatever it quotes (api/errors.py)
+
+
+def clip(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters and "…"."""
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def shown(value: object) -> str:
+    """A value from a request, quoted for an error message: its repr, of a string the first ECHO_CHARS
+    characters (then "…"), so that a megabyte of bad input is neither sent back nor logged whole. Every
+    message that quotes what the client sent goes through here."""
+    if isinstance(value, str) and len(value) > ECHO_CHARS:
+        quoted = repr(value[:ECHO_CHARS])
+        return quoted[:-1] + "…" + quoted[-1]
+    return clip(repr(value), ECHO_CHARS)
+
 
 class PgvaultError(Exception):
     http_status = 500

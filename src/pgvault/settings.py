@@ -32,6 +32,8 @@ class Settings(BaseSettings):
     workers: int = Field(2, ge=0, description="backup/restore jobs run at once by this process")
     dump_parallelism: int = Field(2, ge=1, description="databases of one instance dumped at once")
     connect_timeout_seconds: int = Field(10, ge=1)
+    max_body_bytes: int = Field(
+        1024 * 1024, ge=1, description="the largest request body accepted; a larger one is refused with 413, unread")
     lock_wait_seconds: int = Field(600, ge=1, description="how long pg_dump waits for a table lock")
     compressor: Literal["auto", "zstd", "builtin"] = Field(
         "auto", description="what compresses dumps and decompresses them for restores: the zstd program "

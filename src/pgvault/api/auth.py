@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Security
 from pydantic import StrictStr
 
 from ..errors import BadRequest
-from ..schemas.common import WireModel
+from ..schemas.common import WireModel, decode_base64_text
 from ..services import auth
 from .deps import ContextDep, UserDep, authtoken_header
 
@@ -25,9 +23,9 @@ class LoginRequest(WireModel):
 @router.post("/Login", summary="Log in; returns the token for the Authtoken header")
 def login(ctx: ContextDep, body: Annotated[LoginRequest, Body()]) -> dict:
     try:
-        password = base64.b64decode(body.password, validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
-        raise BadRequest("password must be base64-encoded") from None
+        password = decode_base64_text(body.password)
+    except ValueError as exc:
+        raise BadRequest(f"password {exc}") from None
     with ctx.catalog.transaction(write=False) as s:
         row = auth.password_row(s, body.username)
     user = auth.check_password(row, password)  # scrypt, outside any transaction

@@ -5,22 +5,22 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Query
-from pydantic import Field, StrictStr
+from pydantic import Field
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from ..catalog.models import CloudAccount
-from ..errors import Conflict, NotFound
+from ..errors import Conflict, NotFound, shown
 from ..schemas.clients import client_entity, client_properties
-from ..schemas.common import ENTITY_CLIENT, WireModel
+from ..schemas.common import ENTITY_CLIENT, Name, Text, WireModel
 from .deps import ContextDep, UserDep
 
 router = APIRouter(tags=["clients (cloud accounts)"])
 
 
 class CreateClientRequest(WireModel):
-    clientName: Annotated[StrictStr, Field(min_length=1, max_length=255, pattern=r"^\S(.*\S)?$")]
-    description: StrictStr = ""
+    clientName: Annotated[Name, Field(min_length=1, max_length=255, pattern=r"^\S(.*\S)?$")]
+    description: Text = ""
 
 
 @router.get("/Client", summary="List cloud accounts (?PseudoClientType=: pseudo-clients, of which pgvault has none)")
@@ -49,14 +49,14 @@ def create_client(ctx: ContextDep, _: UserDep, body: Annotated[CreateClientReque
     try:
         with ctx.catalog.transaction(write=True) as s:
             if s.scalar(select(CloudAccount.id).where(CloudAccount.name_key == body.clientName.lower())):
-                raise Conflict(f"a cloud account named {body.clientName!r} already exists")
+                raise Conflict(f"a cloud account named {shown(body.clientName)} already exists")
             account = CloudAccount(name=body.clientName, name_key=body.clientName.lower(),
                                    description=body.description)
             s.add(account)
             s.flush()
             entity = {**client_entity(account), "_type_": ENTITY_CLIENT}
     except IntegrityError:
-        raise Conflict(f"a cloud account named {body.clientName!r} already exists") from None
+        raise Conflict(f"a cloud account named {shown(body.clientName)} already exists") from None
     return {"response": {"errorCode": 0, "entity": entity}}
 
 

@@ -14,8 +14,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError, StatementError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Route
 
-from ..errors import NotAuthenticated, PgvaultError
+from ..errors import ECHO_CHARS, MESSAGE_CHARS, NotAuthenticated, PgvaultError, clip
 from ..schemas.instance import SDK_SHAPE, SEED_SHAPE, instance_entity
 from .deps import check_token, run_read
 
@@ -23,8 +24,10 @@ log = logging.getLogger("pgvault.api")
 
 
 def envelope(status: int, code: int, message: str, entity: dict[str, Any] | None = None) -> JSONResponse:
-    return JSONResponse(status_code=status,
-                        content={"errorCode": code, "errorMessage": message, "entity": entity or {}})
+    """Command Center's error body. Messages quote bad values through ``errors.shown`` (bounded); the
+    message as a whole is bounded here too, whatever it quotes (a list of many errors, an OS error)."""
+    return JSONResponse(status_code=status, content={
+        "errorCode": code, "errorMessage": clip(message, MESSAGE_CHARS), "entity": entity or {}})
 
 
 def reply_errors_in_body(request: Request) -> None:
@@ -36,6 +39,7 @@ def reply_errors_in_body(request: Request) -> None:
 
 def _refusal(request: Request, status: int, code: int, message: str, entity: dict[str, Any]) -> JSONResponse:
     if getattr(request.state, "errors_in_body", False):
+        message = clip(message, MESSAGE_CHARS)
         return JSONResponse(status_code=200, content={
             "errorCode": code, "errorMessage": message, "entity": entity,
             "response": {"errorCode": code, "errorString": message, "entity": entity},
@@ -48,10 +52,29 @@ def _default_entity(request: Request) -> dict[str, Any]:
     return instance_entity() if path.endswith("/instance") else {}
 
 
+_METHOD_ORDER = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def allowed_methods(request: Request) -> str:
+    """The ``Allow`` of a 405: the methods of every route of this path (a path is served by several
+    routes, one or two methods each, and the route Starlette picked knows only its own)."""
+    path = request.scope["path"]
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        if isinstance(route, Route) and route.methods and route.path_regex.match(path):
+            methods |= route.methods
+    return ", ".join(sorted(methods, key=lambda m: (_METHOD_ORDER.index(m) if m in _METHOD_ORDER else 99, m)))
+
+
+def body_too_large(request: Request, message: str) -> JSONResponse:
+    """413 for a body over ``PGVAULT_MAX_BODY_BYTES`` (``api/limits.py``): bad input, errorCode 2."""
+    return _refusal(request, 413, 2, message, _default_entity(request))
+
+
 def describe_validation(errors: list[Any]) -> str:
     parts = []
     for err in errors:
-        loc = [str(p) for p in err.get("loc", ()) if p != "body"]
+        loc = [clip(str(p), ECHO_CHARS) for p in err.get("loc", ()) if p != "body"]  # keys of a dict sent
         if loc and loc[0] in (SEED_SHAPE, SDK_SHAPE):  # which of POST /Instance's two shapes was read
             loc = loc[1:]
         msg = str(err.get("msg", "invalid"))
@@ -88,9 +111,20 @@ def install(app: FastAPI, public_paths: frozenset[str]) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:
+            # FastAPI's own refusal of a body it could not parse as JSON at all (bytes that are not UTF-8,
+            # nesting deeper than the parser goes): malformed JSON, errorCode 2 like any other.
+            cause = exc.__cause__
+            reason = f"{type(cause).__name__}: {cause}" if cause is not None else str(exc.detail)
+            return _refusal(request, 400, 2, f"malformed JSON: {reason}", _default_entity(request))
+        if exc.status_code == 413:
+            return body_too_large(request, str(exc.detail))
         messages = {404: f"no such endpoint: {request.method} {request.url.path}",
                     405: f"{request.method} is not allowed on {request.url.path}"}
-        return envelope(exc.status_code, exc.status_code, messages.get(exc.status_code, str(exc.detail)))
+        answer = envelope(exc.status_code, exc.status_code, messages.get(exc.status_code, str(exc.detail)))
+        if exc.status_code == 405:
+            answer.headers["Allow"] = allowed_methods(request)
+        return answer
 
     @app.exception_handler(OverflowError)
     async def _overflow(request: Request, exc: OverflowError) -> JSONResponse:

@@ -12,12 +12,12 @@ from fastapi import APIRouter, Body, Query, Request, Response
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
-from ..catalog.models import Instance, Job, RestorePoint
+from ..catalog.models import Job, RestorePoint
 from ..catalog.types import utcnow
 from ..context import Context
 from ..domain.jobs import ACTIVE, JobStatus
 from ..domain.schedule import next_backup_times
-from ..errors import Conflict, NotFound, PgvaultError
+from ..errors import Conflict, PgvaultError
 from ..pgtools.connection import probe
 from ..schemas.instance import (
     AnyCreateInstanceRequest,
@@ -183,9 +183,7 @@ def delete_instance(
              summary="Run Data Aging now: drop copies past their retention, report stray folders")
 def data_aging(ctx: ContextDep, user: UserDep, instance_id: int) -> dict:
     with ctx.catalog.transaction(write=True) as s:
-        inst = s.get(Instance, instance_id)
-        if inst is None:
-            raise NotFound(f"instance {instance_id} does not exist")
+        inst = instances.get_any(s, instance_id)  # a deleted instance's backups still age
         job, _ = aging.queue_aging(s, inst)
         job.started_by = user.username
         job_id = job.id

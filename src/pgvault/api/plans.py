@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ..catalog.models import Plan
-from ..errors import BadRequest, Conflict, NotFound
+from ..errors import BadRequest, Conflict, NotFound, shown
 from ..schemas.backupsets import subclient_entity
 from ..schemas.plans import PlanBody, plan_detail, plan_summary, server_plan_v4
 from ..services import backupsets, plans
@@ -42,7 +42,7 @@ def create_plan(ctx: ContextDep, _: UserDep, body: Annotated[PlanBody, Body()]) 
         with ctx.catalog.transaction(write=True) as s:
             return plan_detail(plans.create(s, body, destinations))
     except IntegrityError:
-        raise Conflict(f"a plan named {body.planName!r} already exists") from None
+        raise Conflict(f"a plan named {shown(body.planName)} already exists") from None
 
 
 @router.put("/V2/Plan/{plan_id}", summary="Change a plan (only the fields given); effective from each next backup")
@@ -55,7 +55,7 @@ def update_plan(ctx: ContextDep, _: UserDep, plan_id: int, body: Annotated[PlanB
             s.flush()
             return plan_detail(plan)
     except IntegrityError:
-        raise Conflict(f"a plan named {body.planName!r} already exists") from None
+        raise Conflict(f"a plan named {shown(body.planName)} already exists") from None
 
 
 @router.delete("/V2/Plan/{plan_id}", summary="Delete a plan no instance uses (409 names the instances)")

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from ..catalog.models import Subclient
-from ..errors import BadRequest, NotFound
+from ..errors import BadRequest, NotFound, shown
 from ..schemas.backupsets import subclient_properties
 from ..schemas.common import POSTGRESQL_APP_ID
 from ..services import backupsets, jobs
@@ -26,7 +26,7 @@ def backup_now(
     backup_level: Annotated[str, Query(alias="backupLevel")] = "full",
 ) -> dict:
     if backup_level.lower() not in LEVELS:
-        raise BadRequest(f"backupLevel {backup_level!r} is not one of {', '.join(LEVELS)}")
+        raise BadRequest(f"backupLevel {shown(backup_level)} is not one of {', '.join(LEVELS)}")
     with ctx.catalog.transaction(write=True) as s:
         sub = s.get(Subclient, subclient_id)
         if sub is None or sub.instance.deleted_at is not None:

@@ -3,14 +3,12 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 from typing import Annotated, Any
 
 from pydantic import Field, StrictStr, field_validator
 
 from ..catalog.models import Credential
-from .common import WireModel, epoch
+from .common import Name, Text, WireModel, decode_login_password, epoch
 
 
 class CreateCredentialRequest(WireModel):
@@ -18,27 +16,20 @@ class CreateCredentialRequest(WireModel):
 
     accountType: StrictStr = "DATABASE_ACCOUNT"
     databaseCredentialType: StrictStr = "POSTGRESQL"
-    name: Annotated[StrictStr, Field(min_length=1, max_length=255, pattern=r"^\S(.*\S)?$")]
-    username: Annotated[StrictStr, Field(min_length=1, max_length=255)]
+    name: Annotated[Name, Field(min_length=1, max_length=255, pattern=r"^\S(.*\S)?$")]
+    username: Annotated[Name, Field(min_length=1, max_length=255)]
     password: StrictStr  # base64 of the UTF-8 password
-    description: StrictStr | None = None
+    description: Text | None = None
 
     @field_validator("password")
     @classmethod
     def _base64(cls, v: str) -> str:
-        _decode(v)
+        decode_login_password(v)
         return v
 
     @property
     def plain_password(self) -> str:
-        return _decode(self.password)
-
-
-def _decode(value: str) -> str:
-    try:
-        return base64.b64decode(value, validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
-        raise ValueError("must be base64-encoded UTF-8") from None
+        return decode_login_password(self.password)
 
 
 class CredentialName(WireModel):

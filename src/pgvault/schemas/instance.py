@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import datetime as dt
 import ipaddress
 import re
@@ -12,7 +10,17 @@ from typing import Annotated, Any, NamedTuple
 
 from pydantic import AfterValidator, Discriminator, Field, StrictBool, StrictInt, StrictStr, Tag, field_validator
 
-from .common import ENTITY_INSTANCE, POSTGRESQL_APP_ID, WireModel, epoch
+from ..errors import shown
+from .common import (
+    ENTITY_INSTANCE,
+    POSTGRESQL_APP_ID,
+    Name,
+    Text,
+    WireModel,
+    decode_login_password,
+    epoch,
+    no_control,
+)
 
 
 def _exactly(expected: object) -> Callable[[Any], Any]:
@@ -20,7 +28,7 @@ def _exactly(expected: object) -> Callable[[Any], Any]:
 
     def check(value: Any) -> Any:
         if value != expected:
-            raise ValueError(f"must be {expected!r}, not {value!r}")
+            raise ValueError(f"must be {expected!r}, not {shown(value)}")
         return value
 
     return check
@@ -32,32 +40,29 @@ DbEngine = Annotated[StrictStr, AfterValidator(_exactly("PostgreSQL"))]
 
 
 class InstanceRef(WireModel):
-    instanceName: Annotated[StrictStr, Field(max_length=255)] | None = None
+    instanceName: Annotated[Name, Field(max_length=255)] | None = None
     applicationId: ApplicationId = POSTGRESQL_APP_ID
-    clientName: Annotated[StrictStr, Field(max_length=255)] | None = None
+    clientName: Annotated[Name, Field(max_length=255)] | None = None
 
 
 class SAUserModel(WireModel):
-    userName: Annotated[StrictStr, Field(min_length=1, max_length=255)]
+    userName: Annotated[Name, Field(min_length=1, max_length=255)]
     password: StrictStr
 
     @field_validator("password")
     @classmethod
     def _base64(cls, v: str) -> str:
-        try:
-            base64.b64decode(v, validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError):
-            raise ValueError("must be base64-encoded UTF-8") from None
+        decode_login_password(v)
         return v
 
     @property
     def plain_password(self) -> str:
-        return base64.b64decode(self.password, validate=True).decode("utf-8")
+        return decode_login_password(self.password)
 
 
 class SslOpt(WireModel):
     sslEnabled: StrictBool = False
-    sslCa: StrictStr | None = None
+    sslCa: Text | None = None
 
 
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?$")
@@ -69,20 +74,23 @@ def parse_host_port(value: str) -> tuple[str, int]:
         r"([^:\[\]\s]+):(\d{1,5})", value
     )
     if not m:
-        raise ValueError(f"{value!r} is not in hostname:port format (an IPv6 address goes in brackets)")
+        raise ValueError(f"{shown(value)} is not in hostname:port format (an IPv6 address goes in brackets)")
     host, port = m.group(1), int(m.group(2))
     if not 1 <= port <= 65535:
         raise ValueError(f"port {port} is outside 1-65535")
     if value.startswith("["):
-        ipaddress.IPv6Address(host.split("%")[0])
+        try:
+            ipaddress.IPv6Address(host.split("%")[0])
+        except ValueError:  # its own message quotes the whole address
+            raise ValueError(f"{shown(host)} is not an IPv6 address") from None
     elif not _HOSTNAME.match(host):
-        raise ValueError(f"{host!r} is not a valid host name")
+        raise ValueError(f"{shown(host)} is not a valid host name")
     return host, port
 
 
 class PostgreSQLInstance(WireModel):
-    MaintainenceDB: Annotated[StrictStr, Field(min_length=1, max_length=255)] = "postgres"
-    port: StrictStr
+    MaintainenceDB: Annotated[Name, Field(min_length=1, max_length=255)] = "postgres"
+    port: Name
     SAUser: SAUserModel
     cloudDBEngineType: CloudEngine
     sslOpt: SslOpt = SslOpt()
@@ -95,12 +103,12 @@ class PostgreSQLInstance(WireModel):
 
 
 class PlanRef(WireModel):
-    planName: Annotated[StrictStr, Field(min_length=1, max_length=255)]
+    planName: Annotated[Name, Field(min_length=1, max_length=255)]
 
 
 class InstanceProperties(WireModel):
     instance: InstanceRef
-    version: Annotated[StrictStr, Field(min_length=1, max_length=64)]
+    version: Annotated[Name, Field(min_length=1, max_length=64)]
     postGreSQLInstance: PostgreSQLInstance
     planEntity: PlanRef
     dbEngine: DbEngine
@@ -205,16 +213,16 @@ SEED_SHAPE, SDK_SHAPE = "seed", "cvpysdk"
 
 
 class CredentialRef(WireModel):
-    credentialName: StrictStr = ""
+    credentialName: Name = ""
 
 
 class StoragePolicyRef(WireModel):
-    storagePolicyName: StrictStr = ""
+    storagePolicyName: Name = ""
 
 
 class SdkInstanceRef(WireModel):
-    instanceName: Annotated[StrictStr, Field(min_length=1, max_length=255)]
-    clientName: Annotated[StrictStr, Field(max_length=255)] | None = None
+    instanceName: Annotated[Name, Field(min_length=1, max_length=255)]
+    clientName: Annotated[Name, Field(max_length=255)] | None = None
     appName: StrictStr = "PostgreSQL"
     applicationId: ApplicationId = POSTGRESQL_APP_ID
 
@@ -222,12 +230,12 @@ class SdkInstanceRef(WireModel):
     @classmethod
     def _postgresql(cls, v: str) -> str:
         if v.lower() != "postgresql":
-            raise ValueError(f"must be PostgreSQL, not {v!r}")
+            raise ValueError(f"must be PostgreSQL, not {shown(v)}")
         return v
 
 
 class SdkPostgreSQLInstance(WireModel):
-    MaintainenceDB: Annotated[StrictStr, Field(min_length=1, max_length=255)] = "postgres"
+    MaintainenceDB: Annotated[Name, Field(min_length=1, max_length=255)] = "postgres"
     port: StrictStr | StrictInt
     credentialEntity: CredentialRef
     logStoragePolicy: StoragePolicyRef = StoragePolicyRef()
@@ -237,8 +245,10 @@ class SdkPostgreSQLInstance(WireModel):
     @field_validator("port")
     @classmethod
     def _host_port(cls, v: str | int) -> str:
+        if isinstance(v, str):
+            no_control(v)
         if isinstance(v, int) or ":" not in v:
-            raise ValueError(f"{v!r} is not in hostname:port format: a cloud instance is reached over the "
+            raise ValueError(f"{shown(v)} is not in hostname:port format: a cloud instance is reached over the "
                              "network, so give its endpoint (an IPv6 address goes in brackets)")
         parse_host_port(v)
         return v
@@ -246,7 +256,7 @@ class SdkPostgreSQLInstance(WireModel):
 
 class SdkInstanceProperties(WireModel):
     instance: SdkInstanceRef
-    version: Annotated[StrictStr, Field(min_length=1, max_length=64)]
+    version: Annotated[Name, Field(min_length=1, max_length=64)]
     postGreSQLInstance: SdkPostgreSQLInstance
     planEntity: PlanRef | None = None
     dbEngine: DbEngine = "PostgreSQL"

@@ -12,7 +12,8 @@ from pydantic import Field, StrictBool, StrictInt, StrictStr, field_validator, m
 
 from ..catalog.models import Plan
 from ..domain.destinations import describe
-from .common import WireModel
+from ..errors import shown
+from .common import Name, Text, WireModel
 
 SERVER_PLAN_TYPE, SERVER_PLAN_SUBTYPE = 2, 33554437
 
@@ -93,15 +94,15 @@ class ScheduleBody(WireModel):
         try:
             ZoneInfo(self.timeZone)
         except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"timeZone {self.timeZone!r} is not an IANA time zone") from None
+            raise ValueError(f"timeZone {shown(self.timeZone)} is not an IANA time zone") from None
         if self.cron is not None:
             if len(self.cron.split()) != 5 or not croniter.is_valid(self.cron):
-                raise ValueError(f"cron {self.cron!r} is not a five-field cron expression (minute hour day month "
+                raise ValueError(f"cron {shown(self.cron)} is not a five-field cron expression (minute hour day month "
                                  "weekday)")
             try:
                 croniter(self.cron, dt.datetime(2026, 1, 1), max_years_between_matches=8).get_next(dt.datetime)
             except CroniterBadDateError:
-                raise ValueError(f"cron {self.cron!r} never fires") from None
+                raise ValueError(f"cron {shown(self.cron)} never fires") from None
         return self
 
 
@@ -118,16 +119,16 @@ class RetentionBody(WireModel):
 
 
 class DestinationBody(WireModel):
-    name: Annotated[StrictStr, Field(min_length=1, max_length=255)] = "primary"
+    name: Annotated[Name, Field(min_length=1, max_length=255)] = "primary"
     kind: Literal["local", "s3"] = "local"
-    path: StrictStr | None = None
-    endpoint: StrictStr | None = None
-    region: StrictStr | None = None
-    bucket: StrictStr | None = None
-    prefix: StrictStr = ""
+    path: Text | None = None
+    endpoint: Name | None = None
+    region: Name | None = None
+    bucket: Name | None = None
+    prefix: Name = ""
     virtualHosted: StrictBool = False
-    accessKeyId: StrictStr | None = None
-    secretAccessKey: StrictStr | None = None
+    accessKeyId: Name | None = None
+    secretAccessKey: Text | None = None
     retentionDays: Annotated[StrictInt, Field(ge=1, le=36500)] | None = None
 
     @model_validator(mode="after")
@@ -155,7 +156,7 @@ class DestinationBody(WireModel):
 
 
 class LegacyStorage(WireModel):
-    path: StrictStr
+    path: Text
 
     @field_validator("path")
     @classmethod
@@ -169,7 +170,7 @@ class PlanBody(WireModel):
     """Create (all optional but planName) or change (only what is given) a plan. The flat fields
     (``storage.path``, ``rpoMinutes``, ``retentionDays``, ``compressionLevel``) are shorthands."""
 
-    planName: Annotated[StrictStr, Field(min_length=1, max_length=255, pattern=r"^\S(.*\S)?$")] | None = None
+    planName: Annotated[Name, Field(min_length=1, max_length=255, pattern=r"^\S(.*\S)?$")] | None = None
     schedule: ScheduleBody | None = None
     retention: RetentionBody | None = None
     destinations: Annotated[list[DestinationBody], Field(min_length=1, max_length=8)] | None = None

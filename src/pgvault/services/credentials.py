@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from ..catalog.models import Credential
 from ..crypto import Sealer
-from ..errors import BadRequest, Conflict, NotFound
+from ..errors import BadRequest, Conflict, NotFound, shown
 
 PASSWORD_CONTEXT = "credential.password"  # noqa: S105 - an AEAD context label
 ACCOUNT_TYPE = "DATABASE_ACCOUNT"
@@ -25,9 +25,9 @@ def create(session: Session, sealer: Sealer, *, name: str, username: str, passwo
            created_by: int | None = None) -> Credential:
     if account_type.upper() != ACCOUNT_TYPE or database_type.upper() != DATABASE_TYPE:
         raise BadRequest(f"pgvault keeps PostgreSQL database logins only (accountType {ACCOUNT_TYPE}, "
-                         f"databaseCredentialType {DATABASE_TYPE}), not {account_type}/{database_type}")
+                         f"databaseCredentialType {DATABASE_TYPE}), not {shown(account_type)}/{shown(database_type)}")
     if session.scalar(select(Credential.id).where(Credential.name_key == name.lower())) is not None:
-        raise Conflict(f"a credential named {name!r} already exists")
+        raise Conflict(f"a credential named {shown(name)} already exists")
     cred = Credential(
         name=name, name_key=name.lower(), account_type=ACCOUNT_TYPE, database_type=DATABASE_TYPE,
         username=username, password_sealed=sealer.seal(password.encode(), PASSWORD_CONTEXT),
@@ -37,7 +37,7 @@ def create(session: Session, sealer: Sealer, *, name: str, username: str, passwo
     try:
         session.flush()
     except IntegrityError:
-        raise Conflict(f"a credential named {name!r} already exists") from None
+        raise Conflict(f"a credential named {shown(name)} already exists") from None
     return cred
 
 
@@ -55,7 +55,7 @@ def get(session: Session, credential_id: int) -> Credential:
 def find(session: Session, name: str) -> Credential:
     cred = session.scalar(select(Credential).where(Credential.name_key == name.lower()))
     if cred is None:
-        raise NotFound(f"credential {name!r} does not exist")
+        raise NotFound(f"credential {shown(name)} does not exist")
     return cred
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy import Connection, Integer, bindparam, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -20,7 +21,7 @@ from ..catalog.types import utcnow
 from ..crypto import Sealer
 from ..domain.jobs import ACTIVE
 from ..domain.schedule import Schedule, Scheduled
-from ..errors import BadRequest, Conflict, NotFound
+from ..errors import BadRequest, Conflict, NotFound, shown
 from ..pgtools.connection import ServerAddress, ServerInfo
 from ..schemas.instance import CreateInstanceRequest, InstanceRow, SdkCreateInstanceRequest, parse_host_port
 from . import credentials, jobs
@@ -31,14 +32,14 @@ PASSWORD_CONTEXT = "instance.password"  # noqa: S105 - an AEAD context label
 def find_cloud_account(session: Session, name: str) -> CloudAccount:
     account = session.scalar(select(CloudAccount).where(CloudAccount.name_key == name.lower()))
     if account is None:
-        raise NotFound(f"cloud account (client) {name!r} does not exist")
+        raise NotFound(f"cloud account (client) {shown(name)} does not exist")
     return account
 
 
 def find_plan(session: Session, name: str) -> Plan:
     plan = session.scalar(select(Plan).where(Plan.name_key == name.lower()))
     if plan is None:
-        raise NotFound(f"plan {name!r} does not exist")
+        raise NotFound(f"plan {shown(name)} does not exist")
     return plan
 
 
@@ -63,7 +64,7 @@ def check_request(req: CreateInstanceRequest, connect_timeout: int) -> Registrat
             raise BadRequest("sslOpt.sslCa is given but sslOpt.sslEnabled is false")
         path = Path(ca)
         if not path.is_file() or not os.access(path, os.R_OK):
-            raise BadRequest(f"sslOpt.sslCa: the CA file {ca!r} does not exist or cannot be read")
+            raise BadRequest(f"sslOpt.sslCa: the CA file {shown(ca)} does not exist or cannot be read")
     declared_major(props.version)
     return Registration(
         name=props.instance.instanceName or pg.port,
@@ -82,7 +83,7 @@ def declared_major(version: str) -> str:
     """"14", "14.2", "PostgreSQL 14" -> "14"; "9.6.24" -> "9.6" (majors before 10 had two parts)."""
     m = re.search(r"([0-9]{1,4})(?:\.([0-9]{1,4}))?", version)
     if not m:
-        raise BadRequest(f"version {version!r} is not a PostgreSQL version")
+        raise BadRequest(f"version {shown(version)} is not a PostgreSQL version")
     major = int(m.group(1))
     if major < 10 and m.group(2) is not None:
         return f"{major}.{m.group(2)}"
@@ -99,7 +100,7 @@ def ensure_name_free(session: Session, account: CloudAccount, name: str) -> None
                                   Instance.deleted_at.is_(None))
     )
     if clash is not None:
-        raise Conflict(f"an instance named {name!r} already exists in cloud account {account.name!r}")
+        raise Conflict(f"an instance named {shown(name)} already exists in cloud account {account.name!r}")
 
 
 def same_server(session: Session, inst: Instance) -> list[str]:
@@ -129,7 +130,8 @@ def create(session: Session, reg: Registration, info: ServerInfo, sealer: Sealer
     try:
         session.flush()
     except IntegrityError:
-        raise Conflict(f"an instance named {reg.name!r} already exists in cloud account {account.name!r}") from None
+        raise Conflict(f"an instance named {shown(reg.name)} already exists in cloud account "
+                       f"{account.name!r}") from None
     backupset = Backupset(instance=inst, name="DumpBasedBackupSet", is_default=True)
     session.add(backupset)
     session.add(Subclient(instance=inst, backupset=backupset, name="default", is_default=True))
@@ -151,6 +153,22 @@ def address_of(inst: Instance, sealer: Sealer, connect_timeout: int) -> ServerAd
 def get(session: Session, instance_id: int) -> Instance:
     inst = session.get(Instance, instance_id)
     if inst is None or inst.deleted_at is not None:
+        raise NotFound(f"instance {instance_id} does not exist")
+    return inst
+
+
+def is_placeholder(inst: Instance) -> bool:
+    """The deleted row that holds id 1 for cvpysdk's sake (``services.bootstrap``) is not an instance: it
+    has no subclient and never had a job or a backup. Every real instance gets its subclient when it is
+    created. (A catalog older than the placeholder may have a real instance 1, so the id alone says nothing.)"""
+    return not inst.subclients
+
+
+def get_any(session: Session, instance_id: int) -> Instance:
+    """A live or deleted instance (a deleted one keeps its backups, which still age and restore by id);
+    never the placeholder."""
+    inst = session.get(Instance, instance_id)
+    if inst is None or is_placeholder(inst):
         raise NotFound(f"instance {instance_id} does not exist")
     return inst
 
@@ -264,22 +282,27 @@ def from_sdk_request(session: Session, req: SdkCreateInstanceRequest, sealer: Se
     policy = pg.logStoragePolicy.storagePolicyName
     planned = props.planEntity.planName if props.planEntity else ""
     if policy and planned and policy.lower() != planned.lower():
-        raise BadRequest(f"logStoragePolicy.storagePolicyName {policy!r} and planEntity.planName {planned!r} "
+        raise BadRequest(f"logStoragePolicy.storagePolicyName {shown(policy)} and planEntity.planName {shown(planned)} "
                          "name different plans")
     plan_name = policy or planned or "default"
     if session.scalar(select(Plan.id).where(Plan.name_key == plan_name.lower())) is None:
-        raise NotFound(f"storage policy {plan_name!r} is not a pgvault plan (logStoragePolicy.storagePolicyName "
+        raise NotFound(f"storage policy {shown(plan_name)} is not a pgvault plan (logStoragePolicy.storagePolicyName "
                        "names the plan; GET /V2/Plan lists them)")
     password = credentials.password_of(cred, sealer)
-    return CreateInstanceRequest.model_validate({"instanceProperties": {
-        "instance": {"instanceName": props.instance.instanceName, "applicationId": props.instance.applicationId,
-                     "clientName": props.instance.clientName},
-        "version": props.version,
-        "postGreSQLInstance": {
-            "MaintainenceDB": pg.MaintainenceDB, "port": pg.port,
-            "SAUser": {"userName": cred.username, "password": base64.b64encode(password.encode()).decode()},
-            "cloudDBEngineType": pg.cloudDBEngineType, "sslOpt": pg.sslOpt.model_dump(),
-        },
-        "planEntity": {"planName": plan_name},
-        "dbEngine": props.dbEngine,
-    }})
+    try:
+        return CreateInstanceRequest.model_validate({"instanceProperties": {
+            "instance": {"instanceName": props.instance.instanceName, "applicationId": props.instance.applicationId,
+                         "clientName": props.instance.clientName},
+            "version": props.version,
+            "postGreSQLInstance": {
+                "MaintainenceDB": pg.MaintainenceDB, "port": pg.port,
+                "SAUser": {"userName": cred.username, "password": base64.b64encode(password.encode()).decode()},
+                "cloudDBEngineType": pg.cloudDBEngineType, "sslOpt": pg.sslOpt.model_dump(),
+            },
+            "planEntity": {"planName": plan_name},
+            "dbEngine": props.dbEngine,
+        }})
+    except ValidationError as exc:  # a credential stored before its rules were the seed's (control characters)
+        reasons = "; ".join(f"{'.'.join(str(p) for p in e['loc'][-2:])}: {e['msg']}" for e in exc.errors())
+        raise BadRequest(f"credential {shown(name)} holds a login pgvault cannot use ({reasons}); "
+                         "replace the credential") from None

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from ..catalog.models import Instance, Plan, PlanDestination
 from ..crypto import Sealer
-from ..errors import BadRequest, Conflict, NotFound
+from ..errors import BadRequest, Conflict, NotFound, shown
 from ..schemas.plans import DestinationBody, PlanBody
 from ..storage import StorageError
 from .destinations import open_destination, seal_secret
@@ -28,7 +28,7 @@ def get(session: Session, plan_id: int) -> Plan:
 def _name_free(session: Session, name: str, except_id: int | None = None) -> None:
     clash = session.scalar(select(Plan.id).where(Plan.name_key == name.lower()))
     if clash is not None and clash != except_id:
-        raise Conflict(f"a plan named {name!r} already exists")
+        raise Conflict(f"a plan named {shown(name)} already exists")
 
 
 def prepare_destinations(body: PlanBody, sealer: Sealer, default_path: Path | None = None
@@ -131,6 +131,6 @@ def delete(session: Session, plan_id: int) -> None:
 def move_instance(session: Session, inst: Instance, plan_name: str) -> None:
     plan = session.scalar(select(Plan).where(Plan.name_key == plan_name.lower()))
     if plan is None:
-        raise NotFound(f"plan {plan_name!r} does not exist")
+        raise NotFound(f"plan {shown(plan_name)} does not exist")
     inst.plan = plan
     session.flush()

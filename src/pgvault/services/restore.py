@@ -11,8 +11,9 @@ from sqlalchemy.orm import Session
 
 from ..catalog.models import Backupset, CloudAccount, Instance, Job, RestorePoint, Subclient
 from ..domain.jobs import QUEUED, JobStatus, JobType
-from ..errors import BadRequest, NotFound
+from ..errors import BadRequest, NotFound, shown
 from ..schemas.restore import CreateTaskRequest, RestoreOptions
+from .instances import is_placeholder
 
 RESTORE_SUBTASK, RESTORE_OPERATION = 3, 1001
 
@@ -25,15 +26,15 @@ def parse_time(value: Any, field: str) -> dt.datetime | None:
         try:
             return dt.datetime.fromtimestamp(int(value), dt.UTC)
         except (ValueError, OverflowError, OSError):
-            raise BadRequest(f"{field}: {value!r} is out of range") from None
+            raise BadRequest(f"{field}: {shown(value)} is out of range") from None
     if isinstance(value, str):
         try:
             parsed = dt.datetime.fromisoformat(value.strip().replace(" ", "T", 1))
         except ValueError:
-            raise BadRequest(f"{field}: {value!r} is not a time (use 'YYYY-MM-DD HH:MM:SS' UTC or Unix seconds)") \
+            raise BadRequest(f"{field}: {shown(value)} is not a time (use 'YYYY-MM-DD HH:MM:SS' UTC or Unix seconds)") \
                 from None
         return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
-    raise BadRequest(f"{field}: {value!r} is not a time")
+    raise BadRequest(f"{field}: {shown(value)} is not a time")
 
 
 def _to_second(when: dt.datetime) -> dt.datetime:
@@ -80,7 +81,7 @@ def instance_by_entity(session: Session, entity: dict[str, Any], *, live_only: b
         try:
             ident = int(value)
         except (TypeError, ValueError):
-            raise BadRequest(f"{key} {value!r} is not a number") from None
+            raise BadRequest(f"{key} {shown(value)} is not a number") from None
         inst: Instance | None
         if key == "instanceId":
             inst = session.get(Instance, ident)
@@ -89,8 +90,8 @@ def instance_by_entity(session: Session, entity: dict[str, Any], *, live_only: b
                 session.get(Subclient, ident) if key == "subclientId" else session.get(Backupset, ident)
             )
             inst = holder.instance if holder is not None else None
-        if inst is None:
-            raise NotFound(f"{key} {value} does not exist")
+        if inst is None or is_placeholder(inst):
+            raise NotFound(f"{key} {shown(ident)} does not exist")
         return inst
     name = entity.get("instanceName")
     if not name:
@@ -101,11 +102,11 @@ def instance_by_entity(session: Session, entity: dict[str, Any], *, live_only: b
     client = entity.get("clientName")
     if client:
         q = q.join(CloudAccount).where(CloudAccount.name_key == str(client).lower())
-    found = session.scalars(q).all()
+    found = [inst for inst in session.scalars(q).all() if not is_placeholder(inst)]
     if not found:
-        raise NotFound(f"instance {name!r}{f' of {client!r}' if client else ''} does not exist")
+        raise NotFound(f"instance {shown(name)}{f' of {shown(client)}' if client else ''} does not exist")
     if len(found) > 1:
-        raise BadRequest(f"instance name {name!r} is ambiguous; give clientName or instanceId")
+        raise BadRequest(f"instance name {shown(name)} is ambiguous; give clientName or instanceId")
     return found[0]
 
 
@@ -116,7 +117,7 @@ def choose_restore_point(session: Session, source: Instance, opts: RestoreOption
         try:
             job_id = int(opts.jobIds[0])
         except ValueError:
-            raise BadRequest(f"jobIds: {opts.jobIds[0]!r} is not a job id") from None
+            raise BadRequest(f"jobIds: {shown(opts.jobIds[0])} is not a job id") from None
         point = session.scalar(select(RestorePoint).where(RestorePoint.job_id == job_id))
         if point is None or point.instance_id != source.id:
             raise NotFound(f"backup job {job_id} of instance {source.name!r} has no restore point")
@@ -166,13 +167,13 @@ def plan_items(opts: RestoreOptions, point: RestorePoint) -> list[dict[str, Any]
             continue
         m = _PATH.match(path)
         if not m:
-            raise BadRequest(f"sourceItem {raw!r} is not /database or /database/schema/table")
+            raise BadRequest(f"sourceItem {shown(raw)} is not /database or /database/schema/table")
         db, schema, table = m.groups()
         if db not in available:
-            raise BadRequest(f"database {db!r} is not in the restore point of job {point.job_id} "
+            raise BadRequest(f"database {shown(db)} is not in the restore point of job {point.job_id} "
                              f"(it has: {', '.join(available) or 'none'})")
         if table_level != (table is not None):
-            raise BadRequest(f"sourceItem {raw!r}: table-level restore names /database/schema/table items, "
+            raise BadRequest(f"sourceItem {shown(raw)}: table-level restore names /database/schema/table items, "
                              "a database restore names /database items; set postgresRstOption.tableLevelRestore "
                              "accordingly")
         if table is None:
@@ -184,9 +185,9 @@ def plan_items(opts: RestoreOptions, point: RestorePoint) -> list[dict[str, Any]
                 tables.append([schema, table])
     for source, target in renames.items():
         if source not in databases:
-            raise BadRequest(f"renameDatabases names {source!r}, which is not being restored")
+            raise BadRequest(f"renameDatabases names {shown(source)}, which is not being restored")
         if not target or len(target.encode()) > 63:
-            raise BadRequest(f"renameDatabases: {target!r} is not a valid database name (1-63 bytes)")
+            raise BadRequest(f"renameDatabases: {shown(target)} is not a valid database name (1-63 bytes)")
     targets = [renames.get(db, db) for db, tables in databases.items() if tables is None]
     if len(set(targets)) != len(targets):
         raise BadRequest("two databases would be restored under the same name")
