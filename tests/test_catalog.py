@@ -7,7 +7,7 @@ import threading
 from typing import NamedTuple
 
 import pytest
-from sqlalchemy import Integer, bindparam, func, inspect, select
+from sqlalchemy import Integer, bindparam, func, inspect, select, text
 from sqlalchemy.exc import DataError, IntegrityError, StatementError
 
 from pgvault.catalog.db import Catalog
@@ -296,3 +296,23 @@ def test_a_prepared_read_gives_what_sqlalchemy_gives_and_refuses_what_it_cannot_
     ]:
         with catalog.rows() as reader, pytest.raises(TypeError, match=why):
             Prepared(refused, tuple).all(reader, ids=[1], t=dt.datetime.now(dt.UTC))
+
+
+def test_the_fast_read_path_refuses_an_engine_with_execution_listeners(tmp_path):
+    """catalog/prepared.py's fence: a listener that expects every statement is never silently bypassed."""
+    from sqlalchemy import event
+
+    cat = Catalog(f"sqlite:///{tmp_path / 'c.db'}")
+    cat.migrate()
+    seen: list[str] = []
+
+    def listener(conn, cursor, statement, *_):
+        seen.append(statement)
+
+    event.listen(cat.engine, "before_cursor_execute", listener)
+    with pytest.raises(RuntimeError, match="bypasses SQLAlchemy's execution events"), cat.rows():
+        pass
+    with cat.transaction(write=False) as s:  # the ordinary read path still works, and is seen
+        s.execute(text("select 1"))
+    assert any("select 1" in s for s in seen)
+    cat.dispose()

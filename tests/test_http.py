@@ -77,3 +77,19 @@ def test_backups_go_to_the_plans_storage(api, pg, tmp_path):
     assert done["status"] == "Completed"
     assert all(d["location"].startswith(folder.as_uri()) for d in done["databases"])
     api.delete(f"/Instance/{r.json()['response']['entity']['instanceId']}")
+
+
+def test_routes_are_added_whole():
+    """app.add_routes puts each router's own route objects in the application's router: the OpenAPI
+    document is exactly what FastAPI's include_router would give for the same routers."""
+    from fastapi import FastAPI
+
+    from pgvault import __version__
+    from pgvault.app import ROUTERS, create_app
+
+    app = create_app()
+    reference = FastAPI(title=app.title, version=__version__, description=app.description)
+    for router in ROUTERS:
+        reference.include_router(router)
+    assert app.openapi() == reference.openapi()
+    assert len(app.openapi()["paths"]) > 30

@@ -11,9 +11,10 @@ from ..catalog.models import CloudAccount
 from ..errors import NotFound
 from ..schemas.agents import agent_properties
 from ..schemas.common import POSTGRESQL_APP_ID
+from . import BASE
 from .deps import ContextDep, UserDep
 
-router = APIRouter(tags=["clients (cloud accounts)"])
+router = APIRouter(prefix=BASE, tags=["clients (cloud accounts)"])
 
 
 @router.get("/Agent", summary="The agents of a cloud account (PostgreSQL, applicationId 125)")

@@ -10,9 +10,10 @@ from pydantic import StrictStr
 from ..errors import BadRequest
 from ..schemas.common import WireModel, decode_base64_text
 from ..services import auth
+from . import BASE
 from .deps import ContextDep, UserDep, authtoken_header
 
-router = APIRouter(tags=["login"])
+router = APIRouter(prefix=BASE, tags=["login"])
 
 
 class LoginRequest(WireModel):

@@ -10,9 +10,10 @@ from fastapi import APIRouter, Query
 from ..schemas.backupsets import backupset_properties
 from ..schemas.common import POSTGRESQL_APP_ID
 from ..services import backupsets
+from . import BASE
 from .deps import ContextDep, UserDep
 
-router = APIRouter(tags=["backupsets"])
+router = APIRouter(prefix=BASE, tags=["backupsets"])
 
 
 @router.get("/Backupset", summary="List backupsets of live instances (filters: clientId, instanceId)")

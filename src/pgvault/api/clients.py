@@ -13,9 +13,10 @@ from ..catalog.models import CloudAccount
 from ..errors import Conflict, NotFound, shown
 from ..schemas.clients import client_entity, client_properties
 from ..schemas.common import ENTITY_CLIENT, Name, Text, WireModel
+from . import BASE
 from .deps import ContextDep, UserDep
 
-router = APIRouter(tags=["clients (cloud accounts)"])
+router = APIRouter(prefix=BASE, tags=["clients (cloud accounts)"])
 
 
 class CreateClientRequest(WireModel):

@@ -10,9 +10,10 @@ from fastapi import APIRouter
 
 from .. import __version__
 from ..schemas.commserv import commserv
+from . import BASE
 from .deps import UserDep
 
-router = APIRouter(tags=["service"])
+router = APIRouter(prefix=BASE, tags=["service"])
 
 
 @router.get("/CommServ", summary="This pgvault: name, host, version, time zone")

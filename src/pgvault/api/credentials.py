@@ -17,9 +17,10 @@ from ..schemas.credentials import (
     credential_v5,
 )
 from ..services import credentials
+from . import BASE
 from .deps import ContextDep, UserDep
 
-router = APIRouter(tags=["credentials"])
+router = APIRouter(prefix=BASE, tags=["credentials"])
 
 VAULT_RECORD_TYPE = 1000  # credential vaults (CyberArk and the like): pgvault has none
 

@@ -28,10 +28,11 @@ from ..schemas.instance import (
     instance_properties,
 )
 from ..services import aging, instances, plans
+from . import BASE
 from .deps import ContextDep, UserDep, json_response, run_read
 from .errors import reply_errors_in_body
 
-router = APIRouter(tags=["instances"])
+router = APIRouter(prefix=BASE, tags=["instances"])
 log = logging.getLogger("pgvault.api.instances")
 
 

@@ -10,9 +10,10 @@ from fastapi import APIRouter, Body, Response
 from ..context import Context
 from ..schemas.jobs import JOB_CATEGORIES, JobDetailsRequest, JobsRequest, job_details, job_response, job_summary
 from ..services import jobs
+from . import BASE
 from .deps import ContextDep, UserDep, json_response, run_read
 
-router = APIRouter(tags=["jobs"])
+router = APIRouter(prefix=BASE, tags=["jobs"])
 
 
 @router.get("/Job/{job_id}", summary="One job, with what it did per database")

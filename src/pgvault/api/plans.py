@@ -15,9 +15,10 @@ from ..errors import BadRequest, Conflict, NotFound, shown
 from ..schemas.backupsets import subclient_entity
 from ..schemas.plans import PlanBody, plan_detail, plan_summary, server_plan_v4
 from ..services import backupsets, plans
+from . import BASE
 from .deps import ContextDep, UserDep
 
-router = APIRouter(tags=["plans"])
+router = APIRouter(prefix=BASE, tags=["plans"])
 
 
 @router.get("/V2/Plan", summary="List plans")

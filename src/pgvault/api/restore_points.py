@@ -17,9 +17,10 @@ from ..schemas.restore_points import browse_entries, files_of, restore_point_sum
 from ..services import destinations, restore
 from ..services.restore import parse_time, started_by
 from ..storage import StorageError
+from . import BASE
 from .deps import ContextDep, UserDep
 
-router = APIRouter(tags=["restore points"])
+router = APIRouter(prefix=BASE, tags=["restore points"])
 
 
 @router.get("/RestorePoints", summary="Restore points, newest first; by instance, database and time range")

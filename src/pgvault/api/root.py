@@ -5,8 +5,9 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from .. import __version__
+from . import BASE
 
-router = APIRouter(tags=["service"])
+router = APIRouter(prefix=BASE, tags=["service"])
 
 
 @router.get("/", summary="Service check")

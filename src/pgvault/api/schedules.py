@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from . import BASE
 from .deps import UserDep
 
-router = APIRouter(tags=["schedules"])
+router = APIRouter(prefix=BASE, tags=["schedules"])
 
 
 @router.get("/Schedules", summary="Schedule tasks (pgvault has none: backups follow the plan)")

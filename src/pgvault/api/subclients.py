@@ -12,9 +12,10 @@ from ..errors import BadRequest, NotFound, shown
 from ..schemas.backupsets import subclient_properties
 from ..schemas.common import POSTGRESQL_APP_ID
 from ..services import backupsets, jobs
+from . import BASE
 from .deps import ContextDep, UserDep
 
-router = APIRouter(tags=["subclients"])
+router = APIRouter(prefix=BASE, tags=["subclients"])
 
 LEVELS = {"full": "Full", "incremental": "Full", "differential": "Full", "synthetic_full": "Full"}
 

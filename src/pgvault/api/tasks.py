@@ -8,9 +8,10 @@ from fastapi import APIRouter, Body
 
 from ..schemas.restore import CreateTaskRequest
 from ..services import restore
+from . import BASE
 from .deps import ContextDep, UserDep
 
-router = APIRouter(tags=["restore"])
+router = APIRouter(prefix=BASE, tags=["restore"])
 
 
 @router.post("/CreateTask", summary="Restore databases or tables of a restore point, in place or elsewhere")

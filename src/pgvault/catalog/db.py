@@ -142,6 +142,12 @@ class Catalog:
         The driver's errors come out as SQLAlchemy's (``DataError`` for an id out of PostgreSQL's integer
         range, which the API answers with a 400, as on the Core path), and a connection the server
         dropped is thrown out of the pool rather than handed to the next request."""
+        dispatch = self.engine.dispatch
+        if dispatch.before_cursor_execute or dispatch.after_cursor_execute:
+            # the fence of catalog/prepared.py: its statements bypass SQLAlchemy's execution, so events
+            # that expect to see every statement (logging, tracing) would silently miss them
+            raise RuntimeError("Catalog.rows() bypasses SQLAlchemy's execution events, and this engine has "
+                               "listeners for them: read through transaction(write=False) instead")
         dialect = self.engine.dialect
         fairy = self.engine.raw_connection()
         raw: Any = fairy.dbapi_connection

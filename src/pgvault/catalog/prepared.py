@@ -9,6 +9,12 @@ SQLAlchemy's own result processors (SQLite's dates and booleans, JSON, ``UTCDate
 are the same values the Core path gives. Anywhere else (a Session or a Connection, inside a write
 transaction for instance) the same ``Prepared`` runs through SQLAlchemy.
 
+What SQLAlchemy does not do for a statement run on the driver's cursor: no execution events fire
+(``before_cursor_execute``, ``after_cursor_execute``; nor ``handle_error``), no statement cache or compiled-cache
+entry is used, no echo logging. That is the fence: ``Catalog.rows`` refuses to run on an engine that has
+listeners for those events, rather than let them miss statements; anything that needs them reads through
+``Catalog.transaction(write=False)``, where the same ``Prepared`` runs through SQLAlchemy.
+
 Only statements whose caller-given parameters need no conversion on the way in (integers, strings) and
 that have no expanding (IN-list) parameters can be prepared (the statement's own constants are converted
 once, when it is compiled); that is checked when a statement is first compiled for
