@@ -166,10 +166,6 @@ class Keyring(Sealer):
     def active_id(self) -> str:
         return self._keys.active.key_id.hex()
 
-    @property
-    def env_provided(self) -> bool:
-        return bool(self._given)
-
     def known_keys(self) -> tuple[KeyInfo, ...]:
         return self._keys.infos
 

@@ -25,7 +25,7 @@ import psycopg
 from ..domain.jobs import ItemStatus, JobStatus
 from ..errors import ConnectionFailed, PgvaultError, ToolError
 from ..pgtools.binaries import Toolset, toolset_for_server
-from ..pgtools.connection import ServerAddress, ServerInfo
+from ..pgtools.connection import ServerAddress, server_info
 from ..pgtools.runner import Cancelled, CancelToken, client_env, run_program
 from ..storage import Storage, StorageError
 from .compressor import compressor_argv, compressor_env
@@ -66,7 +66,6 @@ class BackupOutcome:
     status: JobStatus
     message: str
     manifest: Manifest | None = None
-    manifest_key: str | None = None
     manifest_sha256: str | None = None
 
 
@@ -143,11 +142,7 @@ class BackupRun:
         req = self.req
         self.reporter.phase("Discover", 1)
         with req.address.connect() as conn:
-            row = conn.execute(
-                "select current_setting('server_version'), current_setting('server_version_num')::int"
-            ).fetchone()
-            assert row is not None
-            info = ServerInfo(version=str(row[0]).split()[0], version_num=int(row[1]))
+            info = server_info(conn)
             databases = discover(conn)
             budget = connection_budget(conn)
         tools = toolset_for_server(info.version_num, req.pg_bin)
@@ -207,10 +202,10 @@ class BackupRun:
             w.commit()
         if manifest.failed:
             names = ", ".join(f["name"] for f in manifest.failed)
-            return BackupOutcome(JobStatus.COMPLETED_WITH_ERRORS, f"failed databases: {names}", manifest, key,
+            return BackupOutcome(JobStatus.COMPLETED_WITH_ERRORS, f"failed databases: {names}", manifest,
                                  hashlib.sha256(data).hexdigest())
         message = f"{len(manifest.databases)} databases backed up"
-        return BackupOutcome(JobStatus.COMPLETED, message, manifest, key, hashlib.sha256(data).hexdigest())
+        return BackupOutcome(JobStatus.COMPLETED, message, manifest, hashlib.sha256(data).hexdigest())
 
     def _write_data_key(self, sealed: bytes) -> dict[str, str]:
         """The sealed data key beside the backup, first of its objects, so that storage plus the master

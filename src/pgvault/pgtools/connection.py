@@ -38,11 +38,6 @@ class ServerAddress:
             return "disable"
         return "verify-full" if self.ssl_ca else "require"
 
-    @property
-    def display(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
-
     def with_db(self, dbname: str) -> ServerAddress:
         return replace(self, dbname=dbname)
 
@@ -83,9 +78,14 @@ class ServerInfo:
         return PgVersion(self.version_num)
 
 
+def server_info(conn: psycopg.Connection) -> ServerInfo:
+    """The version of the server ``conn`` is connected to (the one place it is read)."""
+    row = conn.execute("select current_setting('server_version'), current_setting('server_version_num')")
+    version, num = row.fetchone()  # type: ignore[misc]
+    return ServerInfo(version=str(version).split()[0], version_num=int(num))
+
+
 def probe(address: ServerAddress) -> ServerInfo:
     """Log in and read the server's version (time-limited by ``connect_timeout``)."""
     with address.connect() as conn:
-        row = conn.execute("select current_setting('server_version'), current_setting('server_version_num')")
-        version, num = row.fetchone()  # type: ignore[misc]
-    return ServerInfo(version=str(version).split()[0], version_num=int(num))
+        return server_info(conn)

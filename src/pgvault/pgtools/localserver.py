@@ -14,7 +14,6 @@ import secrets
 import shutil
 import socket
 import subprocess
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -176,17 +175,6 @@ class LocalServer:
         info = self.conninfo(dbname)
         info.update(kw)
         return psycopg.connect(autocommit=True, connect_timeout=10, **info)
-
-    def wait_ready(self, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                with self.connect():
-                    return
-            except Exception:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
 
     def __enter__(self) -> LocalServer:
         return self.start()

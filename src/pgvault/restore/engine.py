@@ -34,7 +34,7 @@ from ..crypto import Sealer
 from ..domain.jobs import JobStatus, overall
 from ..errors import ArchiveIntegrityError, ConnectionFailed, PgvaultError, ToolError
 from ..pgtools.binaries import Toolset, toolset_for_server
-from ..pgtools.connection import ServerAddress
+from ..pgtools.connection import ServerAddress, server_info
 from ..pgtools.runner import Cancelled, CancelToken, client_env, dbname_arg, run_program
 from ..pgtools.versions import PgVersion
 from ..storage import Storage, StorageError
@@ -153,7 +153,7 @@ class RestoreRun:
 
         self.reporter.phase("Check target", 5)
         with req.address.connect() as conn:
-            version_num = int(str(_one(conn, "select current_setting('server_version_num')")))
+            version_num = server_info(conn).version_num
             existing = {r[0] for r in conn.execute("select datname from pg_database")}
             can_create = bool(_one(conn, "select rolcreatedb or rolsuper from pg_roles where rolname = current_user"))
         tools = toolset_for_server(version_num, req.pg_bin)

@@ -26,7 +26,7 @@ from ..crypto import Sealer
 from ..domain.jobs import ItemStatus, JobStatus
 from ..errors import ArchiveIntegrityError, PgvaultError, ToolError
 from ..pgtools.binaries import server_binaries, toolset_for_server
-from ..pgtools.connection import ServerAddress
+from ..pgtools.connection import ServerAddress, server_info
 from ..pgtools.runner import Cancelled, CancelToken, client_env, dbname_arg, run_program
 from ..pgtools.versions import PgVersion
 from ..storage import Storage, StorageError
@@ -135,9 +135,7 @@ class VerifyRun:
         source = PgVersion(manifest.server_version_num)
         with self._drill_server(source) as (address, where):
             with address.connect() as conn:
-                row = conn.execute("select current_setting('server_version_num')::int").fetchone()
-                assert row is not None
-                version_num = int(row[0])
+                version_num = server_info(conn).version_num
             tools = toolset_for_server(version_num, req.pg_bin)
             on = f"on PostgreSQL {PgVersion(version_num).label} ({where})"
             self.log.info("restore drill %s; the backup is of PostgreSQL %s", on, source.label)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import functools
 import hashlib
 import hmac
 import secrets
@@ -66,7 +67,11 @@ def verify_password(password: str, stored: str) -> bool:
     return hmac.compare_digest(candidate, base64.b64decode(digest))
 
 
-_DUMMY_HASH = hash_password(secrets.token_hex(8))
+@functools.cache
+def _dummy_hash() -> str:
+    """What an unknown user's login is checked against (so it costs the same scrypt as a known one's),
+    made at the first such login rather than at import (0.3 s for every ``import pgvault.app``)."""
+    return hash_password(secrets.token_hex(8))
 
 
 def _token_hash(token: str) -> str:
@@ -90,7 +95,7 @@ def check_password(row: PasswordRow | None, password: str) -> AuthUser:
     for a turn at it, KDF_AT_ONCE): run it outside any transaction, which would hold a pooled connection
     (and on SQLite a snapshot, or with BEGIN IMMEDIATE the write lock) for all that time."""
     # Same work whether or not the user exists: no user enumeration by timing.
-    ok = verify_password(password, row.password_hash if row else _DUMMY_HASH)
+    ok = verify_password(password, row.password_hash if row else _dummy_hash())
     if row is None or not ok:
         # Not Command Center's "Access denied" wording: cvpysdk turns a 401 saying "Access denied" with
         # errorCode 5 into a hint about SSL certificates and drops this message.
