@@ -188,6 +188,8 @@ def test_duplicate_name_in_the_same_cloud_account(api, service, body):
     r = api.post("/Instance", json=body)
     assert r.status_code == 200, r.text
     iid = r.json()["response"]["entity"]["instanceId"]
+    # its first backup writes job items: let it end, so that "the refusal changed nothing" is about the refusal
+    api.wait_job(r.json()["processinginstructioninfo"]["attributes"][1]["value"])
     try:
         _refused(api, service, _set(body, "instanceProperties.instance.instanceName", "DUP"), 409, contains="dup")
         # another cloud account may use the name

@@ -85,11 +85,33 @@ def test_routes_are_added_whole():
     from fastapi import FastAPI
 
     from pgvault import __version__
-    from pgvault.app import ROUTERS, create_app
+    from pgvault.api import openapi
+    from pgvault.app import PUBLIC, ROUTERS, create_app
 
     app = create_app()
     reference = FastAPI(title=app.title, version=__version__, description=app.description)
     for router in ROUTERS:
         reference.include_router(router)
+    openapi.install(reference, PUBLIC)
     assert app.openapi() == reference.openapi()
     assert len(app.openapi()["paths"]) > 30
+
+
+def test_every_operation_declares_its_errors_in_the_envelope_and_no_422():
+    from pgvault.app import create_app
+
+    doc = create_app().openapi()
+    assert "HTTPValidationError" not in doc["components"]["schemas"]
+    for path, operations in doc["paths"].items():
+        for method, op in operations.items():
+            codes = set(op["responses"])
+            assert "422" not in codes, (method, path)
+            assert {"200", "400"} <= codes, (method, path)
+            assert ("401" in codes) != path.endswith("/api/"), (method, path)
+            if method in ("post", "put"):
+                assert {"404", "413"} <= codes, (method, path)
+            for code, response in op["responses"].items():
+                if code != "200":
+                    schema = response["content"]["application/json"]["schema"]
+                    assert schema == {"$ref": "#/components/schemas/ErrorBody"}, (method, path, code)
+    assert "409" in doc["paths"]["/commandcenter/api/Instance"]["post"]["responses"]

@@ -21,6 +21,7 @@ from .api import (
     errors,
     instances,
     jobs,
+    openapi,
     plans,
     restore_points,
     root,
@@ -60,11 +61,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for route in list(app.router.routes):
         if isinstance(route, APIRoute) and "GET" in (route.methods or ()):
             _add_head(app, route)
-    errors.install(app, frozenset({BASE, BASE + "/", BASE + "/Login", BASE + "/RenewLoginToken"}))
+    errors.install(app, PUBLIC)
+    openapi.install(app, PUBLIC)
     app.add_middleware(CanonicalPaths, templates=templates)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)  # outermost: before anything else
     return app
 
+
+PUBLIC = frozenset({BASE, BASE + "/", BASE + "/Login", BASE + "/RenewLoginToken"})  # no token needed
 
 # Routes are matched in this order, one regular expression each: the ones polled hardest (a job's progress,
 # the instance list) come first. No two modules' paths overlap, so the order changes nothing else.

@@ -7,8 +7,10 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .domain.targets import TargetPolicy
 
 
 class Settings(BaseSettings):
@@ -42,7 +44,28 @@ class Settings(BaseSettings):
     job_poll_seconds: float = Field(2.0, gt=0)
     scheduler_seconds: float = Field(30.0, gt=0, description="how often the scheduler looks for due backups")
     aging_hours: float = Field(24, gt=0, description="how often Data Aging runs for instances without new backups")
+    allowed_targets: str = Field(
+        "", description="the servers and S3 endpoints pgvault may reach, comma-separated: networks (CIDR) and "
+                        "host names (*.example.com for subdomains); empty: any")
+    local_roots: str = Field(
+        "", description="folders (separated by ':') under which a plan's local destination may be, besides "
+                        "PGVAULT_HOME/backups")
     log_level: str = "INFO"
+
+    @field_validator("allowed_targets")
+    @classmethod
+    def _targets(cls, value: str) -> str:
+        TargetPolicy.parse(value)  # a wrong entry stops the start, saying which
+        return value
+
+    @cached_property
+    def target_policy(self) -> TargetPolicy:
+        return TargetPolicy.parse(self.allowed_targets)
+
+    @property
+    def local_root_dirs(self) -> tuple[Path, ...]:
+        extra = tuple(Path(p).expanduser() for p in self.local_roots.split(os.pathsep) if p)
+        return (self.backups_dir, *extra)
 
     @cached_property
     def home_dir(self) -> Path:

@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,8 @@ class Service:
             "PGVAULT_ADMIN_PASSWORD": admin_password,
             "PGVAULT_JOB_POLL_SECONDS": "0.5",
             "PGVAULT_LOG_LEVEL": "DEBUG",
+            # the tests' plans keep their local destinations in pytest's temporary folders
+            "PGVAULT_LOCAL_ROOTS": tempfile.gettempdir(),
             **env,
         }
         self.proc: subprocess.Popen[bytes] | None = None

@@ -15,6 +15,7 @@ from ..schemas.clients import client_entity, client_properties
 from ..schemas.common import ENTITY_CLIENT, Name, Text, WireModel
 from . import BASE
 from .deps import ContextDep, UserDep
+from .openapi import CONFLICT
 
 router = APIRouter(prefix=BASE, tags=["clients (cloud accounts)"])
 
@@ -45,7 +46,8 @@ def get_client(ctx: ContextDep, _: UserDep, client_id: int) -> dict:
         return {"clientProperties": [client_properties(account)]}
 
 
-@router.post("/Client", summary="Create a cloud account: {\"clientName\": ..., \"description\": ...}")
+@router.post("/Client", summary="Create a cloud account: {\"clientName\": ..., \"description\": ...}",
+             responses=CONFLICT)
 def create_client(ctx: ContextDep, _: UserDep, body: Annotated[CreateClientRequest, Body()]) -> dict:
     try:
         with ctx.catalog.transaction(write=True) as s:

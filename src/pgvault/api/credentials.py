@@ -19,6 +19,7 @@ from ..schemas.credentials import (
 from ..services import credentials
 from . import BASE
 from .deps import ContextDep, UserDep
+from .openapi import CONFLICT
 
 router = APIRouter(prefix=BASE, tags=["credentials"])
 
@@ -55,7 +56,8 @@ def list_credentials_v4(
         return {"credentialManager": [credential_v4(c) for c in credentials.list_all(s)]}
 
 
-@router.post("/V4/Credential", summary="Create a PostgreSQL database credential (password base64)")
+@router.post("/V4/Credential", summary="Create a PostgreSQL database credential (password base64)",
+             responses=CONFLICT)
 def create_credential(ctx: ContextDep, user: UserDep, body: Annotated[CreateCredentialRequest, Body()]) -> dict:
     with ctx.catalog.transaction(write=True) as s:
         cred = credentials.create(

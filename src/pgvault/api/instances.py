@@ -31,12 +31,14 @@ from ..services import aging, instances, plans
 from . import BASE
 from .deps import ContextDep, UserDep, json_response, run_read
 from .errors import reply_errors_in_body
+from .openapi import CONFLICT
 
 router = APIRouter(prefix=BASE, tags=["instances"])
 log = logging.getLogger("pgvault.api.instances")
 
 
-@router.post("/Instance", summary="Create Instance: register a PostgreSQL instance and back up every database")
+@router.post("/Instance", summary="Create Instance: register a PostgreSQL instance and back up every database",
+             responses=CONFLICT)
 def create_instance(
     request: Request, ctx: ContextDep, user: UserDep, body: Annotated[AnyCreateInstanceRequest, Body()],
 ) -> dict:
@@ -44,7 +46,7 @@ def create_instance(
         reply_errors_in_body(request)
         with ctx.catalog.transaction(write=True) as s:
             body = instances.from_sdk_request(s, body, ctx.sealer)
-    reg = instances.check_request(body, ctx.settings.connect_timeout_seconds)
+    reg = instances.check_request(body, ctx.settings.connect_timeout_seconds, ctx.settings.target_policy)
     entity = instance_entity(name=reg.name)
     try:
         with ctx.catalog.transaction(write=False) as s:  # the cheap refusals first, before touching the network
@@ -147,7 +149,8 @@ def update_instance(
     return {"response": [{"errorCode": 0, "errorString": ""}]}
 
 
-@router.delete("/Instance/{instance_id}", summary="Delete an instance; its backups stay unless deleteBackups=true")
+@router.delete("/Instance/{instance_id}", summary="Delete an instance; its backups stay unless deleteBackups=true",
+               responses=CONFLICT)
 def delete_instance(
     ctx: ContextDep, user: UserDep, instance_id: int,
     delete_backups: Annotated[bool, Query(alias="deleteBackups")] = False,

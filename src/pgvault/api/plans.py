@@ -17,6 +17,7 @@ from ..schemas.plans import PlanBody, plan_detail, plan_summary, server_plan_v4
 from ..services import backupsets, plans
 from . import BASE
 from .deps import ContextDep, UserDep
+from .openapi import CONFLICT
 
 router = APIRouter(prefix=BASE, tags=["plans"])
 
@@ -33,11 +34,12 @@ def get_plan(ctx: ContextDep, _: UserDep, plan_id: int) -> dict:
         return plan_detail(plans.get(s, plan_id))
 
 
-@router.post("/V2/Plan", summary="Create a plan: schedule, retention, destinations (see docs/api.md)")
+@router.post("/V2/Plan", summary="Create a plan: schedule, retention, destinations (see docs/api.md)",
+             responses=CONFLICT)
 def create_plan(ctx: ContextDep, _: UserDep, body: Annotated[PlanBody, Body()]) -> dict:
     if not body.planName:
         raise BadRequest("planName is required")
-    destinations = plans.prepare_destinations(body, ctx.sealer, ctx.settings.backups_dir)
+    destinations = plans.prepare_destinations(body, ctx.sealer, _bounds(ctx), ctx.settings.backups_dir)
     assert destinations is not None
     try:
         with ctx.catalog.transaction(write=True) as s:
@@ -46,9 +48,10 @@ def create_plan(ctx: ContextDep, _: UserDep, body: Annotated[PlanBody, Body()]) 
         raise Conflict(f"a plan named {shown(body.planName)} already exists") from None
 
 
-@router.put("/V2/Plan/{plan_id}", summary="Change a plan (only the fields given); effective from each next backup")
+@router.put("/V2/Plan/{plan_id}", summary="Change a plan (only the fields given); effective from each next backup",
+            responses=CONFLICT)
 def update_plan(ctx: ContextDep, _: UserDep, plan_id: int, body: Annotated[PlanBody, Body()]) -> dict:
-    destinations = plans.prepare_destinations(body, ctx.sealer)
+    destinations = plans.prepare_destinations(body, ctx.sealer, _bounds(ctx))
     try:
         with ctx.catalog.transaction(write=True) as s:
             plan = plans.get(s, plan_id)
@@ -59,7 +62,8 @@ def update_plan(ctx: ContextDep, _: UserDep, plan_id: int, body: Annotated[PlanB
         raise Conflict(f"a plan named {shown(body.planName)} already exists") from None
 
 
-@router.delete("/V2/Plan/{plan_id}", summary="Delete a plan no instance uses (409 names the instances)")
+@router.delete("/V2/Plan/{plan_id}", summary="Delete a plan no instance uses (409 names the instances)",
+               responses=CONFLICT)
 def delete_plan(ctx: ContextDep, _: UserDep, plan_id: int) -> dict:
     with ctx.catalog.transaction(write=True) as s:
         plans.delete(s, plan_id)
@@ -85,3 +89,7 @@ def plan_entities(ctx: ContextDep, _: UserDep, plan_id: int) -> dict:
 def get_server_plan(ctx: ContextDep, _: UserDep, plan_id: int) -> dict:
     with ctx.catalog.transaction(write=False) as s:
         return server_plan_v4(_plan(s, plan_id))
+
+
+def _bounds(ctx: ContextDep) -> plans.DestinationBounds:
+    return plans.DestinationBounds(ctx.settings.local_root_dirs, ctx.settings.target_policy)

@@ -21,6 +21,7 @@ from ..catalog.types import utcnow
 from ..crypto import Sealer
 from ..domain.jobs import ACTIVE
 from ..domain.schedule import Schedule, Scheduled
+from ..domain.targets import TargetPolicy
 from ..errors import BadRequest, Conflict, NotFound, shown
 from ..pgtools.connection import ServerAddress, ServerInfo
 from ..schemas.instance import CreateInstanceRequest, InstanceRow, SdkCreateInstanceRequest, parse_host_port
@@ -54,10 +55,18 @@ class Registration:
     declared_version: str
 
 
-def check_request(req: CreateInstanceRequest, connect_timeout: int) -> Registration:
+def check_target(policy: TargetPolicy, host: str) -> None:
+    """Refuse a server pgvault is not allowed to reach (``PGVAULT_ALLOWED_TARGETS``), before any connection."""
+    if not policy.allows(host):
+        raise BadRequest(f"postGreSQLInstance.port: {shown(host)} is not among the servers pgvault may reach "
+                         f"(PGVAULT_ALLOWED_TARGETS: {policy.describe()})")
+
+
+def check_request(req: CreateInstanceRequest, connect_timeout: int, policy: TargetPolicy) -> Registration:
     props = req.instanceProperties
     pg = props.postGreSQLInstance
     host, port = parse_host_port(pg.port)
+    check_target(policy, host)
     ca = pg.sslOpt.sslCa or None
     if ca is not None:
         if not pg.sslOpt.sslEnabled:
@@ -141,7 +150,9 @@ def create(session: Session, reg: Registration, info: ServerInfo, sealer: Sealer
     return inst, job
 
 
-def address_of(inst: Instance, sealer: Sealer, connect_timeout: int) -> ServerAddress:
+def address_of(inst: Instance, sealer: Sealer, connect_timeout: int, policy: TargetPolicy) -> ServerAddress:
+    """How a job reaches the instance; refused when ``PGVAULT_ALLOWED_TARGETS`` no longer allows it."""
+    check_target(policy, inst.host)
     return ServerAddress(
         host=inst.host, port=inst.port, user=inst.username,
         password=sealer.open(inst.password_sealed, PASSWORD_CONTEXT).decode(),

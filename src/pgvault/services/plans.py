@@ -5,16 +5,20 @@ from __future__ import annotations
 
 import os
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..catalog.models import Instance, Plan, PlanDestination
 from ..crypto import Sealer
+from ..domain.targets import TargetPolicy, within
 from ..errors import BadRequest, Conflict, NotFound, shown
 from ..schemas.plans import DestinationBody, PlanBody
 from ..storage import StorageError
+from ..storage.s3 import endpoint_url
 from .destinations import open_destination, seal_secret
 
 
@@ -31,11 +35,12 @@ def _name_free(session: Session, name: str, except_id: int | None = None) -> Non
         raise Conflict(f"a plan named {shown(name)} already exists")
 
 
-def prepare_destinations(body: PlanBody, sealer: Sealer, default_path: Path | None = None
-                         ) -> list[PlanDestination] | None:
+def prepare_destinations(body: PlanBody, sealer: Sealer, bounds: DestinationBounds,
+                         default_path: Path | None = None) -> list[PlanDestination] | None:
     """The destinations the body asks for (or the default folder for a new plan without any), each
-    probed by writing and deleting a small object. Called before the catalog transaction: a probe may
-    wait on the network, and no catalog lock should wait with it."""
+    checked against ``bounds`` (before anything is touched), then probed by writing and deleting a small
+    object. Called before the catalog transaction: a probe may wait on the network, and no catalog lock
+    should wait with it."""
     wanted = body.destinations
     if body.storage is not None:
         wanted = [DestinationBody(name="primary", kind="local", path=body.storage.path)]
@@ -47,8 +52,37 @@ def prepare_destinations(body: PlanBody, sealer: Sealer, default_path: Path | No
                            secret_sealed=seal_secret(sealer, d.secret()), position=n)
            for n, d in enumerate(wanted)]
     for dest in new:
+        bounds.check(dest)
+    for dest in new:
         check_reachable(dest, sealer)
     return new
+
+
+@dataclass(frozen=True)
+class DestinationBounds:
+    """Where destinations may be: local folders under ``roots`` (``PGVAULT_HOME/backups`` and
+    ``PGVAULT_LOCAL_ROOTS``), S3 endpoints the ``policy`` allows (``PGVAULT_ALLOWED_TARGETS``)."""
+
+    roots: tuple[Path, ...]
+    policy: TargetPolicy
+
+    def check(self, dest: PlanDestination) -> None:
+        if dest.kind == "local":
+            path = Path(dest.config["path"])
+            if not within(path, self.roots):
+                allowed = ", ".join(str(r) for r in self.roots)
+                raise BadRequest(f"destination {dest.name!r}: {shown(str(path))} is not under the folders local "
+                                 f"destinations may use ({allowed}; PGVAULT_LOCAL_ROOTS adds more)")
+            return
+        cfg = dest.config
+        try:
+            url = endpoint_url(cfg.get("endpoint"), cfg["region"], cfg["bucket"], bool(cfg.get("virtualHosted")))
+        except StorageError as exc:
+            raise BadRequest(f"destination {dest.name!r}: {exc}") from None
+        host = urlsplit(url).hostname or ""
+        if not self.policy.allows(host):
+            raise BadRequest(f"destination {dest.name!r}: the endpoint {shown(host)} is not among the targets "
+                             f"pgvault may reach (PGVAULT_ALLOWED_TARGETS: {self.policy.describe()})")
 
 
 def create(session: Session, body: PlanBody, destinations: list[PlanDestination]) -> Plan:

@@ -108,7 +108,7 @@ def _backup(session: Session, job: Job, ctx: RunContext) -> Run:
         job_id=job_id,
         instance={"id": inst.id, "name": inst.name, "client": inst.cloud_account.name,
                   "host": inst.host, "port": inst.port},
-        address=instances.address_of(inst, ctx.sealer, settings.connect_timeout_seconds),
+        address=instances.address_of(inst, ctx.sealer, settings.connect_timeout_seconds, settings.target_policy),
         storage=destinations.open_plan(plan, ctx.sealer),
         prefix=f"instance-{inst.id}/{stamp}-job-{job_id}",
         compression_level=plan.compression_level,
@@ -172,7 +172,8 @@ def _restore(session: Session, job: Job, ctx: RunContext) -> Run:
     opts, settings, job_id = job.options, ctx.settings, job.id
     req = RestoreRequest(
         job_id=job_id, storage=storage, prefix=point.prefix, manifest_sha256=point.manifest_sha256,
-        address=instances.address_of(job.instance, ctx.sealer, settings.connect_timeout_seconds),
+        address=instances.address_of(job.instance, ctx.sealer, settings.connect_timeout_seconds,
+                                       settings.target_policy),
         items=[RestoreItem(i["source"], i["target"],
                            [tuple(t) for t in i["tables"]] if i["tables"] is not None else None)  # type: ignore[misc]
                for i in opts["items"]],
@@ -194,7 +195,8 @@ def _verify(session: Session, job: Job, ctx: RunContext) -> Run:
     settings, job_id, point_id = ctx.settings, job.id, point.id
     address = None
     if job.options.get("target_instance_id") is not None:
-        address = instances.address_of(job.instance, ctx.sealer, settings.connect_timeout_seconds)
+        address = instances.address_of(job.instance, ctx.sealer, settings.connect_timeout_seconds,
+                                       settings.target_policy)
     req = VerifyRequest(job_id=job_id, storage=storage, prefix=point.prefix,
                         manifest_sha256=point.manifest_sha256, drill=bool(job.options.get("drill")),
                         drill_address=address, scratch_dir=Path(tempfile.gettempdir()),
