@@ -141,6 +141,9 @@ class ProgramResult:
     stderr: str
 
 
+Filter = tuple[list[str], dict[str, str]]  # a filter program: argv and environment
+
+
 def run_program(
     argv: list[str],
     env: dict[str, str],
@@ -151,148 +154,179 @@ def run_program(
     stdin_source: Iterator[bytes] | None = None,
     on_stderr: Callable[[str], None] | None = None,
     check: bool = True,
-    stdout_through: tuple[list[str], dict[str, str]] | None = None,
-    stdin_through: tuple[list[str], dict[str, str]] | None = None,
+    stdout_through: Filter | None = None,
+    stdin_through: Filter | None = None,
 ) -> ProgramResult:
-    """Run one program to its end. stdout goes to ``stdout_sink`` in 1 MiB chunks (or is discarded);
-    stderr lines go to ``log`` (and ``on_stderr``), the last of them into the result and any ``ToolError``;
-    ``stdin_source`` feeds the program's stdin from another thread. When the source itself fails (a
-    stored file that does not decrypt or cannot be read), the program is stopped rather than left to
-    take a cut-short input for a whole one, and the source's exception is raised here.
+    """Run one program to its end (``Pipeline``'s docstring says how): the one call every caller makes."""
+    pipeline = Pipeline(argv, env, log=log, cancel=cancel, stdout_filter=stdout_through, stdin_filter=stdin_through)
+    return pipeline.run(stdout_sink=stdout_sink, stdin_source=stdin_source, on_stderr=on_stderr, check=check)
 
-    ``stdout_through`` (argv, env) puts a filter program between the program's stdout and the sink, joined
-    by a kernel pipe (``pg_dump | zstd``): the unfiltered bytes never pass through this process. Both are
-    stopped together, and a failure of either fails the run, the filter's first (the program then only
-    saw a broken pipe).
 
-    ``stdin_through`` (argv, env) is the same the other way round (``zstd -d | pg_restore``): the source
-    feeds the filter, whose stdout is the program's stdin. A filter that fails fails the run, first (the
-    program then saw its input cut short), unless it died of a broken pipe: then the program stopped
-    reading, and the program's own result says why."""
-    name = Path(argv[0]).name
-    through = stdout_through or stdin_through
-    fname = Path(through[0][0]).name if through is not None else ""
-    if cancel is not None:
-        cancel.raise_if_cancelled()
-    if stdout_through is not None and stdout_sink is None:
-        raise ValueError("stdout_through needs a stdout_sink")
-    if stdin_through is not None and (stdin_source is None or stdout_through is not None):
-        raise ValueError("stdin_through needs a stdin_source, and no stdout_through")
-    infilt: subprocess.Popen[bytes] | None = None
-    if stdin_through is not None:
-        infilt = _start_filter(stdin_through, subprocess.PIPE, f"{fname}, the input filter of {name}")
-    try:
-        proc = subprocess.Popen(
-            argv, env=env,
-            stdin=infilt.stdout if infilt is not None else (
-                subprocess.PIPE if stdin_source is not None else subprocess.DEVNULL),
-            stdout=subprocess.PIPE if stdout_sink is not None else subprocess.DEVNULL,
-            stderr=subprocess.PIPE, start_new_session=True, bufsize=0,
-        )
-    except BaseException:
-        if infilt is not None:
-            _terminate(infilt)
-            _close(infilt)
-        raise
-    procs = [proc]
-    stdout = proc.stdout
-    feed_into = proc.stdin
-    if infilt is not None:
-        assert infilt.stdout is not None
-        infilt.stdout.close()  # the program holds the pipe's read end: the filter sees EPIPE if it dies
-        procs.append(infilt)
-        feed_into = infilt.stdin
-    if stdout_through is not None:
+class Pipeline:
+    """One program, alone or joined by a kernel pipe to a filter program on one side.
+
+    - stdout goes to ``stdout_sink`` in 1 MiB chunks (or is discarded); stderr lines go to ``log`` (and
+      ``on_stderr``), the last of them into the result and any ``ToolError``; ``stdin_source`` feeds the
+      program's stdin from another thread. When the source itself fails (a stored file that does not
+      decrypt or cannot be read), the program is stopped rather than left to take a cut-short input for a
+      whole one, and the source's exception is raised.
+    - ``stdout_filter`` (argv, env) stands between the program's stdout and the sink (``pg_dump | zstd``):
+      the unfiltered bytes never pass through this process. Both are stopped together, and a failure of
+      either fails the run, the filter's first (the program then only saw a broken pipe).
+    - ``stdin_filter`` is the same the other way round (``zstd -d | pg_restore``): the source feeds the
+      filter, whose stdout is the program's stdin. A filter that fails fails the run, first (the program
+      then saw its input cut short), unless it died of a broken pipe: then the program stopped reading,
+      and the program's own result says why.
+    - a cancel stops both processes' groups (pg_dump -j forks workers).
+    """
+
+    def __init__(self, argv: list[str], env: dict[str, str], *, log: logging.Logger,
+                 cancel: CancelToken | None = None, stdout_filter: Filter | None = None,
+                 stdin_filter: Filter | None = None) -> None:
+        if stdout_filter is not None and stdin_filter is not None:
+            raise ValueError("a pipeline has a filter on one side at most")
+        self.argv, self.env, self.log, self.cancel = argv, env, log, cancel
+        self.stdout_filter, self.stdin_filter = stdout_filter, stdin_filter
+        self.name = Path(argv[0]).name
+        through = stdout_filter or stdin_filter
+        self.filter_name = Path(through[0][0]).name if through is not None else ""
+        self._procs: list[subprocess.Popen[bytes]] = []  # the program first, then its filter
+        self._source_failed: list[BaseException] = []
+
+    def run(self, *, stdout_sink: Callable[[bytes], None] | None = None,
+            stdin_source: Iterator[bytes] | None = None, on_stderr: Callable[[str], None] | None = None,
+            check: bool = True) -> ProgramResult:
+        if self.cancel is not None:
+            self.cancel.raise_if_cancelled()
+        if self.stdout_filter is not None and stdout_sink is None:
+            raise ValueError("stdout_through needs a stdout_sink")
+        if self.stdin_filter is not None and stdin_source is None:
+            raise ValueError("stdin_through needs a stdin_source")
+        stdout, feed_into = self._spawn(stdout_sink is not None, stdin_source is not None)
+        tail: deque[str] = deque(maxlen=40)
+        filter_tail: deque[str] = deque(maxlen=10)
+        threads = [threading.Thread(target=self._read_stderr, args=(self._procs[0], self.name, tail, on_stderr),
+                                    daemon=True, name=f"{self.name}-stderr")]
+        if len(self._procs) > 1:
+            threads.append(threading.Thread(target=self._read_stderr,
+                                            args=(self._procs[1], self.filter_name, filter_tail, None),
+                                            daemon=True, name=f"{self.filter_name}-stderr"))
+        if stdin_source is not None:
+            assert feed_into is not None
+            threads.append(threading.Thread(target=self._feed, args=(stdin_source, feed_into), daemon=True,
+                                            name=f"{self.name}-stdin"))
+        for t in threads:
+            t.start()
         try:
-            filt = _start_filter(stdout_through, proc.stdout, f"{fname}, the output filter of {name}")
+            with self.cancel.on_cancel(self._stop) if self.cancel is not None else contextlib.nullcontext():
+                if stdout_sink is not None:
+                    assert stdout is not None
+                    while chunk := stdout.read(CHUNK):
+                        stdout_sink(chunk)
+                for p in self._procs:
+                    p.wait()
         except BaseException:
-            _terminate(proc)
-            _close(proc)
+            self._stop()
             raise
-        assert proc.stdout is not None
-        proc.stdout.close()  # the filter holds the pipe's read end: the program sees EPIPE if it dies
-        procs.append(filt)
-        stdout = filt.stdout
-    tail: deque[str] = deque(maxlen=40)
-    filter_tail: deque[str] = deque(maxlen=10)
+        finally:
+            for t in threads:
+                t.join(timeout=10)
+            for p in self._procs:
+                _close(p)
+        return self._outcome(tail, filter_tail, check)
 
-    def read_stderr(p: subprocess.Popen[bytes], prog: str, lines: deque[str], feed: bool) -> None:
+    # -- the parts -------------------------------------------------------------------------------
+    def _spawn(self, with_stdout: bool, with_stdin: bool) -> tuple[Any, Any]:
+        """Start the filter (stdin side) and the program, or the program and the filter (stdout side),
+        joined by a kernel pipe; returns the stream the sink reads and the one the source feeds."""
+        infilt: subprocess.Popen[bytes] | None = None
+        if self.stdin_filter is not None:
+            infilt = _start_filter(self.stdin_filter, subprocess.PIPE,
+                                   f"{self.filter_name}, the input filter of {self.name}")
+        try:
+            proc = subprocess.Popen(
+                self.argv, env=self.env,
+                stdin=infilt.stdout if infilt is not None else (subprocess.PIPE if with_stdin else subprocess.DEVNULL),
+                stdout=subprocess.PIPE if with_stdout else subprocess.DEVNULL,
+                stderr=subprocess.PIPE, start_new_session=True, bufsize=0,
+            )
+        except BaseException:
+            if infilt is not None:
+                _terminate(infilt)
+                _close(infilt)
+            raise
+        self._procs = [proc]
+        stdout, feed_into = proc.stdout, proc.stdin
+        if infilt is not None:
+            assert infilt.stdout is not None
+            infilt.stdout.close()  # the program holds the pipe's read end: the filter sees EPIPE if it dies
+            self._procs.append(infilt)
+            feed_into = infilt.stdin
+        if self.stdout_filter is not None:
+            try:
+                filt = _start_filter(self.stdout_filter, proc.stdout,
+                                     f"{self.filter_name}, the output filter of {self.name}")
+            except BaseException:
+                _terminate(proc)
+                _close(proc)
+                raise
+            assert proc.stdout is not None
+            proc.stdout.close()  # the filter holds the pipe's read end: the program sees EPIPE if it dies
+            self._procs.append(filt)
+            stdout = filt.stdout
+        return stdout, feed_into
+
+    def _read_stderr(self, p: subprocess.Popen[bytes], prog: str, lines: deque[str],
+                     on_stderr: Callable[[str], None] | None) -> None:
         assert p.stderr is not None
         for raw in p.stderr:
             line = raw.decode("utf-8", "replace").rstrip()
             if line:
                 lines.append(line)
-                log.info("%s: %s", prog, line)
-                if feed and on_stderr is not None:
+                self.log.info("%s: %s", prog, line)
+                if on_stderr is not None:
                     on_stderr(line)
 
-    source_failed: list[BaseException] = []
-
-    def feed_stdin() -> None:
-        assert feed_into is not None and stdin_source is not None
+    def _feed(self, source: Iterator[bytes], into: Any) -> None:
         try:
-            for chunk in stdin_source:
+            for chunk in source:
                 try:
-                    feed_into.write(chunk)
+                    into.write(chunk)
                 except OSError:  # the program (or its filter) stopped reading: its exit code tells
                     return
         except Exception as exc:
-            source_failed.append(exc)
-            for p in procs:
+            self._source_failed.append(exc)
+            for p in self._procs:
                 _terminate(p)
         finally:
             with contextlib.suppress(OSError):
-                feed_into.close()
+                into.close()
 
-    def stop() -> None:
+    def _stop(self) -> None:
         try:
-            _terminate(procs[0])
+            _terminate(self._procs[0])
         finally:
-            if len(procs) > 1:
-                _terminate(procs[1])
+            if len(self._procs) > 1:
+                _terminate(self._procs[1])
 
-    threads = [threading.Thread(target=read_stderr, args=(proc, name, tail, True), daemon=True,
-                                name=f"{name}-stderr")]
-    if len(procs) > 1:
-        threads.append(threading.Thread(target=read_stderr, args=(procs[1], fname, filter_tail, False),
-                                        daemon=True, name=f"{fname}-stderr"))
-    if stdin_source is not None:
-        threads.append(threading.Thread(target=feed_stdin, daemon=True, name=f"{name}-stdin"))
-    for t in threads:
-        t.start()
-    ctx = cancel.on_cancel(stop) if cancel is not None else contextlib.nullcontext()
-    try:
-        with ctx:
-            if stdout_sink is not None:
-                assert stdout is not None
-                while chunk := stdout.read(CHUNK):
-                    stdout_sink(chunk)
-            for p in procs:
-                p.wait()
-    except BaseException:
-        stop()
-        raise
-    finally:
-        for t in threads:
-            t.join(timeout=10)
-        for p in procs:
-            _close(p)
-    if cancel is not None:
-        cancel.raise_if_cancelled()
-    if source_failed:
-        raise source_failed[0]
-    if len(procs) > 1 and procs[1].returncode != 0 and not (
-            infilt is not None and procs[1].returncode == -signal.SIGPIPE):
-        role = "input filter" if infilt is not None else "output filter"
-        raise ToolError(f"{fname} (the {role} of {name}) exited with code {procs[1].returncode}: "
-                        f"{chr(10).join(filter_tail) or 'no message'}")
-    result = ProgramResult(proc.returncode, "\n".join(tail))
-    if check and proc.returncode != 0:
-        raise ToolError(f"{name} exited with code {proc.returncode}: {result.stderr or 'no message'}")
-    return result
+    def _outcome(self, tail: deque[str], filter_tail: deque[str], check: bool) -> ProgramResult:
+        if self.cancel is not None:
+            self.cancel.raise_if_cancelled()
+        if self._source_failed:
+            raise self._source_failed[0]
+        procs = self._procs
+        if len(procs) > 1 and procs[1].returncode != 0 and not (
+                self.stdin_filter is not None and procs[1].returncode == -signal.SIGPIPE):
+            role = "input filter" if self.stdin_filter is not None else "output filter"
+            raise ToolError(f"{self.filter_name} (the {role} of {self.name}) exited with code {procs[1].returncode}: "
+                            f"{chr(10).join(filter_tail) or 'no message'}")
+        result = ProgramResult(procs[0].returncode, "\n".join(tail))
+        if check and procs[0].returncode != 0:
+            raise ToolError(f"{self.name} exited with code {procs[0].returncode}: {result.stderr or 'no message'}")
+        return result
 
 
-def _start_filter(through: tuple[list[str], dict[str, str]], stdin: Any, what: str) -> subprocess.Popen[bytes]:
+def _start_filter(through: Filter, stdin: Any, what: str) -> subprocess.Popen[bytes]:
     """A filter program (``zstd``) with its stdout piped; ToolError when it cannot start."""
     try:
         return subprocess.Popen(through[0], env=through[1], stdin=stdin, stdout=subprocess.PIPE,

@@ -26,7 +26,7 @@ from ..backup.encryption import FORMAT_SUFFIX, DecryptionError, decrypt_stream, 
 from ..backup.manifest import FileEntry, Manifest
 from ..crypto import Sealer
 from ..errors import ArchiveIntegrityError, ToolError
-from ..pgtools.runner import CancelToken, runtime_dir
+from ..pgtools.runner import CancelToken, Filter, runtime_dir
 from ..storage import LocalStorage, Storage, StorageError
 
 
@@ -114,7 +114,6 @@ def decoded_stream(storage: Storage, entry: FileEntry, progress: Callable[[int],
     return stream
 
 
-Filter = tuple[list[str], dict[str, str]]  # a program between two others: argv, env
 
 
 class ProgramInput(TypedDict):
