@@ -286,3 +286,32 @@ def test_job_reads_refuse_bad_ids_with_the_envelope(api):
                          ("/Instance/abc", 400), (f"/Instance/{2**70}", 400)):
         r = api.get(path)
         assert r.status_code == status and r.json()["errorCode"] != 0, (path, r.text)
+
+
+def test_restore_points_filter_by_database_and_page_in_sql(catalog):
+    """The database filter runs in SQL on both dialects (a JSON list), so paging stays in SQL too."""
+    import datetime as dt
+
+    from pgvault.catalog.models import Job, RestorePoint
+    from pgvault.services.restore import list_points
+
+    ids = seed(catalog)
+    names = [["app", 'broken "db"'], ["données", "50%_off"], ["app"], ["application"]]
+    with catalog.transaction(write=True) as s:
+        template = s.get(Job, ids["jobs"][0])
+        for n, databases in enumerate(names):
+            job = Job(job_type="Backup", instance_id=template.instance_id, subclient_id=template.subclient_id,
+                      status="Completed", started_at=NOW + dt.timedelta(seconds=n))
+            s.add(job)
+            s.flush()
+            point = RestorePoint(job_id=job.id, instance_id=job.instance_id, prefix=f"p/{n}", manifest_sha256="0" * 64,
+                                 server_version="16.4", total_bytes=1, database_count=len(databases),
+                                 databases=databases, created_at=NOW + dt.timedelta(seconds=n))
+            s.add(point)
+    with catalog.transaction(write=False) as s:
+        def count(db, **kw):
+            return list_points(s, instance_id=None, database=db, start=None, end=None, offset=0, limit=100, **kw)[0]
+        assert count("app") == 2 and count("application") == 1 and count("ap") == 0
+        assert count('broken "db"') == 1 and count("données") == 1 and count("50%_off") == 1 and count("50") == 0
+        total, page = list_points(s, instance_id=None, database="app", start=None, end=None, offset=1, limit=1)
+        assert total == 2 and len(page) == 1

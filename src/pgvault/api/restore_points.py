@@ -34,19 +34,9 @@ def list_restore_points(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict:
     start, end = parse_time(from_time, "fromTime"), parse_time(to_time, "toTime")
-    q = select(RestorePoint, Job).join(Job, Job.id == RestorePoint.job_id)
-    if instance_id is not None:
-        q = q.where(RestorePoint.instance_id == instance_id)
-    if start is not None:
-        q = q.where(Job.started_at >= start)
-    if end is not None:
-        q = q.where(started_by(end))
     with ctx.catalog.transaction(write=False) as s:
-        rows = [(p, j) for p, j in s.execute(q.order_by(Job.started_at.desc(), RestorePoint.id.desc()))]
-        if database is not None:  # the list of names is JSON: filter here, identically on both dialects
-            rows = [(p, j) for p, j in rows if database in p.databases]
-        total = len(rows)
-        page = rows[offset : offset + limit]
+        total, page = restore.list_points(s, instance_id=instance_id, database=database, start=start, end=end,
+                                          offset=offset, limit=limit)
         return {"totalRecords": total, "restorePoints": [restore_point_summary(p, j) for p, j in page]}
 
 

@@ -6,8 +6,9 @@ import datetime as dt
 import enum
 from typing import Any
 
-from sqlalchemy import DateTime, String
+from sqlalchemy import Boolean, ColumnElement, DateTime, String, bindparam
 from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.types import TypeDecorator
 
 
@@ -56,3 +57,27 @@ class StrEnumColumn(TypeDecorator[Any]):
 
     def process_result_value(self, value: Any, dialect: Dialect) -> Any:
         return None if value is None else self.enum_cls(value)
+
+
+class JsonListContains(ColumnElement[bool]):
+    """``value in column`` for a JSON list of strings, in SQL on both dialects (so that a filter on it can
+    page in SQL): SQLite's ``json_each``, PostgreSQL's ``jsonb`` containment."""
+
+    inherit_cache = True
+    type = Boolean()
+
+    def __init__(self, column: ColumnElement[Any], value: str) -> None:
+        self.column = column
+        self.value = bindparam(None, value, type_=String())
+
+
+@compiles(JsonListContains, "sqlite")
+def _contains_sqlite(element: JsonListContains, compiler: Any, **kw: Any) -> str:
+    return (f"EXISTS (SELECT 1 FROM json_each({compiler.process(element.column, **kw)}) "
+            f"WHERE json_each.value = {compiler.process(element.value, **kw)})")
+
+
+@compiles(JsonListContains, "postgresql")
+def _contains_postgresql(element: JsonListContains, compiler: Any, **kw: Any) -> str:
+    return (f"(CAST({compiler.process(element.column, **kw)} AS jsonb) @> "
+            f"jsonb_build_array(CAST({compiler.process(element.value, **kw)} AS text)))")

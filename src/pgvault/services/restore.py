@@ -6,10 +6,11 @@ import datetime as dt
 import re
 from typing import Any
 
-from sqlalchemy import ColumnElement, select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 
 from ..catalog.models import Backupset, CloudAccount, Instance, Job, RestorePoint, Subclient
+from ..catalog.types import JsonListContains
 from ..domain.jobs import QUEUED, JobStatus, JobType
 from ..errors import BadRequest, NotFound, shown
 from ..schemas.restore import CreateTaskRequest, RestoreOptions
@@ -244,3 +245,21 @@ def queue_verification(session: Session, point: RestorePoint, *, drill: bool,
     session.add(job)
     session.flush()
     return job
+
+
+def list_points(session: Session, *, instance_id: int | None, database: str | None, start: dt.datetime | None,
+                end: dt.datetime | None, offset: int, limit: int) -> tuple[int, list[tuple[RestorePoint, Job]]]:
+    """Restore points newest first, filtered and paged in SQL: the total without paging, and one page."""
+    where: list[ColumnElement[bool]] = []
+    if instance_id is not None:
+        where.append(RestorePoint.instance_id == instance_id)
+    if database is not None:
+        where.append(JsonListContains(RestorePoint.__table__.c.databases, database))
+    if start is not None:
+        where.append(Job.started_at >= start)
+    if end is not None:
+        where.append(started_by(end))
+    q = select(RestorePoint, Job).join(Job, Job.id == RestorePoint.job_id).where(*where)
+    total = session.scalar(select(func.count()).select_from(q.subquery())) or 0
+    page = session.execute(q.order_by(Job.started_at.desc(), RestorePoint.id.desc()).offset(offset).limit(limit))
+    return total, [(p, j) for p, j in page]
