@@ -21,6 +21,7 @@ from .api import (
     errors,
     instances,
     jobs,
+    metrics,
     openapi,
     plans,
     restore_points,
@@ -68,13 +69,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
-PUBLIC = frozenset({BASE, BASE + "/", BASE + "/Login", BASE + "/RenewLoginToken"})  # no token needed
+# no token needed (/metrics checks its own: an API token, or PGVAULT_METRICS_TOKEN)
+PUBLIC = frozenset({BASE, BASE + "/", BASE + "/Login", BASE + "/RenewLoginToken", "/healthz", "/readyz"})
 
 # Routes are matched in this order, one regular expression each: the ones polled hardest (a job's progress,
 # the instance list) come first. No two modules' paths overlap, so the order changes nothing else.
 ROUTERS: tuple[APIRouter, ...] = tuple(m.router for m in (
     jobs, instances, root, auth, clients, plans, subclients, tasks, restore_points, commserv, agents, credentials,
-    backupsets, schedules))
+    backupsets, schedules, metrics))  # (metrics: /metrics, /healthz, /readyz, outside Command Center's API)
 
 
 def add_routes(app: FastAPI, router: APIRouter) -> None:

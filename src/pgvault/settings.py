@@ -50,6 +50,8 @@ class Settings(BaseSettings):
     local_roots: str = Field(
         "", description="folders (separated by ':') under which a plan's local destination may be, besides "
                         "PGVAULT_HOME/backups")
+    metrics_token: SecretStr | None = Field(
+        None, description="a bearer token that may read /metrics (besides any API token), for Prometheus")
     log_level: str = "INFO"
 
     @field_validator("allowed_targets")

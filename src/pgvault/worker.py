@@ -72,6 +72,11 @@ class WorkerPool:
             t.join(timeout)
         self._threads.clear()
 
+    def slots(self) -> tuple[int, int]:
+        """(busy, total) job slots of this process (metrics)."""
+        with self._lock:
+            return len(self._running), self.settings.workers
+
     def wake(self) -> None:
         self._wake.set()
 

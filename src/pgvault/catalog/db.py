@@ -173,6 +173,17 @@ class Catalog:
         finally:
             fairy.close()
 
+    def schema_current(self) -> bool:
+        """Whether the catalog's schema is the newest migration's (readiness)."""
+        from alembic.runtime.migration import MigrationContext
+        from alembic.script import ScriptDirectory
+
+        cfg = Config()
+        cfg.set_main_option("script_location", str(MIGRATIONS))
+        heads = set(ScriptDirectory.from_config(cfg).get_heads())
+        with self.engine.connect() as conn:
+            return set(MigrationContext.configure(conn).get_current_heads()) == heads
+
     @property
     def local(self) -> bool:
         """Whether a read is a call into this process (SQLite) rather than a round trip over the network:

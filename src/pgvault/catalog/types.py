@@ -6,7 +6,7 @@ import datetime as dt
 import enum
 from typing import Any
 
-from sqlalchemy import Boolean, ColumnElement, DateTime, String, bindparam
+from sqlalchemy import Boolean, ColumnElement, DateTime, Float, String, bindparam
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.types import TypeDecorator
@@ -81,3 +81,24 @@ def _contains_sqlite(element: JsonListContains, compiler: Any, **kw: Any) -> str
 def _contains_postgresql(element: JsonListContains, compiler: Any, **kw: Any) -> str:
     return (f"(CAST({compiler.process(element.column, **kw)} AS jsonb) @> "
             f"jsonb_build_array(CAST({compiler.process(element.value, **kw)} AS text)))")
+
+
+class ElapsedSeconds(ColumnElement[float]):
+    """Seconds from one timestamp column to another (NULL when either is), in SQL on both dialects."""
+
+    inherit_cache = True
+    type = Float()
+
+    def __init__(self, start: ColumnElement[Any], end: ColumnElement[Any]) -> None:
+        self.start, self.end = start, end
+
+
+@compiles(ElapsedSeconds, "sqlite")
+def _elapsed_sqlite(element: ElapsedSeconds, compiler: Any, **kw: Any) -> str:
+    return (f"((julianday({compiler.process(element.end, **kw)}) - "
+            f"julianday({compiler.process(element.start, **kw)})) * 86400.0)")
+
+
+@compiles(ElapsedSeconds, "postgresql")
+def _elapsed_postgresql(element: ElapsedSeconds, compiler: Any, **kw: Any) -> str:
+    return f"EXTRACT(EPOCH FROM ({compiler.process(element.end, **kw)} - {compiler.process(element.start, **kw)}))"
