@@ -155,6 +155,39 @@ def test_renew_lease_reports_kill_and_lost_leases(catalog):
         jobs.renew_lease(s, job_id, "someone-else", 60)
 
 
+def test_a_run_that_lost_its_lease_changes_nothing_of_the_job(catalog):
+    """A worker reaped while it still ran (its lease ran out) cannot add or change items, progress or
+    warnings of the job, which may be running again under another lease or have ended."""
+    from pgvault.errors import LeaseLost
+
+    job_id = queue(catalog, make_instance(catalog))
+    with catalog.transaction(write=True) as s:
+        jobs.claim_next(s, "old", 60)
+        [item] = jobs.add_items(s, job_id, [("database", "app")], lease="old")
+        jobs.update_item(s, item, lease="old", status="Running")
+        s.get(Job, job_id).lease_expires_at = utcnow() - dt.timedelta(seconds=1)
+    with catalog.transaction(write=True) as s:
+        assert jobs.reap_expired(s) == [job_id]
+    with catalog.transaction(write=True) as s:
+        jobs.claim_next(s, "new", 60)
+        [fresh] = jobs.add_items(s, job_id, [("database", "app")], lease="new")
+    with catalog.transaction(write=True) as s:
+        jobs.update_item(s, fresh, lease="old", status="Completed", location="file:///gone")
+        jobs.set_progress(s, job_id, "Manifest", 99, lease="old")
+        jobs.add_warning(s, job_id, "from the old run", lease="old")
+        with pytest.raises(LeaseLost):
+            jobs.add_items(s, job_id, [("database", "app")], lease="old")
+    with catalog.transaction(write=True) as s:
+        job = s.get(Job, job_id)
+        assert [(i.id, i.status, i.location) for i in job.items] == [(fresh, "Waiting", None)]
+        assert job.phase == "Starting" and job.warnings == []
+        jobs.update_item(s, fresh, lease="new", status="Running")
+        jobs.set_progress(s, job_id, "Backup", 50, lease="new")
+    with catalog.transaction(write=True) as s:
+        job = s.get(Job, job_id)
+        assert job.items[0].status == "Running" and (job.phase, job.percent_complete) == ("Backup", 50)
+
+
 def test_killing_a_waiting_job_ends_it_at_once(catalog):
     job_id = queue(catalog, make_instance(catalog))
     with catalog.transaction(write=True) as s:

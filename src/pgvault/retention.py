@@ -76,6 +76,14 @@ def expired(points: Iterable[PointFacts], rules: Rules, now: dt.datetime) -> lis
 
 
 _BACKUP_PREFIX = re.compile(r"^(instance-\d+/\d{8}T\d{6}Z-job-(\d+))/")
+STAMP = "%Y%m%dT%H%M%SZ"
+
+
+def backup_prefix(instance_id: int, job_id: int, run_started: dt.datetime) -> str:
+    """The folder of one run of a backup job, ``instance-<id>/<UTC start of the run>-job-<id>``. Every run
+    (a job reaped and claimed again runs again) has its own, so a worker that lost its job and is still
+    stopping never writes or removes the files of the run that replaced it."""
+    return f"instance-{instance_id}/{run_started.astimezone(dt.UTC).strftime(STAMP)}-job-{job_id}"
 
 
 def backup_prefixes(keys: Iterable[str]) -> dict[str, int]:
