@@ -8,6 +8,7 @@ failed.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from typing import Any, cast
 
 from sqlalchemy import (
@@ -166,8 +167,27 @@ def reap_expired(session: Session) -> list[int]:
         select(Job).where(Job.status == JobStatus.RUNNING, Job.lease_expires_at < now)
         .with_for_update(skip_locked=True)
     ).all()
+    return _reap(session, jobs, now, lifecycle.LEASE_RAN_OUT)
+
+
+def reclaim(session: Session, node_prefix: str, incarnation_prefix: str) -> list[int]:
+    """Requeue (or fail, or end Killed, by the same rules as the reaper) the running jobs leased by an
+    earlier incarnation of this node (lease owner starting with ``node_prefix`` but not with
+    ``incarnation_prefix``), without waiting for their leases: the caller holds the node's lock, so no
+    live process is that incarnation. Another node's jobs never match."""
+    now = utcnow()
+    jobs = session.scalars(
+        select(Job).where(Job.status == JobStatus.RUNNING,
+                          Job.lease_owner.startswith(node_prefix, autoescape=True),
+                          ~Job.lease_owner.startswith(incarnation_prefix, autoescape=True))
+        .with_for_update(skip_locked=True)
+    ).all()
+    return _reap(session, jobs, now, lifecycle.NODE_RESTARTED)
+
+
+def _reap(session: Session, jobs: Sequence[Job], now: dt.datetime, cause: str) -> list[int]:
     for job in jobs:
-        if lifecycle.reap(job, job.items, now):
+        if lifecycle.reap(job, job.items, now, cause):
             for item in list(job.items):
                 session.delete(item)
     session.flush()
