@@ -217,13 +217,16 @@ def _verify(session: Session, job: Job, ctx: RunContext) -> Run:
 
 
 def _aging(session: Session, job: Job, ctx: RunContext) -> Run:
-    job_id, instance_id = job.id, job.instance_id
+    job_id, instance_id, lease = job.id, job.instance_id, job.lease_owner
+    grace = ctx.settings.leftover_grace_seconds
 
     def run(cancel: CancelToken, log: logging.Logger) -> Outcome:
-        report = aging.Aging(ctx.catalog, ctx.sealer, instance_id, log).run()
+        report = aging.Aging(ctx.catalog, ctx.sealer, instance_id, log, grace_seconds=grace).run()
+        reporter = CatalogReporter(ctx.catalog, job_id, lease)
+        for left_by, location in report.leftovers:
+            reporter.warn(f"removed the folder an unfinished run of backup job {left_by} left: {location}")
         for stray in report.strays:
-            with ctx.catalog.transaction(write=True) as s:
-                jobs.add_warning(s, job_id, f"stray backup folder (no catalog entry): {stray}")
+            reporter.warn(f"stray backup folder (no catalog entry): {stray}")
         status = JobStatus.COMPLETED_WITH_ERRORS if report.errors else JobStatus.COMPLETED
         return Outcome(status, report.message)
 
