@@ -77,7 +77,6 @@ def expired(points: Iterable[PointFacts], rules: Rules, now: dt.datetime) -> lis
     return [p.id for p in sorted(points, key=lambda p: p.time) if p.id not in keep]
 
 
-_BACKUP_PREFIX = re.compile(r"^(instance-\d+/\d{8}T\d{6}Z-job-(\d+))/")
 _BACKUP_FOLDER = re.compile(r"^instance-(\d+)/(\d{8}T\d{6}Z)-job-(\d+)$")
 STAMP = "%Y%m%dT%H%M%SZ"
 
@@ -121,13 +120,3 @@ def leftover(folder: str, job: FolderJob | None, now: dt.datetime, grace: dt.tim
 def folder_job_id(folder: str) -> int | None:
     m = _BACKUP_FOLDER.match(folder)
     return int(m.group(3)) if m else None
-
-
-def backup_prefixes(keys: Iterable[str]) -> dict[str, int]:
-    """The backup folders among stored keys, with the job that wrote each."""
-    out: dict[str, int] = {}
-    for key in keys:
-        m = _BACKUP_PREFIX.match(key)
-        if m:
-            out[m.group(1)] = int(m.group(2))
-    return out
