@@ -155,6 +155,80 @@ def test_renew_lease_reports_kill_and_lost_leases(catalog):
         jobs.renew_lease(s, job_id, "someone-else", 60)
 
 
+def test_a_restarted_node_takes_back_its_own_jobs_and_no_one_elses(catalog, tmp_path):
+    """Node identity (pgvault.node): a process that holds its node's lock takes back at once the jobs an
+    earlier incarnation of its node was running, by the reaper's rules; another node's jobs, and its own
+    incarnation's, are left alone, whatever characters the names hold."""
+    from pgvault.node import Node
+
+    jids = [queue(catalog, make_instance(catalog, f"n{i}")) for i in range(4)]
+    owners = ["web_1:100.aaaa:1111", "web_1:100.aaaa:2222", "webx1:7.bbbb:3333", "web_1:200.cccc:4444"]
+    with catalog.transaction(write=True) as s:
+        for jid, owner in zip(jids, owners, strict=True):
+            job = jobs.claim_next(s, owner, 600)
+            assert job is not None and job.id == jid
+            jobs.add_items(s, jid, [("database", "app")], lease=owner)
+    home = tmp_path / "home"
+    home.mkdir()
+    node = Node.open(home, catalog, "web_1")
+    try:
+        assert node.sole and node.owns_home
+        assert Node.open(home, catalog, "web_1").sole is False  # one live process per node name
+        node.incarnation = "web_1:200.cccc"  # (as if this process had claimed the fourth job)
+        with catalog.transaction(write=True) as s:
+            assert sorted(jobs.reclaim(s, node.prefix, node.incarnation + ":")) == jids[:2]
+        with catalog.transaction(write=True) as s:
+            got = [s.get(Job, j) for j in jids]
+            assert [j.status for j in got] == ["Waiting", "Waiting", "Running", "Running"]
+            assert got[0].message.startswith("requeued: its node restarted") and got[0].items == []
+            assert got[2].lease_owner == owners[2] and got[3].lease_owner == owners[3]
+            s.get(Job, jids[2]).attempts = 2  # its second worker lost: a restart then fails it
+        with catalog.transaction(write=True) as s:
+            assert jobs.reclaim(s, "webx1:", "webx1:8.dddd:") == [jids[2]]
+        with catalog.transaction(write=True) as s:
+            failed = s.get(Job, jids[2])
+            assert failed.status == "Failed" and "2 times" in failed.message
+            assert [(i.status, i.error) for i in failed.items] == [("Failed", failed.message)]
+    finally:
+        node.close()
+    again = Node.open(home, catalog, "web_1")
+    assert again.sole and again.owns_home  # released with the process (here: by close)
+    again.close()
+
+
+def test_a_run_that_lost_its_lease_changes_nothing_of_the_job(catalog):
+    """A worker reaped while it still ran (its lease ran out) cannot add or change items, progress or
+    warnings of the job, which may be running again under another lease or have ended."""
+    from pgvault.errors import LeaseLost
+
+    job_id = queue(catalog, make_instance(catalog))
+    with catalog.transaction(write=True) as s:
+        jobs.claim_next(s, "old", 60)
+        [item] = jobs.add_items(s, job_id, [("database", "app")], lease="old")
+        jobs.update_item(s, item, lease="old", status="Running")
+        s.get(Job, job_id).lease_expires_at = utcnow() - dt.timedelta(seconds=1)
+    with catalog.transaction(write=True) as s:
+        assert jobs.reap_expired(s) == [job_id]
+    with catalog.transaction(write=True) as s:
+        jobs.claim_next(s, "new", 60)
+        [fresh] = jobs.add_items(s, job_id, [("database", "app")], lease="new")
+    with catalog.transaction(write=True) as s:
+        jobs.update_item(s, fresh, lease="old", status="Completed", location="file:///gone")
+        jobs.set_progress(s, job_id, "Manifest", 99, lease="old")
+        jobs.add_warning(s, job_id, "from the old run", lease="old")
+        with pytest.raises(LeaseLost):
+            jobs.add_items(s, job_id, [("database", "app")], lease="old")
+    with catalog.transaction(write=True) as s:
+        job = s.get(Job, job_id)
+        assert [(i.id, i.status, i.location) for i in job.items] == [(fresh, "Waiting", None)]
+        assert job.phase == "Starting" and job.warnings == []
+        jobs.update_item(s, fresh, lease="new", status="Running")
+        jobs.set_progress(s, job_id, "Backup", 50, lease="new")
+    with catalog.transaction(write=True) as s:
+        job = s.get(Job, job_id)
+        assert job.items[0].status == "Running" and (job.phase, job.percent_complete) == ("Backup", 50)
+
+
 def test_killing_a_waiting_job_ends_it_at_once(catalog):
     job_id = queue(catalog, make_instance(catalog))
     with catalog.transaction(write=True) as s:

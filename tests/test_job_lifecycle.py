@@ -9,13 +9,14 @@ from dataclasses import dataclass, field
 import pytest
 
 from pgvault.domain import jobs as lifecycle
-from pgvault.domain.jobs import ItemStatus, JobStatus
+from pgvault.domain.jobs import ItemStatus, JobStatus, JobType
 
 NOW = dt.datetime(2026, 12, 4, 12, 0, tzinfo=dt.UTC)
 
 
 @dataclass
 class FakeJob:
+    job_type: JobType = JobType.RESTORE
     status: JobStatus = JobStatus.WAITING
     phase: str = "Queued"
     percent_complete: int = 0
@@ -34,6 +35,7 @@ class FakeJob:
 class FakeItem:
     status: ItemStatus = ItemStatus.WAITING
     error: str | None = None
+    location: str | None = None
 
 
 def running(**kw) -> FakeJob:
@@ -57,6 +59,24 @@ def test_a_job_that_ends_ends_its_unfinished_items_with_it(status):
     assert job.status == status and job.lease_owner is None and job.ended_at == NOW
     assert [i.status for i in job.items] == [ItemStatus.COMPLETED, ItemStatus(status), ItemStatus(status)]
     assert job.items[1].error == ("killed" if status == JobStatus.KILLED else "disk full")
+
+
+@pytest.mark.parametrize("status", [JobStatus.FAILED, JobStatus.KILLED])
+def test_a_backup_that_ends_without_a_restore_point_keeps_none_of_its_files(status):
+    """A backup is a restore point or nothing (its files are removed): a database it had dumped does not
+    stay Completed with the location of a file that is gone."""
+    items = [FakeItem(ItemStatus.COMPLETED, location="file:///b/000-app.dump.zst"), FakeItem(ItemStatus.SKIPPED),
+             FakeItem(ItemStatus.FAILED, "permission denied"), FakeItem(ItemStatus.RUNNING)]
+    job = running(job_type=JobType.BACKUP, items=items)
+    lifecycle.end(job, job.items, status, "the manifest could not be written: disk full", NOW)
+    done = ItemStatus(status)
+    assert [i.status for i in items] == [done, ItemStatus.SKIPPED, ItemStatus.FAILED, done]
+    assert items[0].location is None and "not kept" in items[0].error and "disk full" in items[0].error
+    assert items[2].error == "permission denied"
+
+    kept = running(job_type=JobType.BACKUP, items=[FakeItem(ItemStatus.COMPLETED, location="file:///b/x")])
+    lifecycle.end(kept, kept.items, JobStatus.COMPLETED_WITH_ERRORS, "failed databases: y", NOW)
+    assert kept.items[0].status == ItemStatus.COMPLETED and kept.items[0].location == "file:///b/x"
 
 
 def test_terminal_states_are_final():
@@ -88,16 +108,21 @@ def test_a_running_job_asked_to_stop_keeps_running_until_its_worker_stops_it():
 
 
 def test_reaping_requeues_once_then_fails_and_honours_a_kill():
-    job = running(items=[FakeItem(ItemStatus.RUNNING)])
+    job = running(job_type=JobType.BACKUP, items=[FakeItem(ItemStatus.RUNNING)])
     assert lifecycle.reap(job, job.items, NOW) is True
     assert job.status == JobStatus.WAITING and job.attempts == 1 and job.lease_owner is None
+    assert job.message == "requeued: its worker stopped responding"
     lifecycle.claim(job, "node:2", NOW, 60)
-    assert lifecycle.reap(job, job.items, NOW) is False
-    assert job.status == JobStatus.FAILED and "2 times" in job.message
-    assert job.items[0].status == ItemStatus.FAILED
+    job.items = [FakeItem(ItemStatus.COMPLETED, location="s3://b/x"), FakeItem(ItemStatus.RUNNING)]
+    assert lifecycle.reap(job, job.items, NOW, lifecycle.NODE_RESTARTED) is False
+    assert job.status == JobStatus.FAILED and "2 times" in job.message and "node restarted" in job.message
+    assert [i.status for i in job.items] == [ItemStatus.FAILED, ItemStatus.FAILED]  # the second crash's items
+    assert job.items[0].location is None
 
     killed = running(kill_requested=True)
     assert lifecycle.reap(killed, [], NOW) is False and killed.status == JobStatus.KILLED
+    with pytest.raises(lifecycle.InvalidTransition):
+        lifecycle.reap(killed, [], NOW)  # only a running job has a worker to lose
 
 
 def test_a_shutdown_requeue_does_not_count_as_an_attempt():

@@ -10,7 +10,7 @@ import pytest
 from tests.support.data import recreate_database, stored_path
 from tests.support.flows import backup_now, register
 
-from pgvault.retention import PointFacts, Rules, backup_prefixes, expired, keep_set
+from pgvault.retention import FolderJob, PointFacts, Rules, backup_prefix, expired, folder_job_id, keep_set, leftover
 
 NOW = dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.UTC)
 
@@ -85,11 +85,30 @@ def test_points_being_read_are_never_dropped():
     assert 1 not in expired(points, Rules(days=1, keep_min=1), NOW)
 
 
-def test_backup_prefixes_are_recognised():
-    keys = ["instance-3/20261128T101500Z-job-12/manifest.json",
-            "instance-3/20261128T101500Z-job-12/databases/000-a.dump.zst",
-            "instance-3/other/file", ".pgvault-probe-x/probe"]
-    assert backup_prefixes(keys) == {"instance-3/20261128T101500Z-job-12": 12}
+def test_a_backup_runs_folder_is_removable_only_when_no_run_can_write_it():
+    """Data Aging removes a folder a run of a backup left (a crash, a failure) only when the catalog proves it:
+    this instance's finished backup job, ended at least the grace ago, started before the folder's run, and
+    not its restore point's folder. A folder of a job it does not know (another catalog's, in a shared
+    bucket) or one that cannot be that job's is never removed."""
+    started = dt.datetime(2026, 11, 28, 10, 15, 0, 600000, tzinfo=dt.UTC)
+    ended = started + dt.timedelta(minutes=30)
+    kept = backup_prefix(3, 12, started + dt.timedelta(minutes=5))
+    job = FolderJob(instance_id=3, is_backup=True, finished=True, started_at=started, ended_at=ended,
+                    restore_point_prefix=kept)
+    first = backup_prefix(3, 12, started)
+    grace, later = dt.timedelta(minutes=15), ended + dt.timedelta(minutes=16)
+    assert first == "instance-3/20261128T101500Z-job-12" and folder_job_id(first) == 12
+    assert leftover(first, job, later, grace)
+    assert not leftover(kept, job, later, grace)  # its restore point
+    assert not leftover(first, job, ended + dt.timedelta(minutes=14), grace)  # a lost run may still be stopping
+    for other in (FolderJob(3, True, False, started, None, None),  # still running or waiting
+                  FolderJob(3, False, True, started, ended, None),  # not a backup
+                  FolderJob(4, True, True, started, ended, None),  # another instance's
+                  None):  # unknown
+        assert not leftover(first, other, later, grace), other
+    for folder in ("instance-3/20261128T101459Z-job-12", "instance-3/20261128T104501Z-job-12",  # outside its life
+                   "instance-4/20261128T101500Z-job-12", "instance-3/20261128T101500Z-job-12/databases", "x"):
+        assert not leftover(folder, job, later, grace), folder
 
 
 # -- against real backups ----------------------------------------------------------------------------

@@ -60,6 +60,21 @@ def test_list_and_delete_prefix(storage):
     assert storage.delete_prefix("nothing-here") == 0
 
 
+def test_folders_lists_the_folders_under_a_prefix(storage):
+    """What the sweep for a crashed backup's leftovers lists: locally a folder that holds only an unfinished
+    write (a hidden partial file) counts; on S3 an upload never completed is no object, so no folder."""
+    for key in ("i/a/1", "i/a/sub/2", "i/b/3", "i/c", "ij/d/4"):
+        with storage.writer(key) as w:
+            w.write(key.encode())
+            w.commit()
+    with storage.writer("i/e/half") as w:
+        w.write(b"x")
+        local = isinstance(storage, LocalStorage)
+        assert storage.folders("i") == ["i/a", "i/b"] + (["i/e"] if local else [])
+        assert storage.list("i/e") == []
+    assert storage.folders("i/a") == ["i/a/sub"] and storage.folders("nothing-here") == []
+
+
 @pytest.mark.parametrize("key", ["../escape", "a/../../b", "/abs", "a//b", "", "a/./b", "sp ace"])
 def test_unsafe_keys_are_refused(storage, key):
     with pytest.raises(StorageError):

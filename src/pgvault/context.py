@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from .catalog.db import Catalog
 from .crypto import Keyring, Sealer
 from .logs import configure as configure_logging
+from .node import Node
 from .pgtools.runner import use_runtime_dir
 from .scheduler import Scheduler
 from .services.auth import TokenCache
@@ -34,6 +35,7 @@ class Context:
     pool: WorkerPool
     scheduler: Scheduler
     tokens: TokenCache
+    node: Node
     # The API's short reads of a catalog across the network (see api.deps.run_read and READ_THREADS).
     reads: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(
         max_workers=READ_THREADS, thread_name_prefix="catalog-read"))
@@ -44,7 +46,6 @@ class Context:
         home.mkdir(parents=True, exist_ok=True)
         os.chmod(home, 0o700)
         configure_logging(settings.log_level, home)
-        use_runtime_dir(home / "run")
         master = settings.master_key.get_secret_value() if settings.master_key else None
         sealer = Keyring.open_home(home, master, create=True)  # follows `pgvault keys rotate` while running
         catalog = Catalog(settings.effective_catalog_url)
@@ -53,15 +54,21 @@ class Context:
         with catalog.transaction(write=True) as s:
             bootstrap(s, home=home, backups_dir=settings.backups_dir, admin_password=admin)
         log.info("catalog %s ready (%s)", catalog.dialect, _safe_url(catalog.url))
-        pool = WorkerPool(settings, catalog, sealer)
+        node = Node.open(home, catalog, settings.node_name)
+        log.info("node %s (incarnation %s)", node.name, node.incarnation)
+        # Password files and downloads a killed process left: gone now, before any job starts, when no
+        # other live process uses this home (node.py, "home lock").
+        use_runtime_dir(home / "run", sweep=node.owns_home)
+        pool = WorkerPool(settings, catalog, sealer, node)
         scheduler = Scheduler(catalog, settings.scheduler_seconds, pool.wake,
                               aging_every=dt.timedelta(hours=settings.aging_hours))
-        return cls(settings, catalog, sealer, pool, scheduler, TokenCache(settings.token_cache_seconds))
+        return cls(settings, catalog, sealer, pool, scheduler, TokenCache(settings.token_cache_seconds), node)
 
     def close(self) -> None:
         self.scheduler.stop()
         self.pool.stop()
         self.reads.shutdown(wait=True)  # (uvicorn closes after the requests in flight have been answered)
+        self.node.close()
         self.catalog.dispose()
 
 

@@ -59,6 +59,11 @@ class Conflict(PgvaultError):
     error_code = 7
 
 
+class LeaseLost(Conflict):
+    """A run wrote to a job it no longer holds: it was reaped (its lease ran out, or its node restarted) and
+    may already run elsewhere."""
+
+
 class ConnectionFailed(BadRequest):
     """The protected PostgreSQL server could not be reached or refused the login (Command Center's 4444)."""
 

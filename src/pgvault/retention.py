@@ -12,7 +12,9 @@ The rules, per destination (each copy has its destination's retention in days):
 
 Deleting is crash-safe: a copy is first marked ``deleting`` (committed), then its objects go, then its
 row; a run that finds ``deleting`` copies finishes them first, and a restore point goes when its last copy
-has gone. A sweep lists what the destinations hold and reports prefixes no copy row points at (strays).
+has gone. A sweep lists the backup folders the destinations hold: one that a crashed or failed run of a
+backup of this catalog left (``leftover``) is removed; any other that no restore point knows is reported
+(a stray).
 """
 
 from __future__ import annotations
@@ -75,14 +77,46 @@ def expired(points: Iterable[PointFacts], rules: Rules, now: dt.datetime) -> lis
     return [p.id for p in sorted(points, key=lambda p: p.time) if p.id not in keep]
 
 
-_BACKUP_PREFIX = re.compile(r"^(instance-\d+/\d{8}T\d{6}Z-job-(\d+))/")
+_BACKUP_FOLDER = re.compile(r"^instance-(\d+)/(\d{8}T\d{6}Z)-job-(\d+)$")
+STAMP = "%Y%m%dT%H%M%SZ"
 
 
-def backup_prefixes(keys: Iterable[str]) -> dict[str, int]:
-    """The backup folders among stored keys, with the job that wrote each."""
-    out: dict[str, int] = {}
-    for key in keys:
-        m = _BACKUP_PREFIX.match(key)
-        if m:
-            out[m.group(1)] = int(m.group(2))
-    return out
+def backup_prefix(instance_id: int, job_id: int, run_started: dt.datetime) -> str:
+    """The folder of one run of a backup job, ``instance-<id>/<UTC start of the run>-job-<id>``. Every run
+    (a job reaped and claimed again runs again) has its own, so a worker that lost its job and is still
+    stopping never writes or removes the files of the run that replaced it."""
+    return f"instance-{instance_id}/{run_started.astimezone(dt.UTC).strftime(STAMP)}-job-{job_id}"
+
+
+@dataclass(frozen=True)
+class FolderJob:
+    """What the catalog says of the job a backup folder's name gives."""
+
+    instance_id: int
+    is_backup: bool
+    finished: bool
+    started_at: dt.datetime | None
+    ended_at: dt.datetime | None
+    restore_point_prefix: str | None  # the folder its restore point is in, if it has one
+
+
+def leftover(folder: str, job: FolderJob | None, now: dt.datetime, grace: dt.timedelta) -> bool:
+    """Whether a backup folder is what a run of ``job`` left without a restore point, and no run of it can
+    write there any more, so it may go: the folder's name gives this instance, the job and a start within
+    the job's life (so it is this catalog's job, not another's in a shared bucket); the job is a backup that
+    finished at least ``grace`` ago (a worker stops a job whose lease it could not renew, so none of its runs
+    writes past its end); and its restore point, if any, is another folder (an earlier run's)."""
+    m = _BACKUP_FOLDER.match(folder)
+    if m is None or job is None or not job.is_backup or not job.finished:
+        return False
+    if job.started_at is None or job.ended_at is None or int(m.group(1)) != job.instance_id:
+        return False
+    started = dt.datetime.strptime(m.group(2), STAMP).replace(tzinfo=dt.UTC)
+    if not job.started_at.replace(microsecond=0) <= started <= job.ended_at:
+        return False
+    return folder != job.restore_point_prefix and job.ended_at + grace <= now
+
+
+def folder_job_id(folder: str) -> int | None:
+    m = _BACKUP_FOLDER.match(folder)
+    return int(m.group(3)) if m else None

@@ -41,6 +41,15 @@ class Settings(BaseSettings):
         "auto", description="what compresses dumps and decompresses them for restores: the zstd program "
                             "(auto: when on PATH) or pgvault's own")
     job_lease_seconds: int = Field(60, ge=5)
+    node_name: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+        description="this node's name, unique among the processes sharing a catalog; its leases start with it, "
+                    "so that after a crash it takes back its jobs at once (default: generated at the first start "
+                    "and kept in PGVAULT_HOME/node-id)")
+    leftover_grace_seconds: int = Field(
+        900, ge=0,
+        description="Data Aging removes the folder a crashed backup left (no restore point refers to it) once "
+                    "its job has been finished this long: no worker of it can still write there")
     job_poll_seconds: float = Field(2.0, gt=0)
     scheduler_seconds: float = Field(30.0, gt=0, description="how often the scheduler looks for due backups")
     aging_hours: float = Field(24, gt=0, description="how often Data Aging runs for instances without new backups")

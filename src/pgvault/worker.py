@@ -3,25 +3,26 @@
 It only claims (an atomic transition with a lease), heartbeats, dispatches and records the end; what a job
 of each type does and changes is ``services/runs.py``. In the embedded default it lives inside ``pgvault
 serve``; the claim is what lets several processes share one PostgreSQL catalog. A heartbeat renews the
-leases of the jobs this process runs, turns a kill request recorded in the catalog into a cancel, and
-reaps jobs whose worker died.
+leases of the jobs this process runs, turns a kill request recorded in the catalog into a cancel, stops a
+job whose lease it could not renew in time (another node may reap it and run it again), and reaps jobs
+whose worker died. At start, a pool whose node lock is held takes back at once the jobs an earlier
+incarnation of its node was running (``node.py``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
-import socket
 import threading
-import uuid
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 from .catalog.db import Catalog
 from .catalog.models import Job
 from .crypto import Sealer
 from .domain.jobs import JobStatus
 from .errors import PgvaultError
+from .node import Node
 from .pgtools.runner import CancelToken
 from .services import jobs, runs
 from .settings import Settings
@@ -34,14 +35,18 @@ class _Running:
     cancel: CancelToken
     lease: str  # this claim's own lease token: a job reaped and claimed again is a different run
     shutdown: bool = False
+    lost: bool = False  # its lease could not be renewed in time: it may already be someone else's
+    renewed: float = field(default_factory=time.monotonic)  # the last renewal (or the claim)
 
 
 class WorkerPool:
-    def __init__(self, settings: Settings, catalog: Catalog, sealer: Sealer) -> None:
+    def __init__(self, settings: Settings, catalog: Catalog, sealer: Sealer, node: Node) -> None:
         self.settings = settings
         self.catalog = catalog
         self.sealer = sealer
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.node = node
+        self.owner = node.incarnation
+        self.reclaimed: list[int] = []
         self._context = runs.RunContext(settings, catalog, sealer)
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -51,6 +56,8 @@ class WorkerPool:
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
+        if self.node.sole and self.settings.workers:
+            self._reclaim()
         for n in range(self.settings.workers):
             t = threading.Thread(target=self._loop, name=f"pgvault-worker-{n}", daemon=True)
             t.start()
@@ -87,10 +94,23 @@ class WorkerPool:
         if running is not None:
             running.cancel.cancel()
 
+    def _reclaim(self) -> None:
+        """The jobs an earlier incarnation of this node was running when it died: requeued (or ended) now,
+        not after their leases. Its password files went with the sweep of the run folder (``node.py``)."""
+        try:
+            with self.catalog.transaction(write=True) as s:
+                self.reclaimed = jobs.reclaim(s, self.node.prefix, self.owner + ":")
+        except Exception:  # the lease reaper still gets them
+            log.exception("could not take back the jobs of node %s's earlier incarnation", self.node.name)
+            return
+        if self.reclaimed:
+            log.warning("took back the jobs node %s was running when it stopped: %s", self.node.name,
+                        self.reclaimed)
+
     # -- loops ---------------------------------------------------------------------------------
     def _loop(self) -> None:
         while not self._stop.is_set():
-            lease = f"{self.owner}:{uuid.uuid4().hex[:8]}"
+            lease = self.node.lease()
             try:
                 with self.catalog.transaction(write=True) as s:
                     job = jobs.claim_next(s, lease, self.settings.job_lease_seconds)
@@ -118,11 +138,18 @@ class WorkerPool:
                 try:
                     with self.catalog.transaction(write=True) as s:
                         kill = jobs.renew_lease(s, job_id, state.lease, self.settings.job_lease_seconds)
-                except LookupError:
-                    kill = True
+                    state.renewed = time.monotonic()
+                except LookupError:  # reaped: someone else may run it now
+                    state.lost = kill = True
                 except Exception:
                     log.exception("could not renew the lease of job %s", job_id)
-                    continue
+                    # Stop before the lease runs out: past it, another node may reap the job and run it
+                    # again, and two runs must never write at once (Data Aging counts on it).
+                    kill = time.monotonic() - state.renewed > self.settings.job_lease_seconds - 2 * interval
+                    if kill:
+                        log.error("job %s stopped: its lease could not be renewed for %.0f s", job_id,
+                                  time.monotonic() - state.renewed)
+                        state.lost = True
                 if kill:
                     state.cancel.cancel()
             now = dt.datetime.now(dt.UTC)
@@ -151,6 +178,9 @@ class WorkerPool:
         finally:
             with self._lock:
                 self._running.pop(job_id, None)
+        if state.lost:  # it is the reaper's now (the end could not be recorded under this lease anyway)
+            job_log.warning("job %s lost its lease; its outcome (%s) is not recorded", job_id, result.status)
+            return
         if state.shutdown and result.status == JobStatus.KILLED:
             self._requeue(job_id, lease)
             return

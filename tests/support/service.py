@@ -24,10 +24,13 @@ def free_port() -> int:
 
 
 class Service:
-    """``pgvault serve`` in a subprocess, its log in ``home/service.log``."""
+    """``pgvault serve`` in a subprocess, its log in ``home/service.log``. ``wrapper`` is a command that
+    runs it (``unshare ... sh -c '...; exec "$@"' sh``): the service's own process, same pid."""
 
-    def __init__(self, home: Path, admin_password: str = "admin-Pa55:word", **env: str) -> None:
+    def __init__(self, home: Path, admin_password: str = "admin-Pa55:word", *, wrapper: list[str] | None = None,
+                 **env: str) -> None:
         self.home = home
+        self.wrapper = wrapper or []
         self.port = free_port()
         self.admin_password = admin_password
         self.log_path = home.parent / f"{home.name}-service.log"
@@ -48,7 +51,8 @@ class Service:
     def start(self) -> Service:
         self._log = open(self.log_path, "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pgvault.cli", "serve"], env=self.env, stdout=self._log, stderr=self._log
+            [*self.wrapper, sys.executable, "-m", "pgvault.cli", "serve"], env=self.env, stdout=self._log,
+            stderr=self._log,
         )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -71,6 +75,14 @@ class Service:
                 self.proc.wait()
         if self.proc:
             self._log.close()
+        self.proc = None
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash or the OOM killer stops it: no shutdown, no cleanup of any kind."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+        self._log.close()
         self.proc = None
 
     def log_text(self) -> str:

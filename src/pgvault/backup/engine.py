@@ -197,9 +197,12 @@ class BackupRun:
         manifest.ended_at = dt.datetime.now(dt.UTC)
         data = manifest.to_json()
         key = f"{req.prefix}/manifest.json"
-        with req.storage.writer(key) as w:
-            w.write(data)
-            w.commit()
+        try:
+            with req.storage.writer(key) as w:
+                w.write(data)
+                w.commit()
+        except StorageError as exc:  # (a full disk, say): no restore point, and no files kept without one
+            raise StorageError(f"the manifest could not be written, so the backup was not kept: {exc}") from exc
         if manifest.failed:
             names = ", ".join(f["name"] for f in manifest.failed)
             return BackupOutcome(JobStatus.COMPLETED_WITH_ERRORS, f"failed databases: {names}", manifest,

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import hashlib
 import json
-from collections.abc import Iterator
+import os
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -12,7 +15,7 @@ from typing import Any
 import pydantic_core
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -190,5 +193,59 @@ class Catalog:
         the API runs short reads of a local catalog on its event loop instead of a thread."""
         return self.dialect == "sqlite"
 
+    def hold_node_lock(self, name: str) -> Callable[[], None] | None:
+        """Take, for as long as this process lives (or until the returned function releases it), a lock
+        that one live process at a time can hold for node ``name`` on this catalog; None if another
+        process holds it. What it proves: the Running jobs leased by an earlier incarnation of the node
+        have no live worker left (``worker.WorkerPool.start`` takes them back at once).
+
+        PostgreSQL: a session advisory lock on a connection kept for it (the server drops it when the
+        process dies, its socket closed by the kernel). SQLite: ``flock`` on a file beside the database
+        (a SQLite catalog is on one host; the kernel drops the lock when the process dies)."""
+        key = int.from_bytes(hashlib.sha256(f"pgvault-node:{name}".encode()).digest()[:8], "big", signed=True)
+        if self.dialect != "sqlite":
+            conn = self.engine.connect()
+            try:
+                held = bool(conn.execute(text("select pg_try_advisory_lock(:key)"), {"key": key}).scalar())
+                conn.commit()
+            except Exception:
+                conn.close()
+                raise
+            if not held:
+                conn.close()
+                return None
+
+            def release() -> None:
+                with contextlib.suppress(Exception):
+                    conn.execute(text("select pg_advisory_unlock(:key)"), {"key": key})
+                    conn.commit()
+                conn.close()
+
+            return release
+        database = self.engine.url.database
+        if not database or database == ":memory:":  # a catalog no other process can open
+            return lambda: None
+        return flock_file(Path(f"{database}.node-{key & 0xFFFFFFFF:08x}.lock"))
+
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def flock_file(path: Path) -> Callable[[], None] | None:
+    """An exclusive ``flock`` on ``path`` (created 0600), held until the returned function is called or the
+    process ends; None if another open file holds it."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    except BaseException:
+        os.close(fd)
+        raise
+
+    def release() -> None:
+        with contextlib.suppress(OSError):
+            os.close(fd)  # (closing the only descriptor drops the lock)
+
+    return release

@@ -7,12 +7,15 @@ these transitions to catalog rows inside its transactions.
                  claim                          end (Completed | Completed w/ one or more errors | Failed | Killed)
       Waiting ----------> Running ----------------------------------------------------------> (terminal)
         |  ^                 |
-        |  +-----------------+  requeue: a shutdown interrupted it, or its worker stopped renewing its lease
-        |                       (reap: at most MAX_ATTEMPTS claims, then Failed; Killed if a kill was asked)
+        |  +-----------------+  requeue: a shutdown interrupted it, or its worker is gone (reap: its lease ran
+        |                       out, or its node restarted; at most MAX_ATTEMPTS claims, then Failed; Killed if
+        |                       a kill was asked)
         +---------------------> Killed  (kill asked before it started)
 
 A terminal state is final. When a job ends, its items that had not ended end with it (``end``), so a job
-and its items never disagree (a Failed job with a database still Running).
+and its items never disagree (a Failed job with a database still Running); and a backup that ends Failed
+or Killed keeps none of its files, so its items that had completed say so too (no Completed database
+pointing at a file that was removed).
 """
 
 from __future__ import annotations
@@ -77,6 +80,7 @@ class InvalidTransition(Exception):
 class JobState(Protocol):
     """What the lifecycle reads and writes of a job (``catalog.models.Job`` has it)."""
 
+    job_type: JobType
     status: JobStatus
     phase: str
     percent_complete: int
@@ -93,6 +97,7 @@ class JobState(Protocol):
 class ItemState(Protocol):
     status: ItemStatus
     error: str | None
+    location: str | None
 
 
 def _require(job: JobState, *allowed: JobStatus) -> None:
@@ -123,10 +128,17 @@ def end(job: JobState, items: Iterable[ItemState], status: JobStatus, message: s
     job.message = message
     job.ended_at = job.updated_at = now
     job.lease_owner = job.lease_expires_at = None
+    ended = ItemStatus.KILLED if status == JobStatus.KILLED else ItemStatus.FAILED
+    discarded = job.job_type == JobType.BACKUP and status in (JobStatus.FAILED, JobStatus.KILLED)
     for item in items:
         if item.status in (ItemStatus.WAITING, ItemStatus.RUNNING):
-            item.status = ItemStatus.KILLED if status == JobStatus.KILLED else ItemStatus.FAILED
+            item.status = ended
             item.error = item.error or ("killed" if status == JobStatus.KILLED else message)
+        elif discarded and item.status in (ItemStatus.COMPLETED, ItemStatus.COMPLETED_WITH_ERRORS):
+            # A backup is a restore point or nothing: its files go with it (at once, or by Data Aging).
+            item.status = ended
+            item.error = f"not kept: the backup ended {status.value}: {message}"
+            item.location = None
 
 
 def requeue(job: JobState, message: str, now: dt.datetime, *, count_attempt: bool) -> None:
@@ -141,16 +153,23 @@ def requeue(job: JobState, message: str, now: dt.datetime, *, count_attempt: boo
     job.lease_owner = job.lease_expires_at = None
 
 
-def reap(job: JobState, items: Iterable[ItemState], now: dt.datetime) -> bool:
-    """A Running job whose lease ran out (its worker died): Killed if a kill was asked, Failed after
-    ``MAX_ATTEMPTS`` claims, else back to Waiting. Returns whether it was requeued (its items are dropped)."""
+LEASE_RAN_OUT = "its worker stopped responding"
+NODE_RESTARTED = "its node restarted while it ran (the process was stopped without a shutdown)"
+
+
+def reap(job: JobState, items: Iterable[ItemState], now: dt.datetime, cause: str = LEASE_RAN_OUT) -> bool:
+    """A Running job whose worker is gone (``cause``: its lease ran out, or its node came back without it):
+    Killed if a kill was asked, Failed after ``MAX_ATTEMPTS`` claims, else back to Waiting. Returns whether
+    it was requeued (its items are dropped)."""
+    _require(job, JobStatus.RUNNING)
     if job.kill_requested:
-        end(job, items, JobStatus.KILLED, "killed; its worker stopped before it could clean up", now)
+        end(job, items, JobStatus.KILLED, f"killed; {cause}, before it could clean up", now)
         return False
     if job.attempts >= MAX_ATTEMPTS:
-        end(job, items, JobStatus.FAILED, f"its worker stopped responding {job.attempts} times", now)
+        end(job, items, JobStatus.FAILED,
+            f"its worker was lost {job.attempts} times, the last time because {cause}; not tried again", now)
         return False
-    requeue(job, "requeued: its worker stopped responding", now, count_attempt=True)
+    requeue(job, f"requeued: {cause}", now, count_attempt=True)
     return True
 
 

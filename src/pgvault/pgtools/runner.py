@@ -73,14 +73,16 @@ class CancelToken:
 _runtime_dir: Path | None = None
 
 
-def use_runtime_dir(path: Path) -> None:
-    """Keep passfiles under ``path`` (0700) instead of the system's temporary folder, and remove what a
-    killed process left there: a passfile holds a password in clear for as long as its program runs."""
+def use_runtime_dir(path: Path, *, sweep: bool = True) -> None:
+    """Keep passfiles under ``path`` (0700) instead of the system's temporary folder, and (``sweep``: no
+    other live process uses it) remove what a killed process left there: a passfile holds a password in
+    clear, and a SIGKILLed process cannot run the cleanup of ``client_env``."""
     global _runtime_dir
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(path, 0o700)
-    for stale in path.glob("pgvault-*"):
-        shutil.rmtree(stale, ignore_errors=True)
+    if sweep:
+        for stale in path.glob("pgvault-*"):
+            shutil.rmtree(stale, ignore_errors=True)
     _runtime_dir = path
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import tempfile
 import threading
 import time
@@ -85,6 +86,7 @@ class RestoreRequest:
     data_key_sealed: bytes | None = None  # an encrypted restore point's data key, sealed by the master key
     sealer: Sealer | None = None  # opens it
     compressor: str = "auto"  # PGVAULT_COMPRESSOR: which decompressor feeds pg_restore (archive.decompressor)
+    attempt: int = 1  # which run of the job this is: scratch databases are named for it
 
 
 @dataclass
@@ -98,8 +100,16 @@ class _Failed(Exception):
     """The job stops here, with this message, having touched nothing it did not say."""
 
 
-def scratch_name(job_id: int, index: int) -> str:
-    return f"pgvault_restore_{job_id}_{index}"
+def scratch_name(job_id: int, attempt: int, index: int) -> str:
+    """Each run of a job has its own scratch databases: a run that lost its job (its worker was reaped and
+    is still stopping) never drops the ones of the run that replaced it."""
+    return f"pgvault_restore_{job_id}_{attempt}_{index}"
+
+
+def _earlier_scratch(names: set[str], job_id: int, attempt: int) -> list[str]:
+    """Scratch databases of this job's earlier runs (one that crashed left them)."""
+    runs = {name: re.fullmatch(rf"pgvault_restore_{job_id}_(\d+)_\d+", name) for name in names}
+    return sorted(name for name, m in runs.items() if m is not None and int(m.group(1)) < attempt)
 
 
 class RestoreRun:
@@ -155,6 +165,10 @@ class RestoreRun:
         with req.address.connect() as conn:
             version_num = server_info(conn).version_num
             existing = {r[0] for r in conn.execute("select datname from pg_database")}
+            for stale in _earlier_scratch(existing, req.job_id, req.attempt):
+                self.log.info("dropping %s, left by an earlier run of this job", stale)
+                _drop_database(conn, stale, version_num)
+                existing.discard(stale)
             can_create = bool(_one(conn, "select rolcreatedb or rolsuper from pg_roles where rolname = current_user"))
         tools = toolset_for_server(version_num, req.pg_bin)
         whole = [i for i in req.items if i.tables is None]
@@ -294,7 +308,7 @@ class RestoreRun:
     def _restore_database(self, index: int, item: RestoreItem, entry: DatabaseEntry, tools: Toolset,
                           env: dict[str, str], version_num: int, existing: set[str]
                           ) -> tuple[JobStatus, str, list[dict[str, str]]]:
-        scratch = scratch_name(self.req.job_id, index)
+        scratch = scratch_name(self.req.job_id, self.req.attempt, index)
         with self.req.address.connect() as conn:
             _drop_database(conn, scratch, version_num)
             self._create_database(conn, scratch, entry)

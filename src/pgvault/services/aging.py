@@ -1,5 +1,6 @@
 """The Data Aging job of one instance: drop restore point copies past their destination's retention
-(rules in ``pgvault.retention``), crash-safely, and report stray backup folders."""
+(rules in ``pgvault.retention``), crash-safely; remove the folders that crashed or failed runs of its
+backups left (``retention.leftover``); report other stray backup folders."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from ..catalog.db import Catalog
 from ..catalog.models import Instance, Job, RestorePoint, RestorePointCopy
 from ..crypto import Sealer
 from ..domain.jobs import ACTIVE, QUEUED, READERS, JobStatus, JobType
-from ..retention import PointFacts, Rules, backup_prefixes, expired
+from ..retention import FolderJob, PointFacts, Rules, expired, folder_job_id, leftover
 from ..storage import Storage, StorageError
 from .destinations import forget_point, open_copy, open_destination
 
@@ -26,11 +27,14 @@ class AgingReport:
     deleted_copies: int = 0
     deleted_points: int = 0
     strays: list[str] = field(default_factory=list)
+    leftovers: list[tuple[int, str]] = field(default_factory=list)  # (job id, location) removed
     errors: list[str] = field(default_factory=list)
 
     @property
     def message(self) -> str:
         parts = [f"{self.deleted_copies} restore point copies deleted ({self.deleted_points} restore points gone)"]
+        if self.leftovers:
+            parts.append(f"{len(self.leftovers)} folders left by unfinished backup runs removed")
         if self.strays:
             parts.append(f"{len(self.strays)} stray backup folders without a catalog entry: {', '.join(self.strays)}")
         if self.errors:
@@ -77,11 +81,12 @@ def _key(copy: RestorePointCopy) -> str:
 
 class Aging:
     def __init__(self, catalog: Catalog, sealer: Sealer, instance_id: int, log: logging.Logger,
-                 now: dt.datetime | None = None) -> None:
+                 now: dt.datetime | None = None, grace_seconds: float = 900) -> None:
         self.catalog = catalog
         self.sealer = sealer
         self.instance_id = instance_id
         self.log = log
+        self.grace_seconds = grace_seconds  # PGVAULT_LEFTOVER_GRACE_SECONDS
         self.now = now or dt.datetime.now(dt.UTC)
         self.report = AgingReport()
 
@@ -160,29 +165,52 @@ class Aging:
             for point_id in expired([f for _, f in members], rules, self.now):
                 self._drop(by_point[point_id])
 
-    # -- strays -----------------------------------------------------------------------------------
+    # -- leftovers and strays ----------------------------------------------------------------------
     def _sweep(self) -> None:
-        """Report backup folders of this instance that no copy row points at and no live job writes."""
-        with self.catalog.transaction(write=True) as s:
+        """List the backup folders of this instance in its destinations and in its copies' locations; remove
+        those that runs of its backups left without a restore point, once no run can write there
+        (``retention.leftover``); report the others that no restore point knows and no live job writes."""
+        with self.catalog.transaction(write=False) as s:
             inst = s.get(Instance, self.instance_id)
             assert inst is not None
-            places: dict[str, tuple[Storage, set[str]]] = {}
+            places: dict[str, Storage] = {}
             for dest in inst.plan.destinations:
                 key = f"{dest.kind}:{json.dumps(dest.config, sort_keys=True)}"
-                places.setdefault(key, (open_destination(dest, self.sealer), set()))
-            copies = s.execute(select(RestorePointCopy, RestorePoint.prefix).join(RestorePoint)
-                               .where(RestorePoint.instance_id == inst.id)).all()
-            for copy, prefix in copies:
-                entry = places.setdefault(_key(copy), (open_copy(copy, self.sealer), set()))
-                entry[1].add(prefix)
-            live = set(s.scalars(select(Job.id).where(Job.instance_id == inst.id, Job.job_type == JobType.BACKUP,
-                                                      Job.status.in_([JobStatus.WAITING, JobStatus.RUNNING]))))
-        for storage, known in places.values():
+                places.setdefault(key, open_destination(dest, self.sealer))
+            for copy in s.scalars(select(RestorePointCopy).join(RestorePoint)
+                                  .where(RestorePoint.instance_id == inst.id)):
+                if _key(copy) not in places:
+                    places[_key(copy)] = open_copy(copy, self.sealer)
+        listed: list[tuple[Storage, str]] = []
+        for storage in places.values():
             try:
-                keys = storage.list(f"instance-{self.instance_id}")
+                listed += [(storage, f) for f in storage.folders(f"instance-{self.instance_id}")]
             except StorageError as exc:
                 self.report.errors.append(str(exc))
-                continue
-            for prefix, job_id in sorted(backup_prefixes(keys).items()):
-                if prefix not in known and job_id not in live:
-                    self.report.strays.append(storage.uri(prefix))
+        # The catalog is read after the listing: a job that ends meanwhile is seen with its restore point.
+        ids = {i for _, f in listed if (i := folder_job_id(f)) is not None}
+        with self.catalog.transaction(write=False) as s:
+            known = set(s.scalars(select(RestorePoint.prefix).where(RestorePoint.instance_id == self.instance_id)))
+            rows = s.execute(select(Job.id, Job.instance_id, Job.job_type, Job.status, Job.started_at, Job.ended_at,
+                                    RestorePoint.prefix)
+                             .outerjoin(RestorePoint, RestorePoint.job_id == Job.id)
+                             .where(Job.id.in_(ids))).all() if ids else []
+        facts = {r[0]: FolderJob(instance_id=r[1], is_backup=r[2] == JobType.BACKUP, finished=JobStatus(r[3]).finished,
+                                 started_at=r[4], ended_at=r[5], restore_point_prefix=r[6]) for r in rows}
+        grace = dt.timedelta(seconds=self.grace_seconds)
+        for storage, folder in listed:
+            job_id = folder_job_id(folder)
+            job = facts.get(job_id) if job_id is not None else None
+            if folder in known or (job is not None and not job.finished and job.instance_id == self.instance_id):
+                continue  # a restore point's, or a live job's
+            if leftover(folder, job, self.now, grace):
+                try:
+                    storage.delete_prefix(folder)
+                except (StorageError, OSError) as exc:  # the next run tries again
+                    self.report.errors.append(f"{storage.uri(folder)}: {exc}")
+                    continue
+                assert job_id is not None
+                self.report.leftovers.append((job_id, storage.uri(folder)))
+                self.log.info("removed %s, left by a run of backup job %s", storage.uri(folder), job_id)
+            elif job is None or job.ended_at is None or job.ended_at + grace <= self.now:
+                self.report.strays.append(storage.uri(folder))

@@ -8,6 +8,7 @@ failed.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from typing import Any, cast
 
 from sqlalchemy import (
@@ -31,7 +32,7 @@ from ..catalog.prepared import DriverReader, Prepared
 from ..catalog.types import utcnow
 from ..domain import jobs as lifecycle
 from ..domain.jobs import ACTIVE, QUEUED, JobStatus, JobType
-from ..errors import BadRequest, NotFound
+from ..errors import BadRequest, LeaseLost, NotFound
 from ..schemas.jobs import JobItemRow, JobRow, JobView
 
 
@@ -166,8 +167,27 @@ def reap_expired(session: Session) -> list[int]:
         select(Job).where(Job.status == JobStatus.RUNNING, Job.lease_expires_at < now)
         .with_for_update(skip_locked=True)
     ).all()
+    return _reap(session, jobs, now, lifecycle.LEASE_RAN_OUT)
+
+
+def reclaim(session: Session, node_prefix: str, incarnation_prefix: str) -> list[int]:
+    """Requeue (or fail, or end Killed, by the same rules as the reaper) the running jobs leased by an
+    earlier incarnation of this node (lease owner starting with ``node_prefix`` but not with
+    ``incarnation_prefix``), without waiting for their leases: the caller holds the node's lock, so no
+    live process is that incarnation. Another node's jobs never match."""
+    now = utcnow()
+    jobs = session.scalars(
+        select(Job).where(Job.status == JobStatus.RUNNING,
+                          Job.lease_owner.startswith(node_prefix, autoescape=True),
+                          ~Job.lease_owner.startswith(incarnation_prefix, autoescape=True))
+        .with_for_update(skip_locked=True)
+    ).all()
+    return _reap(session, jobs, now, lifecycle.NODE_RESTARTED)
+
+
+def _reap(session: Session, jobs: Sequence[Job], now: dt.datetime, cause: str) -> list[int]:
     for job in jobs:
-        if lifecycle.reap(job, job.items, now):
+        if lifecycle.reap(job, job.items, now, cause):
             for item in list(job.items):
                 session.delete(item)
     session.flush()
@@ -207,7 +227,16 @@ def requeue(session: Session, job_id: int, owner: str, message: str) -> bool:
     return True
 
 
-def add_items(session: Session, job_id: int, names: list[tuple[str, str]]) -> list[int]:
+# A run's writes (its items, its progress, its warnings) carry its lease when they come from its worker: they
+# land only while the job is Running under that lease, so a worker that lost its job (reaped, then claimed
+# again or ended) can no longer change it, and a job's end and its items' states stay as ``end`` left them.
+def _held(lease: Any) -> ColumnElement[bool]:
+    return select(_j.c.id).where(_j.c.id == _ji.c.job_id, _j.c.lease_owner == lease).exists()
+
+
+def add_items(session: Session, job_id: int, names: list[tuple[str, str]], *, lease: str | None = None) -> list[int]:
+    if lease is not None and session.scalar(select(Job.id).where(Job.id == job_id, Job.lease_owner == lease)) is None:
+        raise LeaseLost(f"job {job_id} is no longer leased by {lease}")
     items = [JobItem(job_id=job_id, kind=kind, name=name) for kind, name in names]
     session.add_all(items)
     session.flush()
@@ -217,30 +246,38 @@ def add_items(session: Session, job_id: int, names: list[tuple[str, str]]) -> li
 # Progress is written a few times per database of a running job: Core statements built once (the SET
 # clause follows the parameters given), not ORM bulk updates, which cost more to build than to run.
 _UPDATE_ITEM = update(cast(Table, _ji)).where(_ji.c.id == bindparam("item_id", type_=Integer))
+_UPDATE_HELD_ITEM = _UPDATE_ITEM.where(_held(bindparam("lease")))
 _SET_PROGRESS = update(cast(Table, _j)).where(_j.c.id == bindparam("job_id", type_=Integer),
                                               _j.c.status == JobStatus.RUNNING.value)
+_SET_HELD_PROGRESS = _SET_PROGRESS.where(_j.c.lease_owner == bindparam("lease"))
 
 
 _ITEM_FIELDS = frozenset(_ji.c.keys()) - {"id", "job_id"}
 
 
-def update_item(session: Session, item_id: int, **values: object) -> None:
+def update_item(session: Session, item_id: int, *, lease: str | None = None, **values: object) -> None:
     unknown = values.keys() - _ITEM_FIELDS
     if unknown:  # Core would leave a misspelt column out of the SET clause without a word
         raise ValueError(f"job items have no {', '.join(sorted(unknown))}")
-    session.execute(_UPDATE_ITEM, {"item_id": item_id, **values})
+    if lease is None:
+        session.execute(_UPDATE_ITEM, {"item_id": item_id, **values})
+    else:
+        session.execute(_UPDATE_HELD_ITEM, {"item_id": item_id, "lease": lease, **values})
 
 
-def set_progress(session: Session, job_id: int, phase: str, percent: int | None) -> None:
+def set_progress(session: Session, job_id: int, phase: str, percent: int | None, *, lease: str | None = None) -> None:
     values: dict[str, object] = {"job_id": job_id, "phase": phase, "updated_at": utcnow()}
     if percent is not None:
         values["percent_complete"] = percent
-    session.execute(_SET_PROGRESS, values)
+    if lease is None:
+        session.execute(_SET_PROGRESS, values)
+    else:
+        session.execute(_SET_HELD_PROGRESS, {**values, "lease": lease})
 
 
-def add_warning(session: Session, job_id: int, message: str) -> None:
+def add_warning(session: Session, job_id: int, message: str, *, lease: str | None = None) -> None:
     job = session.get(Job, job_id)
-    if job is not None:
+    if job is not None and (lease is None or job.lease_owner == lease):
         job.warnings = [*job.warnings, message]
 
 

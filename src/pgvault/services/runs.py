@@ -9,7 +9,6 @@ backups, restores, verifications and Data Aging is here.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import logging
 import tempfile
@@ -30,46 +29,45 @@ from ..errors import PgvaultError
 from ..pgtools.runner import CancelToken
 from ..restore.engine import RestoreItem, RestoreRequest, RestoreRun
 from ..restore.verify import VerifyRequest, VerifyRun
+from ..retention import backup_prefix
 from ..settings import Settings
 from ..storage import Storage
 from . import aging, destinations, instances, jobs, restore
 
 
 class CatalogReporter:
-    """An engine's progress, written to the catalog in short transactions of its own."""
+    """An engine's progress, written to the catalog in short transactions of its own, under the run's lease:
+    once the job is no longer this run's (reaped), nothing it reports lands (``services.jobs``)."""
 
-    def __init__(self, catalog: Catalog, job_id: int) -> None:
+    def __init__(self, catalog: Catalog, job_id: int, lease: str | None) -> None:
         self.catalog = catalog
         self.job_id = job_id
+        self.lease = lease
 
     def phase(self, name: str, percent: int | None = None) -> None:
         with self.catalog.transaction(write=True) as s:
-            jobs.set_progress(s, self.job_id, name, percent)
+            jobs.set_progress(s, self.job_id, name, percent, lease=self.lease)
 
     def items(self, names: list[tuple[str, str]]) -> list[int]:
         with self.catalog.transaction(write=True) as s:
-            return jobs.add_items(s, self.job_id, names)
+            return jobs.add_items(s, self.job_id, names, lease=self.lease)
 
     def item_running(self, item_id: int) -> None:
-        with self.catalog.transaction(write=True) as s:
-            jobs.update_item(s, item_id, status=ItemStatus.RUNNING)
+        self.item_update(item_id, status=ItemStatus.RUNNING)
 
     def item_done(self, item_id: int, nbytes: int, sha256: str, location: str) -> None:
-        with self.catalog.transaction(write=True) as s:
-            jobs.update_item(s, item_id, status=ItemStatus.COMPLETED, bytes=nbytes, sha256=sha256,
-                             location=location)
+        self.item_update(item_id, status=ItemStatus.COMPLETED, bytes=nbytes, sha256=sha256, location=location)
 
     def item_failed(self, item_id: int, error: str, status: ItemStatus = ItemStatus.FAILED) -> None:
-        with self.catalog.transaction(write=True) as s:
-            jobs.update_item(s, item_id, status=status, error=error)
+        self.item_update(item_id, status=status, error=error)
 
     def item_update(self, item_id: int, **values: object) -> None:
         with self.catalog.transaction(write=True) as s:
-            jobs.update_item(s, item_id, **values)
+            jobs.update_item(s, item_id, lease=self.lease, **values)
 
     def warn(self, message: str) -> None:
         with self.catalog.transaction(write=True) as s:
-            jobs.add_warning(s, self.job_id, message)
+            jobs.add_warning(s, self.job_id, message, lease=self.lease)
 
 
 @dataclass
@@ -100,8 +98,7 @@ def prepare(session: Session, job: Job, ctx: RunContext) -> Run:
 
 
 def _backup(session: Session, job: Job, ctx: RunContext) -> Run:
-    inst, plan, job_id = job.instance, job.instance.plan, job.id
-    stamp = (job.started_at or dt.datetime.now(dt.UTC)).strftime("%Y%m%dT%H%M%SZ")
+    inst, plan, job_id, lease = job.instance, job.instance.plan, job.id, job.lease_owner
     data_key, data_key_sealed = new_data_key(ctx.sealer) if plan.encrypt else (None, None)
     settings = ctx.settings
     req = BackupRequest(
@@ -110,7 +107,7 @@ def _backup(session: Session, job: Job, ctx: RunContext) -> Run:
                   "host": inst.host, "port": inst.port},
         address=instances.address_of(inst, ctx.sealer, settings.connect_timeout_seconds, settings.target_policy),
         storage=destinations.open_plan(plan, ctx.sealer),
-        prefix=f"instance-{inst.id}/{stamp}-job-{job_id}",
+        prefix=backup_prefix(inst.id, job_id, dt.datetime.now(dt.UTC)),  # this run's own folder
         compression_level=plan.compression_level,
         parallelism=settings.dump_parallelism,
         pg_bin=settings.pg_bin,
@@ -123,9 +120,7 @@ def _backup(session: Session, job: Job, ctx: RunContext) -> Run:
     instance_id, drill_every = inst.id, plan.drill_every
 
     def run(cancel: CancelToken, log: logging.Logger) -> Outcome:
-        with contextlib.suppress(Exception):
-            req.storage.delete_prefix(req.prefix)  # a requeued job starts clean
-        outcome = BackupRun(req, CatalogReporter(ctx.catalog, job_id), cancel, log).run()
+        outcome = BackupRun(req, CatalogReporter(ctx.catalog, job_id, lease), cancel, log).run()
         manifest, manifest_sha = outcome.manifest, outcome.manifest_sha256
         if manifest is None or manifest_sha is None:
             return Outcome(outcome.status, outcome.message)
@@ -169,9 +164,10 @@ def _other_copies(point: RestorePoint, sealer: Sealer) -> list[Storage]:
 
 def _restore(session: Session, job: Job, ctx: RunContext) -> Run:
     point, storage = _restore_point(session, job, ctx.sealer)
-    opts, settings, job_id = job.options, ctx.settings, job.id
+    opts, settings, job_id, lease = job.options, ctx.settings, job.id, job.lease_owner
     req = RestoreRequest(
-        job_id=job_id, storage=storage, prefix=point.prefix, manifest_sha256=point.manifest_sha256,
+        job_id=job_id, attempt=job.attempts, storage=storage, prefix=point.prefix,
+        manifest_sha256=point.manifest_sha256,
         address=instances.address_of(job.instance, ctx.sealer, settings.connect_timeout_seconds,
                                        settings.target_policy),
         items=[RestoreItem(i["source"], i["target"],
@@ -184,7 +180,7 @@ def _restore(session: Session, job: Job, ctx: RunContext) -> Run:
     )
 
     def run(cancel: CancelToken, log: logging.Logger) -> Outcome:
-        outcome = RestoreRun(req, CatalogReporter(ctx.catalog, job_id), cancel, log).run()
+        outcome = RestoreRun(req, CatalogReporter(ctx.catalog, job_id, lease), cancel, log).run()
         return Outcome(outcome.status, outcome.message)
 
     return run
@@ -192,7 +188,7 @@ def _restore(session: Session, job: Job, ctx: RunContext) -> Run:
 
 def _verify(session: Session, job: Job, ctx: RunContext) -> Run:
     point, storage = _restore_point(session, job, ctx.sealer)
-    settings, job_id, point_id = ctx.settings, job.id, point.id
+    settings, job_id, point_id, lease = ctx.settings, job.id, point.id, job.lease_owner
     address = None
     if job.options.get("target_instance_id") is not None:
         address = instances.address_of(job.instance, ctx.sealer, settings.connect_timeout_seconds,
@@ -204,7 +200,7 @@ def _verify(session: Session, job: Job, ctx: RunContext) -> Run:
                         data_key_sealed=point.data_key_sealed, sealer=ctx.sealer, compressor=settings.compressor)
 
     def run(cancel: CancelToken, log: logging.Logger) -> Outcome:
-        outcome = VerifyRun(req, CatalogReporter(ctx.catalog, job_id), cancel, log).run()
+        outcome = VerifyRun(req, CatalogReporter(ctx.catalog, job_id, lease), cancel, log).run()
 
         def record(s: Session) -> None:
             point = s.get(RestorePoint, point_id)
@@ -223,13 +219,16 @@ def _verify(session: Session, job: Job, ctx: RunContext) -> Run:
 
 
 def _aging(session: Session, job: Job, ctx: RunContext) -> Run:
-    job_id, instance_id = job.id, job.instance_id
+    job_id, instance_id, lease = job.id, job.instance_id, job.lease_owner
+    grace = ctx.settings.leftover_grace_seconds
 
     def run(cancel: CancelToken, log: logging.Logger) -> Outcome:
-        report = aging.Aging(ctx.catalog, ctx.sealer, instance_id, log).run()
+        report = aging.Aging(ctx.catalog, ctx.sealer, instance_id, log, grace_seconds=grace).run()
+        reporter = CatalogReporter(ctx.catalog, job_id, lease)
+        for left_by, location in report.leftovers:
+            reporter.warn(f"removed the folder an unfinished run of backup job {left_by} left: {location}")
         for stray in report.strays:
-            with ctx.catalog.transaction(write=True) as s:
-                jobs.add_warning(s, job_id, f"stray backup folder (no catalog entry): {stray}")
+            reporter.warn(f"stray backup folder (no catalog entry): {stray}")
         status = JobStatus.COMPLETED_WITH_ERRORS if report.errors else JobStatus.COMPLETED
         return Outcome(status, report.message)
 

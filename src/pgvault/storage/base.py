@@ -66,6 +66,12 @@ class Storage(abc.ABC):
         """Delete one object; deleting one that is not there is not an error."""
 
     @abc.abstractmethod
+    def folders(self, prefix: str) -> list[str]:
+        """The keys of the folders directly under ``prefix/`` (``prefix/name``), sorted, including one that
+        holds only an unfinished write (a crashed backup's first file): what a sweep for leftovers lists.
+        (An S3 multipart upload never completed is no object, so it makes no folder: see ``storage/s3.py``.)"""
+
+    @abc.abstractmethod
     def list(self, prefix: str) -> list[str]: ...
 
     @abc.abstractmethod

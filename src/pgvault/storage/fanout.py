@@ -65,6 +65,9 @@ class FanOutStorage(Storage):
     def exists(self, key: str) -> bool:
         return self.members[0].exists(key)
 
+    def folders(self, prefix: str) -> list[str]:
+        return self.members[0].folders(prefix)
+
     def list(self, prefix: str) -> list[str]:
         return self.members[0].list(prefix)
 

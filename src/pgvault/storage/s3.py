@@ -293,6 +293,14 @@ class S3Storage(Storage):
     def exists(self, key: str) -> bool:
         return self._head("look up", check_key(key)) is not None
 
+    def folders(self, prefix: str) -> list[str]:
+        check_key(prefix)
+        try:
+            listing = obstore.list_with_delimiter(self.store, prefix=prefix)
+        except _ERRORS as exc:
+            raise self._error("list", prefix, exc) from exc
+        return sorted(p.rstrip("/") for p in listing["common_prefixes"])
+
     def list(self, prefix: str) -> list[str]:
         check_key(prefix)
         try:
