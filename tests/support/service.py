@@ -102,8 +102,9 @@ class Api:
         if self.token and "Authtoken" not in headers:
             headers["Authtoken"] = self.token
         r = self.http.request(method, path, headers=headers, **kw)
-        if r.status_code == 200 and method.upper() != "HEAD" and answers.operation(method, path) is not None:
-            answers.check(method, path, r.json())  # every success answer is what the OpenAPI document says
+        sent = r.request.url.path  # (what httpx made of `path`: "//Client" is a host to it, not a path)
+        if r.status_code == 200 and method.upper() != "HEAD" and answers.operation(method, sent) is not None:
+            answers.check(method, sent, r.json())  # every success answer is what the OpenAPI document says
         return r
 
     def get(self, path: str, **kw: Any) -> httpx.Response:
