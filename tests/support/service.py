@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from tests.support import answers
 
 BASE = "/commandcenter/api"
 
@@ -112,7 +113,11 @@ class Api:
         headers = dict(kw.pop("headers", {}) or {})
         if self.token and "Authtoken" not in headers:
             headers["Authtoken"] = self.token
-        return self.http.request(method, path, headers=headers, **kw)
+        r = self.http.request(method, path, headers=headers, **kw)
+        sent = r.request.url.path  # (what httpx made of `path`: "//Client" is a host to it, not a path)
+        if r.status_code == 200 and method.upper() != "HEAD" and answers.operation(method, sent) is not None:
+            answers.check(method, sent, r.json())  # every success answer is what the OpenAPI document says
+        return r
 
     def get(self, path: str, **kw: Any) -> httpx.Response:
         return self.request("GET", path, **kw)

@@ -9,15 +9,17 @@ from fastapi import APIRouter, Query
 
 from ..catalog.models import CloudAccount
 from ..errors import NotFound
-from ..schemas.agents import agent_properties
+from ..schemas.agents import AgentList, agent_properties
 from ..schemas.common import POSTGRESQL_APP_ID
 from . import BASE
 from .deps import ContextDep, UserDep
+from .openapi import answers
 
 router = APIRouter(prefix=BASE, tags=["clients (cloud accounts)"])
 
 
-@router.get("/Agent", summary="The agents of a cloud account (PostgreSQL, applicationId 125)")
+@router.get("/Agent", summary="The agents of a cloud account (PostgreSQL, applicationId 125)",
+             responses=answers(AgentList, "the cloud account's agent: PostgreSQL"))
 def list_agents(
     ctx: ContextDep, _: UserDep,
     client_id: Annotated[int, Query(alias="clientId")],

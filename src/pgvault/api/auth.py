@@ -8,10 +8,12 @@ from fastapi import APIRouter, Body, Security
 from pydantic import StrictStr
 
 from ..errors import BadRequest
+from ..schemas.auth import LoginResponse, LogoutResponse, RenewLoginTokenResponse, WhoAmIResponse
 from ..schemas.common import WireModel, decode_base64_text
 from ..services import auth
 from . import BASE
 from .deps import ContextDep, UserDep, authtoken_header
+from .openapi import answers
 
 router = APIRouter(prefix=BASE, tags=["login"])
 
@@ -21,7 +23,8 @@ class LoginRequest(WireModel):
     password: StrictStr  # base64 of the UTF-8 password, as Command Center expects
 
 
-@router.post("/Login", summary="Log in; returns the token for the Authtoken header")
+@router.post("/Login", summary="Log in; returns the token for the Authtoken header",
+             responses=answers(LoginResponse, "logged in: the token for the Authtoken header"))
 def login(ctx: ContextDep, body: Annotated[LoginRequest, Body()]) -> dict:
     try:
         password = decode_base64_text(body.password)
@@ -40,7 +43,8 @@ class RenewRequest(WireModel):
     deviceId: StrictStr | None = None
 
 
-@router.post("/RenewLoginToken", summary="Trade a live (or lately expired) token for a fresh one")
+@router.post("/RenewLoginToken", summary="Trade a live (or lately expired) token for a fresh one",
+             responses=answers(RenewLoginTokenResponse, "a fresh token; the old one stops working"))
 def renew_login_token(
     ctx: ContextDep, token: Annotated[str | None, Security(authtoken_header)],
     body: Annotated[RenewRequest | None, Body()] = None,
@@ -53,7 +57,8 @@ def renew_login_token(
     return answer
 
 
-@router.post("/Logout", summary="End the session of the Authtoken sent")
+@router.post("/Logout", summary="End the session of the Authtoken sent",
+             responses=answers(LogoutResponse, "logged out; the token stops working"))
 def logout(ctx: ContextDep, token: Annotated[str | None, Security(authtoken_header)]) -> dict:
     with ctx.catalog.transaction(write=True) as s:
         auth.logout(s, token)
@@ -61,6 +66,7 @@ def logout(ctx: ContextDep, token: Annotated[str | None, Security(authtoken_head
     return {"response": "User logged out"}
 
 
-@router.post("/WhoAmI", summary="The user the Authtoken belongs to")
+@router.post("/WhoAmI", summary="The user the Authtoken belongs to",
+             responses=answers(WhoAmIResponse, "the user of the token"))
 def whoami(user: UserDep) -> dict:
     return {"user": {"userName": user.username, "userId": user.id}}

@@ -7,16 +7,18 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from ..schemas.backupsets import backupset_properties
+from ..schemas.backupsets import BackupsetList, backupset_properties
 from ..schemas.common import POSTGRESQL_APP_ID
 from ..services import backupsets
 from . import BASE
 from .deps import ContextDep, UserDep
+from .openapi import answers
 
 router = APIRouter(prefix=BASE, tags=["backupsets"])
 
 
-@router.get("/Backupset", summary="List backupsets of live instances (filters: clientId, instanceId)")
+@router.get("/Backupset", summary="List backupsets of live instances (filters: clientId, instanceId)",
+             responses=answers(BackupsetList, "the backupsets"))
 def list_backupsets(
     ctx: ContextDep, _: UserDep,
     client_id: Annotated[int | None, Query(alias="clientId")] = None,
@@ -30,7 +32,8 @@ def list_backupsets(
         return {"backupsetProperties": [backupset_properties(b) for b in rows]}
 
 
-@router.get("/Backupset/{backupset_id}", summary="One backupset, with its plan")
+@router.get("/Backupset/{backupset_id}", summary="One backupset, with its plan",
+             responses=answers(BackupsetList, "the backupset (a list of one)"))
 def get_backupset(ctx: ContextDep, _: UserDep, backupset_id: int) -> dict:
     with ctx.catalog.transaction(write=False) as s:
         return {"backupsetProperties": [backupset_properties(backupsets.get_backupset(s, backupset_id))]}

@@ -11,11 +11,18 @@ from sqlalchemy.exc import IntegrityError
 
 from ..catalog.models import CloudAccount
 from ..errors import Conflict, NotFound, shown
-from ..schemas.clients import client_entity, client_properties
+from ..schemas.clients import (
+    ClientDetail,
+    ClientListAnswer,
+    CreateClientResponse,
+    VSAClientAndClientGroupList,
+    client_entity,
+    client_properties,
+)
 from ..schemas.common import ENTITY_CLIENT, Name, Text, WireModel
 from . import BASE
 from .deps import ContextDep, UserDep
-from .openapi import CONFLICT
+from .openapi import answers
 
 router = APIRouter(prefix=BASE, tags=["clients (cloud accounts)"])
 
@@ -25,7 +32,8 @@ class CreateClientRequest(WireModel):
     description: Text = ""
 
 
-@router.get("/Client", summary="List cloud accounts (?PseudoClientType=: pseudo-clients, of which pgvault has none)")
+@router.get("/Client", summary="List cloud accounts (?PseudoClientType=: pseudo-clients, of which pgvault has none)",
+             responses=answers(ClientListAnswer, "the cloud accounts (or, with PseudoClientType, no pseudo-clients)"))
 def list_clients(
     ctx: ContextDep, _: UserDep,
     pseudo_client_type: Annotated[str | None, Query(alias="PseudoClientType")] = None,
@@ -37,7 +45,8 @@ def list_clients(
         return {"clientProperties": [{"client": {"clientEntity": client_entity(a)}} for a in accounts]}
 
 
-@router.get("/Client/{client_id}", summary="One cloud account")
+@router.get("/Client/{client_id}", summary="One cloud account",
+             responses=answers(ClientDetail, "the cloud account (a list of one)"))
 def get_client(ctx: ContextDep, _: UserDep, client_id: int) -> dict:
     with ctx.catalog.transaction(write=False) as s:
         account = s.get(CloudAccount, client_id)
@@ -47,7 +56,7 @@ def get_client(ctx: ContextDep, _: UserDep, client_id: int) -> dict:
 
 
 @router.post("/Client", summary="Create a cloud account: {\"clientName\": ..., \"description\": ...}",
-             responses=CONFLICT)
+             responses=answers(CreateClientResponse, "created", conflict=True))
 def create_client(ctx: ContextDep, _: UserDep, body: Annotated[CreateClientRequest, Body()]) -> dict:
     try:
         with ctx.catalog.transaction(write=True) as s:
@@ -63,6 +72,7 @@ def create_client(ctx: ContextDep, _: UserDep, body: Annotated[CreateClientReque
     return {"response": {"errorCode": 0, "entity": entity}}
 
 
-@router.get("/VSAClientAndClientGroupList", summary="Virtualization access nodes: pgvault has none")
+@router.get("/VSAClientAndClientGroupList", summary="Virtualization access nodes: pgvault has none",
+             responses=answers(VSAClientAndClientGroupList, "no access nodes"))
 def vsa_access_nodes(_: UserDep) -> dict:
     return {"clients": [], "clientGroups": []}

@@ -9,14 +9,16 @@ import socket
 from fastapi import APIRouter
 
 from .. import __version__
-from ..schemas.commserv import commserv
+from ..schemas.commserv import CommServ, commserv
 from . import BASE
 from .deps import UserDep
+from .openapi import answers
 
 router = APIRouter(prefix=BASE, tags=["service"])
 
 
-@router.get("/CommServ", summary="This pgvault: name, host, version, time zone")
+@router.get("/CommServ", summary="This pgvault: name, host, version, time zone",
+             responses=answers(CommServ, "this pgvault"))
 def get_commserv(_: UserDep) -> dict:
     host = socket.getfqdn()
     return commserv(name=socket.gethostname(), host=host, version=__version__,

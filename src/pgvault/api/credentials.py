@@ -11,7 +11,12 @@ from fastapi import APIRouter, Body, Query
 from ..catalog.models import User
 from ..schemas.credentials import (
     CreateCredentialRequest,
+    CreatedCredential,
+    CredentialManagerList,
+    CredentialRecordList,
+    CredentialV5,
     DeleteCredentialRequest,
+    DeleteCredentialsResponse,
     credential_record,
     credential_v4,
     credential_v5,
@@ -19,26 +24,29 @@ from ..schemas.credentials import (
 from ..services import credentials
 from . import BASE
 from .deps import ContextDep, UserDep
-from .openapi import CONFLICT
+from .openapi import answers
 
 router = APIRouter(prefix=BASE, tags=["credentials"])
 
 VAULT_RECORD_TYPE = 1000  # credential vaults (CyberArk and the like): pgvault has none
 
 
-@router.get("/CommCell/Credentials", summary="List credentials (never their passwords)")
+@router.get("/CommCell/Credentials", summary="List credentials (never their passwords)",
+             responses=answers(CredentialRecordList, "the credentials (never their passwords)"))
 def list_credentials(ctx: ContextDep, _: UserDep) -> dict:
     with ctx.catalog.transaction(write=False) as s:
         return {"credentialRecordInfo": [credential_record(c) for c in credentials.list_all(s)]}
 
 
-@router.get("/CommCell/Credentials/{credential_id}", summary="One credential")
+@router.get("/CommCell/Credentials/{credential_id}", summary="One credential",
+             responses=answers(CredentialRecordList, "the credential (a list of one)"))
 def get_credential(ctx: ContextDep, _: UserDep, credential_id: int) -> dict:
     with ctx.catalog.transaction(write=False) as s:
         return {"credentialRecordInfo": [credential_record(credentials.get(s, credential_id))]}
 
 
-@router.post("/CommCell/Credentials/action/delete", summary="Delete credentials by name")
+@router.post("/CommCell/Credentials/action/delete", summary="Delete credentials by name",
+             responses=answers(DeleteCredentialsResponse, "deleted"))
 def delete_credentials(ctx: ContextDep, _: UserDep, body: Annotated[DeleteCredentialRequest, Body()]) -> dict:
     with ctx.catalog.transaction(write=True) as s:
         for ref in body.credentialRecordInfo:
@@ -46,7 +54,8 @@ def delete_credentials(ctx: ContextDep, _: UserDep, body: Annotated[DeleteCreden
     return {"error": {"errorCode": 0, "errorMessage": ""}}
 
 
-@router.get("/V4/Credential", summary="List credentials; recordType=1000 (vaults) lists none")
+@router.get("/V4/Credential", summary="List credentials; recordType=1000 (vaults) lists none",
+             responses=answers(CredentialManagerList, "the credentials (never their passwords)"))
 def list_credentials_v4(
     ctx: ContextDep, _: UserDep, record_type: Annotated[int | None, Query(alias="recordType")] = None,
 ) -> dict:
@@ -57,7 +66,7 @@ def list_credentials_v4(
 
 
 @router.post("/V4/Credential", summary="Create a PostgreSQL database credential (password base64)",
-             responses=CONFLICT)
+             responses=answers(CreatedCredential, "created", conflict=True))
 def create_credential(ctx: ContextDep, user: UserDep, body: Annotated[CreateCredentialRequest, Body()]) -> dict:
     with ctx.catalog.transaction(write=True) as s:
         cred = credentials.create(
@@ -68,7 +77,8 @@ def create_credential(ctx: ContextDep, user: UserDep, body: Annotated[CreateCred
         return {"id": cred.id, "name": cred.name}
 
 
-@router.get("/V5/credential/{credential_id}", summary="One credential, V5 shape")
+@router.get("/V5/credential/{credential_id}", summary="One credential, V5 shape",
+             responses=answers(CredentialV5, "the credential"))
 def get_credential_v5(ctx: ContextDep, _: UserDep, credential_id: int) -> dict:
     with ctx.catalog.transaction(write=False) as s:
         cred = credentials.get(s, credential_id)

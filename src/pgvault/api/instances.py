@@ -19,11 +19,16 @@ from ..domain.jobs import ACTIVE, JobStatus
 from ..domain.schedule import next_backup_times
 from ..errors import Conflict, PgvaultError
 from ..pgtools.connection import probe
+from ..schemas.common import JobIdsResponse
 from ..schemas.instance import (
     AnyCreateInstanceRequest,
+    CreateInstanceAnswer,
+    DeleteInstanceResponse,
+    InstanceList,
     InstanceRow,
     SdkCreateInstanceRequest,
     UpdateInstanceRequest,
+    UpdateInstanceResponse,
     instance_entity,
     instance_properties,
 )
@@ -31,14 +36,15 @@ from ..services import aging, instances, plans
 from . import BASE
 from .deps import ContextDep, UserDep, json_response, run_read
 from .errors import reply_errors_in_body
-from .openapi import CONFLICT
+from .openapi import answers
 
 router = APIRouter(prefix=BASE, tags=["instances"])
 log = logging.getLogger("pgvault.api.instances")
 
 
 @router.post("/Instance", summary="Create Instance: register a PostgreSQL instance and back up every database",
-             responses=CONFLICT)
+             responses=answers(CreateInstanceAnswer, "registered, its first backup queued; or, for a body in cvpysdk's "
+                               "shape, refused (errorCode and response.errorString)", conflict=True))
 def create_instance(
     request: Request, ctx: ContextDep, user: UserDep, body: Annotated[AnyCreateInstanceRequest, Body()],
 ) -> dict:
@@ -90,7 +96,8 @@ def create_instance(
 SHORT_PAGE = 200
 
 
-@router.get("/Instance", summary="List instances (all, or of one cloud account with ?clientId=)")
+@router.get("/Instance", summary="List instances (all, or of one cloud account with ?clientId=)",
+             responses=answers(InstanceList, "the live instances, in id order"))
 async def list_instances(
     ctx: ContextDep, _: UserDep,
     client_id: Annotated[int | None, Query(alias="clientId")] = None,
@@ -107,7 +114,8 @@ def _page_rows(ctx: Context, client_id: int | None, offset: int, limit: int | No
         return instances.live_rows(conn, client_id, offset=offset, limit=limit)
 
 
-@router.get("/Instance/{instance_id}", summary="One instance")
+@router.get("/Instance/{instance_id}", summary="One instance",
+             responses=answers(InstanceList, "the instance (a list of one)"))
 async def get_instance(ctx: ContextDep, _: UserDep, instance_id: int) -> Response:
     return await _answer([await run_read(ctx, _one_row, ctx, instance_id)], True)
 
@@ -136,8 +144,10 @@ def properties_body(rows: Sequence[InstanceRow], now: dt.datetime) -> dict[str, 
     return {"instanceProperties": [instance_properties(r, due[r.id]) for r in rows]}
 
 
-@router.put("/Instance/{instance_id}", summary="Move an instance to another plan (from its next backup)")
-@router.post("/Instance/{instance_id}", summary="Move an instance to another plan (Command Center updates with POST)")
+@router.put("/Instance/{instance_id}", summary="Move an instance to another plan (from its next backup)",
+             responses=answers(UpdateInstanceResponse, "moved to the plan"))
+@router.post("/Instance/{instance_id}", summary="Move an instance to another plan (Command Center updates with POST)",
+             responses=answers(UpdateInstanceResponse, "moved to the plan"))
 def update_instance(
     ctx: ContextDep, _: UserDep, instance_id: int, body: Annotated[UpdateInstanceRequest, Body()],
 ) -> dict:
@@ -150,7 +160,7 @@ def update_instance(
 
 
 @router.delete("/Instance/{instance_id}", summary="Delete an instance; its backups stay unless deleteBackups=true",
-               responses=CONFLICT)
+               responses=answers(DeleteInstanceResponse, "deleted", conflict=True))
 def delete_instance(
     ctx: ContextDep, user: UserDep, instance_id: int,
     delete_backups: Annotated[bool, Query(alias="deleteBackups")] = False,
@@ -184,7 +194,8 @@ def delete_instance(
 
 
 @router.post("/Instance/{instance_id}/action/dataAging",
-             summary="Run Data Aging now: drop copies past their retention, report stray folders")
+             summary="Run Data Aging now: drop copies past their retention, report stray folders",
+             responses=answers(JobIdsResponse, "the Data Aging job"))
 def data_aging(ctx: ContextDep, user: UserDep, instance_id: int) -> dict:
     with ctx.catalog.transaction(write=True) as s:
         inst = instances.get_any(s, instance_id)  # a deleted instance's backups still age

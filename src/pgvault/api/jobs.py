@@ -8,15 +8,27 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Response
 
 from ..context import Context
-from ..schemas.jobs import JOB_CATEGORIES, JobDetailsRequest, JobsRequest, job_details, job_response, job_summary
+from ..schemas.common import GenericResponse
+from ..schemas.jobs import (
+    JOB_CATEGORIES,
+    JobDetailsRequest,
+    JobDetailsResponse,
+    JobList,
+    JobsRequest,
+    job_details,
+    job_response,
+    job_summary,
+)
 from ..services import jobs
 from . import BASE
 from .deps import ContextDep, UserDep, json_response, run_read
+from .openapi import answers
 
 router = APIRouter(prefix=BASE, tags=["jobs"])
 
 
-@router.get("/Job/{job_id}", summary="One job, with what it did per database")
+@router.get("/Job/{job_id}", summary="One job, with what it did per database",
+             responses=answers(JobList, "the job (a list of one)"))
 async def get_job(ctx: ContextDep, _: UserDep, job_id: int) -> Response:
     return await run_read(ctx, one_job, ctx, job_id)
 
@@ -27,7 +39,8 @@ def one_job(ctx: Context, job_id: int) -> Response:
     return json_response(job_response(view))
 
 
-@router.post("/Job/{job_id}/action/kill", summary="Kill a waiting or running job")
+@router.post("/Job/{job_id}/action/kill", summary="Kill a waiting or running job",
+             responses=answers(GenericResponse, "killed (or asked to stop)"))
 def kill_job(ctx: ContextDep, _: UserDep, job_id: int) -> dict:
     with ctx.catalog.transaction(write=True) as s:
         jobs.request_kill(s, job_id)
@@ -35,7 +48,8 @@ def kill_job(ctx: ContextDep, _: UserDep, job_id: int) -> dict:
     return {"errorCode": 0, "errorMessage": ""}
 
 
-@router.post("/Jobs", summary="List jobs: category 0 all, 1 active, 2 finished; filters and paging")
+@router.post("/Jobs", summary="List jobs: category 0 all, 1 active, 2 finished; filters and paging",
+             responses=answers(JobList, "a page of jobs, with the total"))
 def list_jobs(ctx: ContextDep, _: UserDep, body: Annotated[JobsRequest, Body()]) -> dict:
     f, page = body.jobFilter, body.pagingConfig
     entity = f.entity
@@ -50,7 +64,8 @@ def list_jobs(ctx: ContextDep, _: UserDep, body: Annotated[JobsRequest, Body()])
         return {"totalRecordsWithoutPaging": total, "jobs": [{"jobSummary": job_summary(j)} for j in rows]}
 
 
-@router.post("/JobDetails", summary="One job's progress, counts and attempts")
+@router.post("/JobDetails", summary="One job's progress, counts and attempts",
+             responses=answers(JobDetailsResponse, "the job's progress, counts and attempts"))
 def get_job_details(ctx: ContextDep, _: UserDep, body: Annotated[JobDetailsRequest, Body()]) -> dict:
     with ctx.catalog.rows() as conn:
         return job_details(jobs.job_view(conn, body.jobId))

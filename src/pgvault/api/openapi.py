@@ -1,6 +1,7 @@
-"""The OpenAPI document as pgvault answers, not as FastAPI guesses: every operation declares the error
-responses it can give, in Command Center's envelope (``ErrorBody``), and none declares the 422 that
-FastAPI adds by default and pgvault never sends (api/errors.py answers bad input with a 400).
+"""The OpenAPI document as pgvault answers, not as FastAPI guesses: every operation declares its success
+answer's shape (a model of schemas/, through ``answers``) and the error responses it can give, in Command
+Center's envelope (``ErrorBody``), and none declares the 422 that FastAPI adds by default and pgvault never
+sends (api/errors.py answers bad input with a 400).
 
 Which errors an operation declares follows from what it is (one rule, here): 400 for every operation (bad
 input of any kind); 401 unless it is public without a body (Login checks a password); 404 when it names
@@ -26,6 +27,15 @@ _ERRORS = {
     "413": "a request body over PGVAULT_MAX_BODY_BYTES (errorCode 2)",
 }
 CONFLICT: dict[int | str, dict[str, Any]] = {409: {"model": ErrorBody, "description": _ERRORS["409"]}}
+
+
+def answers(model: Any, description: str, *, conflict: bool = False) -> dict[int | str, dict[str, Any]]:
+    """A route's ``responses``: its HTTP 200 answer is ``model`` (and, with ``conflict``, it may answer 409).
+    For the document only: FastAPI neither validates nor filters what the route returns against it (so the
+    pre-serialised answers of the hot paths stay as they are, and no field is ever dropped), which is why
+    ``response_model`` is not used."""
+    out: dict[int | str, dict[str, Any]] = {200: {"model": model, "description": description}}
+    return {**out, **CONFLICT} if conflict else out
 _BODY_METHODS = {"post", "put", "patch"}
 
 
@@ -63,6 +73,10 @@ def document(app: FastAPI, public_paths: frozenset[str]) -> dict[str, Any]:
             for code in sorted(codes):
                 responses.setdefault(code, {"description": _ERRORS[code]})
             for code, response in responses.items():
+                if code == "200":  # the model's $ref alone, not merged into FastAPI's guess from `-> dict`
+                    schema = response.get("content", {}).get("application/json", {}).get("schema", {})
+                    if "$ref" in schema:
+                        response["content"]["application/json"]["schema"] = {"$ref": schema["$ref"]}
                 if code != "200" and code[0] in "45":
                     response["content"] = {"application/json": {"schema": ref}}
     return doc

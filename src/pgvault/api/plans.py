@@ -12,30 +12,41 @@ from sqlalchemy.orm import Session
 
 from ..catalog.models import Plan
 from ..errors import BadRequest, Conflict, NotFound, shown
-from ..schemas.backupsets import subclient_entity
-from ..schemas.plans import PlanBody, plan_detail, plan_summary, server_plan_v4
+from ..schemas.backupsets import AssociatedEntities, subclient_entity
+from ..schemas.plans import (
+    DeletePlanResponse,
+    PlanBody,
+    PlanList,
+    PlanResponse,
+    ServerPlanV4,
+    plan_detail,
+    plan_summary,
+    server_plan_v4,
+)
 from ..services import backupsets, plans
 from . import BASE
 from .deps import ContextDep, UserDep
-from .openapi import CONFLICT
+from .openapi import answers
 
 router = APIRouter(prefix=BASE, tags=["plans"])
 
 
-@router.get("/V2/Plan", summary="List plans")
+@router.get("/V2/Plan", summary="List plans",
+             responses=answers(PlanList, "the plans"))
 def list_plans(ctx: ContextDep, _: UserDep) -> dict:
     with ctx.catalog.transaction(write=False) as s:
         return {"plans": [plan_summary(p) for p in s.scalars(select(Plan).order_by(Plan.id))]}
 
 
-@router.get("/V2/Plan/{plan_id}", summary="One plan")
+@router.get("/V2/Plan/{plan_id}", summary="One plan",
+             responses=answers(PlanResponse, "the plan"))
 def get_plan(ctx: ContextDep, _: UserDep, plan_id: int) -> dict:
     with ctx.catalog.transaction(write=False) as s:
         return plan_detail(plans.get(s, plan_id))
 
 
 @router.post("/V2/Plan", summary="Create a plan: schedule, retention, destinations (see docs/api.md)",
-             responses=CONFLICT)
+             responses=answers(PlanResponse, "the plan created", conflict=True))
 def create_plan(ctx: ContextDep, _: UserDep, body: Annotated[PlanBody, Body()]) -> dict:
     if not body.planName:
         raise BadRequest("planName is required")
@@ -49,7 +60,7 @@ def create_plan(ctx: ContextDep, _: UserDep, body: Annotated[PlanBody, Body()]) 
 
 
 @router.put("/V2/Plan/{plan_id}", summary="Change a plan (only the fields given); effective from each next backup",
-            responses=CONFLICT)
+            responses=answers(PlanResponse, "the plan as changed", conflict=True))
 def update_plan(ctx: ContextDep, _: UserDep, plan_id: int, body: Annotated[PlanBody, Body()]) -> dict:
     destinations = plans.prepare_destinations(body, ctx.sealer, _bounds(ctx))
     try:
@@ -63,7 +74,7 @@ def update_plan(ctx: ContextDep, _: UserDep, plan_id: int, body: Annotated[PlanB
 
 
 @router.delete("/V2/Plan/{plan_id}", summary="Delete a plan no instance uses (409 names the instances)",
-               responses=CONFLICT)
+               responses=answers(DeletePlanResponse, "deleted", conflict=True))
 def delete_plan(ctx: ContextDep, _: UserDep, plan_id: int) -> dict:
     with ctx.catalog.transaction(write=True) as s:
         plans.delete(s, plan_id)
@@ -77,7 +88,8 @@ def _plan(s: Session, plan_id: int) -> Plan:
     return plan
 
 
-@router.get("/V2/Plan/{plan_id}/AssociatedEntities", summary="The subclients (of live instances) on a plan")
+@router.get("/V2/Plan/{plan_id}/AssociatedEntities", summary="The subclients (of live instances) on a plan",
+             responses=answers(AssociatedEntities, "the subclients on the plan"))
 def plan_entities(ctx: ContextDep, _: UserDep, plan_id: int) -> dict:
     with ctx.catalog.transaction(write=False) as s:
         _plan(s, plan_id)
@@ -85,7 +97,8 @@ def plan_entities(ctx: ContextDep, _: UserDep, plan_id: int) -> dict:
         return {"totalEntities": len(subs), "entities": [subclient_entity(sub) for sub in subs]}
 
 
-@router.get("/V4/ServerPlan/{plan_id}", summary="One plan, V4 shape")
+@router.get("/V4/ServerPlan/{plan_id}", summary="One plan, V4 shape",
+             responses=answers(ServerPlanV4, "the plan, V4 shape"))
 def get_server_plan(ctx: ContextDep, _: UserDep, plan_id: int) -> dict:
     with ctx.catalog.transaction(write=False) as s:
         return server_plan_v4(_plan(s, plan_id))

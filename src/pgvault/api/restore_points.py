@@ -12,18 +12,27 @@ from sqlalchemy import func, select
 from ..catalog.models import Job, RestorePoint
 from ..errors import ArchiveIntegrityError, BadRequest, NotFound, PgvaultError
 from ..restore.archive import load_manifest
-from ..schemas.common import WireModel
-from ..schemas.restore_points import browse_entries, files_of, restore_point_summary
+from ..schemas.common import JobIdsResponse, WireModel
+from ..schemas.restore_points import (
+    DoBrowseResponse,
+    RestorePointDetail,
+    RestorePointList,
+    browse_entries,
+    files_of,
+    restore_point_summary,
+)
 from ..services import destinations, restore
 from ..services.restore import parse_time, started_by
 from ..storage import StorageError
 from . import BASE
 from .deps import ContextDep, UserDep
+from .openapi import answers
 
 router = APIRouter(prefix=BASE, tags=["restore points"])
 
 
-@router.get("/RestorePoints", summary="Restore points, newest first; by instance, database and time range")
+@router.get("/RestorePoints", summary="Restore points, newest first; by instance, database and time range",
+             responses=answers(RestorePointList, "a page of restore points, with the total"))
 def list_restore_points(
     ctx: ContextDep, _: UserDep,
     instance_id: Annotated[int | None, Query(alias="instanceId")] = None,
@@ -40,7 +49,8 @@ def list_restore_points(
         return {"totalRecords": total, "restorePoints": [restore_point_summary(p, j) for p, j in page]}
 
 
-@router.get("/RestorePoints/{point_id}", summary="One restore point, with its files and their sha256")
+@router.get("/RestorePoints/{point_id}", summary="One restore point, with its files and their sha256",
+             responses=answers(RestorePointDetail, "the restore point with its files"))
 def get_restore_point(ctx: ContextDep, _: UserDep, point_id: int) -> dict:
     with ctx.catalog.transaction(write=False) as s:
         point = s.get(RestorePoint, point_id)
@@ -71,7 +81,8 @@ class VerifyRequestBody(WireModel):
 
 
 @router.post("/RestorePoints/{point_id}/action/verify",
-             summary="Re-check every file's sha256; with drill, restore into scratch databases and compare row counts")
+             summary="Re-check every file's sha256; with drill, restore into scratch databases and compare row counts",
+             responses=answers(JobIdsResponse, "the verification job"))
 def verify_restore_point(ctx: ContextDep, user: UserDep, point_id: int,
                          body: Annotated[VerifyRequestBody | None, Body()] = None) -> dict:
     body = body or VerifyRequestBody()
@@ -86,7 +97,8 @@ def verify_restore_point(ctx: ContextDep, user: UserDep, point_id: int,
     return {"jobIds": [str(job_id)]}
 
 
-@router.post("/DoBrowse", summary="Browse the databases of an instance's newest restore point (or within timeRange)")
+@router.post("/DoBrowse", summary="Browse the databases of an instance's newest restore point (or within timeRange)",
+             responses=answers(DoBrowseResponse, "the databases of the restore point, as folders"))
 def do_browse(ctx: ContextDep, _: UserDep, body: Annotated[dict[str, Any], Body()]) -> dict:
     entity = body.get("entity") or {}
     if not isinstance(entity, dict):

@@ -5,11 +5,14 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from .. import __version__
+from ..schemas.commserv import ServiceInfo
 from . import BASE
+from .openapi import answers
 
 router = APIRouter(prefix=BASE, tags=["service"])
 
 
-@router.get("/", summary="Service check")
+@router.get("/", summary="Service check",
+             responses=answers(ServiceInfo, "the service answers"))
 async def root() -> dict:
     return {"service": "pgvault", "version": __version__, "api": "commandcenter"}

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from ..schemas.plans import ScheduleList
 from . import BASE
 from .deps import UserDep
+from .openapi import answers
 
 router = APIRouter(prefix=BASE, tags=["schedules"])
 
 
-@router.get("/Schedules", summary="Schedule tasks (pgvault has none: backups follow the plan)")
+@router.get("/Schedules", summary="Schedule tasks (pgvault has none: backups follow the plan)",
+             responses=answers(ScheduleList, "none: backups follow the plan"))
 def list_schedules(_: UserDep) -> dict:
     return {"taskDetail": []}

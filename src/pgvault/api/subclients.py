@@ -9,11 +9,12 @@ from fastapi import APIRouter, Query
 
 from ..catalog.models import Subclient
 from ..errors import BadRequest, NotFound, shown
-from ..schemas.backupsets import subclient_properties
-from ..schemas.common import POSTGRESQL_APP_ID
+from ..schemas.backupsets import SubclientList, subclient_properties
+from ..schemas.common import POSTGRESQL_APP_ID, JobIdsResponse
 from ..services import backupsets, jobs
 from . import BASE
 from .deps import ContextDep, UserDep
+from .openapi import answers
 
 router = APIRouter(prefix=BASE, tags=["subclients"])
 
@@ -21,7 +22,8 @@ LEVELS = {"full": "Full", "incremental": "Full", "differential": "Full", "synthe
 
 
 @router.post("/Subclient/{subclient_id}/action/backup",
-             summary="Back up now; every level is a full dump of every database (PaaS has no WAL access)")
+             summary="Back up now; every level is a full dump of every database (PaaS has no WAL access)",
+             responses=answers(JobIdsResponse, "the backup job"))
 def backup_now(
     ctx: ContextDep, user: UserDep, subclient_id: int,
     backup_level: Annotated[str, Query(alias="backupLevel")] = "full",
@@ -39,7 +41,8 @@ def backup_now(
     return {"jobIds": [str(job_id)]}
 
 
-@router.get("/Subclient", summary="List subclients of live instances (filters: clientId, instanceId, backupsetId)")
+@router.get("/Subclient", summary="List subclients of live instances (filters: clientId, instanceId, backupsetId)",
+             responses=answers(SubclientList, "the subclients"))
 def list_subclients(
     ctx: ContextDep, _: UserDep,
     client_id: Annotated[int | None, Query(alias="clientId")] = None,
@@ -54,7 +57,8 @@ def list_subclients(
         return {"subClientProperties": [subclient_properties(sub) for sub in rows]}
 
 
-@router.get("/Subclient/{subclient_id}", summary="One subclient")
+@router.get("/Subclient/{subclient_id}", summary="One subclient",
+             responses=answers(SubclientList, "the subclient (a list of one)"))
 def get_subclient(ctx: ContextDep, _: UserDep, subclient_id: int) -> dict:
     with ctx.catalog.transaction(write=False) as s:
         return {"subClientProperties": [subclient_properties(backupsets.get_subclient(s, subclient_id))]}

@@ -6,15 +6,17 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body
 
-from ..schemas.restore import CreateTaskRequest
+from ..schemas.restore import CreateTaskRequest, CreateTaskResponse
 from ..services import restore
 from . import BASE
 from .deps import ContextDep, UserDep
+from .openapi import answers
 
 router = APIRouter(prefix=BASE, tags=["restore"])
 
 
-@router.post("/CreateTask", summary="Restore databases or tables of a restore point, in place or elsewhere")
+@router.post("/CreateTask", summary="Restore databases or tables of a restore point, in place or elsewhere",
+             responses=answers(CreateTaskResponse, "the restore job"))
 def create_task(ctx: ContextDep, user: UserDep, body: Annotated[CreateTaskRequest, Body()]) -> dict:
     with ctx.catalog.transaction(write=True) as s:
         job = restore.create_restore_job(s, body)

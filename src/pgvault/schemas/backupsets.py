@@ -3,10 +3,20 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import Field
 
 from ..catalog.models import Backupset, Instance, Subclient
-from .common import ENTITY_BACKUPSET, ENTITY_SUBCLIENT, POSTGRESQL_APP_ID
+from .common import (
+    ENTITY_BACKUPSET,
+    ENTITY_SUBCLIENT,
+    POSTGRESQL_APP_ID,
+    Answer,
+    PlanEntity,
+    PostgreSQLAppId,
+    PostgreSQLAppName,
+)
 
 
 def _instance_part(inst: Instance) -> dict[str, Any]:
@@ -43,3 +53,72 @@ def subclient_properties(sub: Subclient) -> dict[str, Any]:
         "commonProperties": {"isDefaultSubclient": sub.is_default, "description": "every database"},
         "planEntity": _plan(sub.instance),
     }
+
+
+class InstancePart(Answer):
+    clientName: str
+    clientId: int
+    appName: PostgreSQLAppName
+    applicationId: PostgreSQLAppId
+    instanceName: str
+    instanceId: int
+
+
+class BackupsetEntity(InstancePart):
+    backupsetName: str
+    backupsetId: int
+    type_: Literal[6] = Field(alias="_type_")
+
+
+class SubclientRef(InstancePart):
+    """A subclient as a job names it (``jobSummary.subclient``, ``generalInfo.subclient``)."""
+
+    backupsetName: str
+    backupsetId: int
+    subclientName: str
+    subclientId: int
+
+
+class SubclientEntity(SubclientRef):
+    type_: Literal[7] = Field(alias="_type_")
+
+
+class CommonBackupSet(Answer):
+    isDefaultBackupSet: bool
+    onDemandBackupset: bool
+
+
+class BackupsetProperties(Answer):
+    backupSetEntity: BackupsetEntity
+    commonBackupSet: CommonBackupSet
+    planEntity: PlanEntity
+
+
+class BackupsetList(Answer):
+    """``GET /Backupset``, ``GET /Backupset/{id}`` (a list of one)."""
+
+    backupsetProperties: list[BackupsetProperties]
+
+
+class SubclientCommonProperties(Answer):
+    isDefaultSubclient: bool
+    description: str
+
+
+class SubclientProperties(Answer):
+    subClientEntity: SubclientEntity
+    commonProperties: SubclientCommonProperties
+    planEntity: PlanEntity
+
+
+class SubclientList(Answer):
+    """``GET /Subclient``, ``GET /Subclient/{id}`` (a list of one)."""
+
+    subClientProperties: list[SubclientProperties]
+
+
+class AssociatedEntities(Answer):
+    """``GET /V2/Plan/{id}/AssociatedEntities``."""
+
+    totalEntities: int
+    entities: list[SubclientEntity]

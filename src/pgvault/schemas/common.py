@@ -5,9 +5,10 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, StrictStr
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictStr
+from pydantic.json_schema import SkipJsonSchema
 
 ENTITY_CLIENT, ENTITY_AGENT, ENTITY_INSTANCE, ENTITY_BACKUPSET, ENTITY_SUBCLIENT = 3, 4, 5, 6, 7
 POSTGRESQL_APP_ID = 125
@@ -23,6 +24,65 @@ class ErrorBody(BaseModel):
     errorCode: int
     errorMessage: str
     entity: dict[str, Any] = {}
+
+
+# -- answers ---------------------------------------------------------------------------------------
+# What the routes answer, declared for the OpenAPI document (``responses={200: ...}``, api/openapi.py):
+# the routes keep building their dicts (or pre-serialised bytes), and FastAPI neither validates nor
+# filters them against these models. tests/test_openapi.py holds recorded answers to them, and the fuzz
+# run (tests/test_fuzz.py) every answer it gets.
+
+class Answer(BaseModel):
+    """A success answer or a part of one: every field it has, and no other (``additionalProperties:
+    false``). A field without a default is always there; ``X | Absent = None`` is left out at times and
+    never null; ``X | None`` is always there and may be null."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+Absent = SkipJsonSchema[None]
+NoneListed = Annotated[list[dict[str, Any]], Field(max_length=0)]  # a Command Center list pgvault has none of
+
+
+class GenericResponse(Answer):
+    """``{"errorCode": 0, "errorMessage": ""}``: Command Center's plain "done"."""
+
+    errorCode: Literal[0]
+    errorMessage: str
+
+
+class JobIdsResponse(Answer):
+    """The job (as a string, as Command Center sends it) an action queued: ``GET /Job/{id}`` follows it."""
+
+    jobIds: list[str]
+
+
+class ActivityControlOption(Answer):
+    activityType: int  # 1 backup, 2 restore
+    enableAfterADelay: bool
+    enableActivityType: bool
+
+
+class ActivityControl(Answer):
+    activityControlOptions: list[ActivityControlOption]
+
+
+class PlanEntity(Answer):
+    planName: str
+    planId: int
+
+
+class UserEntity(Answer):
+    userName: str
+    userId: int
+
+
+class TimeZoneInfo(Answer):
+    TimeZoneName: str
+
+
+PostgreSQLAppId = Literal[125]
+PostgreSQLAppName = Literal["PostgreSQL"]
 
 
 def epoch(value: dt.datetime | None) -> int:

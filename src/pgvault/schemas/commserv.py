@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from typing import Any
+from typing import Any, Literal
+
+from .common import Answer, TimeZoneInfo
 
 COMMCELL_ID = 2  # Command Center numbers its own CommCell 2; pgvault is always its own, only CommCell
 
@@ -39,3 +41,30 @@ def commserv(*, name: str, host: str, version: str, now: dt.datetime) -> dict[st
         "product": "pgvault",
         "version": version,
     }
+
+
+class CommCellEntity(Answer):
+    commCellName: str
+    commCellId: Literal[2]
+
+
+class CommServ(Answer):
+    """``GET /CommServ``."""
+
+    commcell: CommCellEntity
+    hostName: str
+    csVersionInfo: str
+    currentSPVersion: int
+    releaseName: str
+    csTimeZone: TimeZoneInfo
+    timeZone: str
+    product: Literal["pgvault"]
+    version: str
+
+
+class ServiceInfo(Answer):
+    """``GET /``: the service answers (cvpysdk checks this before logging in)."""
+
+    service: Literal["pgvault"]
+    version: str
+    api: Literal["commandcenter"]

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from pydantic import Field, StrictStr, field_validator
 
 from ..catalog.models import Credential
-from .common import Name, Text, WireModel, decode_login_password, epoch
+from .common import Answer, GenericResponse, Name, Text, WireModel, decode_login_password, epoch
 
 
 class CreateCredentialRequest(WireModel):
@@ -72,3 +72,76 @@ def credential_v5(c: Credential, owner: str | None) -> dict[str, Any]:
         "createdTime": epoch(c.created_at),
         "security": {"associations": [{"user": {"name": owner}}] if owner else []},
     }
+
+
+# -- answers ---------------------------------------------------------------------------------------
+
+class CredentialRecordEntity(Answer):
+    credentialId: int
+    credentialName: str
+
+
+class CredentialUser(Answer):
+    userName: str
+
+
+class CredentialRecordInfo(Answer):
+    credentialRecord: CredentialRecordEntity
+    accountType: str
+    databaseCredentialType: str
+    record: CredentialUser
+    description: str
+    createdTime: int
+
+
+class CredentialRecordList(Answer):
+    """``GET //CommCell/Credentials``, ``GET //CommCell/Credentials/{id}`` (a list of one)."""
+
+    credentialRecordInfo: list[CredentialRecordInfo]
+
+
+class DeleteCredentialsResponse(Answer):
+    """``POST /Commcell/Credentials/action/delete``."""
+
+    error: GenericResponse
+
+
+class CredentialV4(Answer):
+    id: int
+    name: str
+    accountType: str
+    databaseCredentialType: str
+    userAccount: str
+    description: str
+
+
+class CredentialManagerList(Answer):
+    """``GET V4/Credential``."""
+
+    credentialManager: list[CredentialV4]
+
+
+class CreatedCredential(Answer):
+    """``POST V4/Credential``."""
+
+    id: int
+    name: str
+
+
+class CredentialOwnerName(Answer):
+    name: str
+
+
+class CredentialAssociation(Answer):
+    user: CredentialOwnerName
+
+
+class CredentialSecurity(Answer):
+    associations: list[CredentialAssociation]  # who created it; none when that user is gone
+
+
+class CredentialV5(CredentialV4):
+    """``GET V5/credential/{id}``."""
+
+    createdTime: int
+    security: CredentialSecurity

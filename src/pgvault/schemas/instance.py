@@ -6,15 +6,30 @@ import datetime as dt
 import ipaddress
 import re
 from collections.abc import Callable
-from typing import Annotated, Any, NamedTuple
+from typing import Annotated, Any, Literal, NamedTuple
 
-from pydantic import AfterValidator, Discriminator, Field, StrictBool, StrictInt, StrictStr, Tag, field_validator
+from pydantic import (
+    AfterValidator,
+    Discriminator,
+    Field,
+    RootModel,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    Tag,
+    field_validator,
+)
 
 from ..errors import shown
 from .common import (
     ENTITY_INSTANCE,
     POSTGRESQL_APP_ID,
+    ActivityControl,
+    Answer,
     Name,
+    PlanEntity,
+    PostgreSQLAppId,
+    PostgreSQLAppName,
     Text,
     WireModel,
     decode_login_password,
@@ -282,3 +297,133 @@ AnyCreateInstanceRequest = Annotated[
     Annotated[CreateInstanceRequest, Tag(SEED_SHAPE)] | Annotated[SdkCreateInstanceRequest, Tag(SDK_SHAPE)],
     Discriminator(request_shape),
 ]
+
+
+# -- answers ---------------------------------------------------------------------------------------
+
+class InstanceResultEntity(Answer):
+    """The instance an answer (or a refusal) of ``/Instance`` names: ``instance_entity``; zeros and an
+    empty name for what is not known (yet)."""
+
+    subclientId: int
+    clientId: int
+    instanceName: str
+    instanceId: int
+    type_: Literal[5] = Field(alias="_type_")
+
+
+class InstanceEntity(Answer):
+    clientName: str
+    clientId: int
+    instanceName: str
+    instanceId: int
+    appName: PostgreSQLAppName
+    applicationId: PostgreSQLAppId
+    type_: Literal[5] = Field(alias="_type_")
+
+
+class SAUserInfo(Answer):
+    userName: str  # never the password
+
+
+class SslOptInfo(Answer):
+    sslEnabled: bool
+    sslCa: str  # "" without one
+
+
+class PostgreSQLInstanceInfo(Answer):
+    MaintainenceDB: str
+    port: str  # hostname:port, an IPv6 address in brackets
+    SAUser: SAUserInfo
+    cloudDBEngineType: Literal["POSTGRESQL"]
+    sslOpt: SslOptInfo
+
+
+class InstanceInfo(Answer):
+    """One entry of ``instanceProperties`` (``instance_properties``)."""
+
+    instance: InstanceEntity
+    instanceActivityControl: ActivityControl
+    version: str  # as declared
+    serverVersion: str  # as read from the server
+    planEntity: PlanEntity
+    dbEngine: Literal["PostgreSQL"]
+    postGreSQLInstance: PostgreSQLInstanceInfo
+    defaultBackupsetId: int  # 0: none
+    defaultSubclientId: int  # 0: none
+    createdTime: int
+    nextBackupTime: int  # pgvault's: when the scheduler queues the next backup; 0: never or unknown
+
+
+class InstanceList(Answer):
+    """``GET /Instance``, ``GET /Instance/{id}`` (a list of one)."""
+
+    instanceProperties: list[InstanceInfo]
+
+
+class ProcessingAttribute(Answer):
+    name: str  # "exitval", "jobId"
+    value: str
+
+
+class ProcessingInstructionInfo(Answer):
+    attributes: list[ProcessingAttribute]
+
+
+class CreateInstanceResult(Answer):
+    warningCode: Literal[0, 1]
+    errorCode: Literal[0]
+    warningMessage: str
+    entity: InstanceResultEntity
+
+
+class CreateInstanceResponse(Answer):
+    """``POST /Instance``: registered, and its first backup queued (the ``jobId`` attribute)."""
+
+    processinginstructioninfo: ProcessingInstructionInfo
+    response: CreateInstanceResult
+
+
+class InstanceRefusalResult(Answer):
+    errorCode: int
+    errorString: str
+    entity: InstanceResultEntity
+
+
+class InstanceRefusal(Answer):
+    """``POST /Instance`` in cvpysdk's shape, refused the way Command Center refuses it: HTTP 200, the
+    error at the top (as every refusal) and under ``response`` (what the SDK reads)."""
+
+    errorCode: int
+    errorMessage: str
+    entity: InstanceResultEntity
+    response: InstanceRefusalResult
+
+
+class CreateInstanceAnswer(RootModel[CreateInstanceResponse | InstanceRefusal]):
+    """``POST /Instance``'s HTTP 200: the instance registered, or (a body in cvpysdk's shape) refused."""
+
+
+class UpdateInstanceResult(Answer):
+    errorCode: Literal[0]
+    errorString: str
+
+
+class UpdateInstanceResponse(Answer):
+    """``PUT``/``POST /Instance/{id}``."""
+
+    response: list[UpdateInstanceResult]
+
+
+class DeleteInstanceResult(Answer):
+    errorCode: Literal[0]
+    errorString: str
+    entity: InstanceResultEntity
+    restorePointsToDelete: int
+
+
+class DeleteInstanceResponse(Answer):
+    """``DELETE /Instance/{id}``: with ``deleteBackups``, the Data Aging job that removes them."""
+
+    response: DeleteInstanceResult
+    jobIds: list[str]

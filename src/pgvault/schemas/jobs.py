@@ -5,13 +5,14 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, NamedTuple
+from typing import Annotated, Any, Literal, NamedTuple
 
-from pydantic import Field, StrictInt, StrictStr
+from pydantic import ConfigDict, Field, StrictInt, StrictStr
 
 from ..catalog.types import utcnow
-from ..domain.jobs import JobStatus
-from .common import POSTGRESQL_APP_ID, WireModel, epoch
+from ..domain.jobs import ItemStatus, JobStatus, JobType
+from .backupsets import SubclientRef
+from .common import POSTGRESQL_APP_ID, Absent, Answer, PostgreSQLAppName, UserEntity, WireModel, epoch
 
 
 class JobRow(NamedTuple):
@@ -193,3 +194,117 @@ class JobsRequest(WireModel):
     category: Annotated[StrictInt, Field(ge=0, le=2)] = 0
     pagingConfig: PagingConfig = PagingConfig()
     jobFilter: JobFilter = JobFilter()
+
+
+# -- answers ---------------------------------------------------------------------------------------
+
+class ItemDetail(Answer):
+    """A note on one item, as the job stored it (the catalog's ``job_items.details``, free JSON): what a
+    restore could not restore is ``object``, PostgreSQL's ``error`` and the ``command`` (redacted); other
+    fields may come with it (open: a row written by another version of the engine keeps its own)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    object: str | Absent = None
+    error: str | Absent = None
+    command: str | Absent = None
+
+
+class JobItem(Answer):
+    """One thing a job did: a database, the globals, a file (``databases[]``, ``globals``, ``files[]``)."""
+
+    name: str
+    status: ItemStatus
+    bytes: int
+    sha256: str | None
+    location: str | None  # the stored file's URI
+    error: str | None
+    target: str | Absent = None  # a restore's target database
+    details: list[ItemDetail] | Absent = None  # a restore's refused objects
+
+
+class JobSummary(Answer):
+    jobId: int
+    jobType: JobType
+    backupLevelName: str
+    trigger: str
+    userName: UserEntity
+    status: JobStatus
+    percentComplete: int
+    currentPhaseName: str
+    pendingReason: str
+    jobStartTime: int
+    jobEndTime: int  # 0: not yet
+    lastUpdateTime: int
+    message: str
+    warnings: list[str]
+    isVisible: bool
+    appTypeName: PostgreSQLAppName
+    localizedOperationName: JobType
+    jobElapsedTime: int
+    subclient: SubclientRef
+    restorePointId: int | None
+    databases: list[JobItem]
+    globals: JobItem | None
+    files: list[JobItem]
+
+
+class JobSummaryEntry(Answer):
+    jobSummary: JobSummary
+
+
+class JobList(Answer):
+    """``GET /Job/{id}`` (a list of one) and ``POST /Jobs``."""
+
+    totalRecordsWithoutPaging: int
+    jobs: list[JobSummaryEntry]
+
+
+class JobGeneralInfo(Answer):
+    jobId: int
+    operationType: JobType
+    backupLevelName: str
+    jobStartedFrom: Literal["pgvault"]
+    subclient: SubclientRef
+
+
+class JobProgressInfo(Answer):
+    state: JobStatus
+    percentComplete: int
+    currentPhase: str
+    reasonForJobDelay: str
+    numOfFilesTransferred: int
+
+
+class JobDetailInfo(Answer):
+    startTime: int
+    endTime: int
+    lastUpdateTime: int
+    numOfObjects: int
+    numOfFailures: int
+    sizeOfMediaOnDisk: int
+    warnings: list[str]
+
+
+class JobAttempt(Answer):
+    attemptNumber: int
+    status: JobStatus
+    startTime: int
+    endTime: int
+
+
+class JobDetail(Answer):
+    generalInfo: JobGeneralInfo
+    progressInfo: JobProgressInfo
+    detailInfo: JobDetailInfo
+    attemptsInfo: list[JobAttempt]
+
+
+class JobDetailHolder(Answer):
+    jobDetail: JobDetail
+
+
+class JobDetailsResponse(Answer):
+    """``POST /JobDetails``."""
+
+    job: JobDetailHolder

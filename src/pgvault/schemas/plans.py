@@ -13,7 +13,7 @@ from pydantic import Field, StrictBool, StrictInt, StrictStr, field_validator, m
 from ..catalog.models import Plan
 from ..domain.destinations import describe
 from ..errors import shown
-from .common import Name, Text, WireModel
+from .common import Absent, Answer, GenericResponse, Name, NoneListed, PlanEntity, Text, WireModel
 
 SERVER_PLAN_TYPE, SERVER_PLAN_SUBTYPE = 2, 33554437
 
@@ -69,6 +69,166 @@ def server_plan_v4(p: Plan) -> dict[str, Any]:
         } for d in p.destinations],
         "compression": {"algorithm": "zstd", "level": p.compression_level},
     }
+
+
+# -- answers ---------------------------------------------------------------------------------------
+
+class DestinationLocation(Answer):
+    """Where a destination (or a restore point's copy) is, as ``domain.destinations.describe`` shows it:
+    ``local`` has ``path``; ``s3`` has ``endpoint`` (null: AWS), ``region``, ``bucket``, ``prefix`` and
+    ``virtualHosted``. Never its keys."""
+
+    kind: Literal["local", "s3"]
+    path: str | Absent = None
+    endpoint: str | None = None
+    region: str | Absent = None
+    bucket: str | Absent = None
+    prefix: str | Absent = None
+    virtualHosted: bool | Absent = None
+
+
+class PlanSummaryEntry(Answer):
+    plan: PlanEntity
+
+
+class PlanList(Answer):
+    """``GET /V2/Plan``."""
+
+    plans: list[PlanSummaryEntry]
+
+
+class PlanSummary(Answer):
+    plan: PlanEntity
+    type: Literal[2]
+    subtype: Literal[33554437]
+    rpoInMinutes: int
+
+
+class OperationWindow(Answer):
+    ruleId: int
+
+
+class PlanWindow(Answer):
+    start: str  # HH:MM in the plan's time zone
+    end: str
+
+
+class PlanSchedule(Answer):
+    """Either ``rpoMinutes`` or ``cron``."""
+
+    rpoMinutes: int | Absent = None
+    cron: str | Absent = None
+    timeZone: str
+    window: PlanWindow | None
+
+
+class PlanGfs(Answer):
+    daily: int
+    weekly: int
+    monthly: int
+
+
+class PlanRetention(Answer):
+    days: int
+    keepMin: int
+    gfs: PlanGfs
+
+
+class PlanDestination(DestinationLocation):
+    destinationId: int
+    name: str
+    retentionDays: int
+    hasCredentials: bool
+
+
+class Compression(Answer):
+    algorithm: Literal["zstd"]
+    level: int
+
+
+class PlanEncryption(Answer):
+    enabled: bool
+    algorithm: Literal["AES-256-GCM"] | None
+
+
+class PlanDetail(Answer):
+    summary: PlanSummary
+    operationWindow: OperationWindow
+    fullOperationWindow: OperationWindow
+    schedule: PlanSchedule
+    retention: PlanRetention
+    destinations: list[PlanDestination]
+    storage: DestinationLocation | None  # the first destination
+    compression: Compression
+    encryption: PlanEncryption
+    drillEvery: int
+
+
+class PlanResponse(Answer):
+    """``GET /V2/Plan/{id}``, and what ``POST /V2/Plan`` and ``PUT /V2/Plan/{id}`` made of it."""
+
+    plan: PlanDetail
+
+
+DeletePlanResponse = GenericResponse
+
+
+class IdName(Answer):
+    id: int
+    name: str
+
+
+class SchedulePattern(Answer):
+    """``MINUTES`` with ``frequency``, or ``CRON`` with ``cron``."""
+
+    scheduleFrequency: Literal["MINUTES", "CRON"]
+    frequency: int | Absent = None
+    cron: str | Absent = None
+    timeZone: str
+
+
+class BackupSchedule(Answer):
+    backupType: Literal["FULL"]
+    schedulePattern: SchedulePattern
+
+
+class BackupFrequency(Answer):
+    schedules: list[BackupSchedule]
+
+
+class PlanRpo(Answer):
+    backupFrequency: BackupFrequency
+
+
+class PlanBackupDestinationName(Answer):
+    name: str
+
+
+class StoragePool(DestinationLocation):
+    name: str
+
+
+class PlanBackupDestination(Answer):
+    planBackupDestination: PlanBackupDestinationName
+    storagePool: StoragePool
+    retentionPeriodDays: int
+
+
+class ServerPlanV4(Answer):
+    """``GET /V4/ServerPlan/{id}``."""
+
+    id: int
+    name: str
+    plan: IdName
+    rpo: PlanRpo
+    backupDestinations: list[PlanBackupDestination]
+    compression: Compression
+
+
+class ScheduleList(Answer):
+    """``GET /Schedules``: pgvault keeps no schedule tasks (an instance's schedule is its plan's)."""
+
+    taskDetail: NoneListed
 
 
 # -- requests --------------------------------------------------------------------------------------

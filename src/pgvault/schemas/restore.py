@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import Field
 
-from .common import WireModel
+from .common import JobIdsResponse, WireModel
 
 
 class SubTask(WireModel):
@@ -85,3 +85,12 @@ class TaskInfo(WireModel):
 
 class CreateTaskRequest(WireModel):
     taskInfo: TaskInfo
+
+
+# -- answers ---------------------------------------------------------------------------------------
+
+class CreateTaskResponse(JobIdsResponse):
+    """``POST /CreateTask``: the restore job."""
+
+    taskId: int
+

@@ -8,7 +8,9 @@ from typing import Any
 from ..backup.manifest import Manifest
 from ..catalog.models import Job, RestorePoint
 from ..domain.destinations import describe
-from .common import epoch
+from ..domain.jobs import JobStatus
+from .common import Absent, Answer, epoch
+from .plans import DestinationLocation
 
 
 def restore_point_summary(point: RestorePoint, job: Job) -> dict[str, Any]:
@@ -62,3 +64,108 @@ def browse_entries(point: RestorePoint, job: Job, manifest: Manifest | None) -> 
                           "restorePointId": point.id}}
         for name in point.databases
     ]
+
+
+# -- answers ---------------------------------------------------------------------------------------
+
+class RestorePointCopy(DestinationLocation):
+    state: str  # present | deleting
+    destinationId: int | None  # None: its plan destination is gone
+    retentionDays: int | None
+
+
+class Verification(Answer):
+    status: str | None  # None: never verified
+    time: int
+    message: str | None
+
+
+class Drill(Answer):
+    status: str | None  # None: never drilled
+    time: int
+    seconds: float | None
+    message: str | None
+
+
+class RestorePointSummary(Answer):
+    restorePointId: int
+    jobId: int
+    instanceId: int
+    backupTime: int
+    completedTime: int
+    status: JobStatus  # of its backup job
+    serverVersion: str
+    totalBytes: int
+    databases: list[str]
+    snapshotTimes: dict[str, int]
+    prefix: str
+    copies: list[RestorePointCopy]
+    encrypted: bool
+    verification: Verification
+    drill: Drill
+
+
+class RestorePointList(Answer):
+    """``GET /RestorePoints``."""
+
+    totalRecords: int
+    restorePoints: list[RestorePointSummary]
+
+
+class RestorePointFile(Answer):
+    database: str | None  # None: the globals file
+    key: str
+    location: str
+    bytes: int
+    sha256: str
+    format: str
+
+
+class RestorePointDetail(RestorePointSummary):
+    """``GET /RestorePoints/{id}``: with its files from the manifest, or ``manifestError`` (no files) when
+    the manifest cannot be read."""
+
+    files: list[RestorePointFile]
+    manifestError: str | Absent = None
+    pgDumpVersion: str | Absent = None
+    warnings: list[str] | Absent = None
+
+
+class BrowseFlags(Answer):
+    directory: bool
+
+
+class BrowseAdvancedData(Answer):
+    backupTime: int
+    snapshotTime: int
+    jobId: int
+    restorePointId: int
+
+
+class BrowseEntry(Answer):
+    """One database of the restore point, as a folder."""
+
+    displayName: str
+    name: str
+    path: str
+    size: int
+    modificationTime: int
+    flags: BrowseFlags
+    advancedData: BrowseAdvancedData
+
+
+class BrowseResult(Answer):
+    dataResultSet: list[BrowseEntry]
+    totalItemsFound: int
+    restorePointsOfInstance: int | Absent = None  # left out when the instance has no restore point
+
+
+class BrowseResponse(Answer):
+    respType: int | Absent = None
+    browseResult: BrowseResult
+
+
+class DoBrowseResponse(Answer):
+    """``POST /DoBrowse``."""
+
+    browseResponses: list[BrowseResponse]
