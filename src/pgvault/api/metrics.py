@@ -15,8 +15,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from ..context import Context
 from ..errors import NotAuthenticated
+from ..schemas.operations import Health, Readiness
 from ..services.metrics import FleetCollector, ProcessState
 from .deps import current_user
+from .openapi import answers
 
 router = APIRouter(tags=["operations"])
 
@@ -28,7 +30,9 @@ def registry_for(ctx: Context) -> CollectorRegistry:
 
 
 @router.get("/metrics", summary="Prometheus metrics (a token, or PGVAULT_METRICS_TOKEN as a bearer token)",
-            response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
+            response_class=Response, responses={200: {
+                "description": "the metrics, in Prometheus' text format",
+                "content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}}})
 async def metrics(request: Request, authorization: Annotated[str | None, Header()] = None) -> Response:
     ctx: Context = request.app.state.context
     scrape_token = ctx.settings.metrics_token.get_secret_value() if ctx.settings.metrics_token else None
@@ -45,12 +49,14 @@ async def metrics(request: Request, authorization: Annotated[str | None, Header(
     return Response(content=body, media_type=CONTENT_TYPE_LATEST)
 
 
-@router.get("/healthz", summary="The process answers (no token)")
+@router.get("/healthz", summary="The process answers (no token)", responses=answers(Health, "the process answers"))
 async def healthz() -> dict:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="Ready to serve: catalog reachable and current, master key usable (no token)")
+@router.get("/readyz", summary="Ready to serve: catalog reachable and current, master key usable (no token)",
+            responses={**answers(Readiness, "ready"),
+                       503: {"model": Readiness, "description": "not ready: the checks that failed"}})
 async def readyz(request: Request) -> JSONResponse:
     ctx: Context = request.app.state.context
     failed = await run_in_threadpool(_readiness, ctx)
