@@ -125,7 +125,7 @@ class Notifier:
             url = notifications.url_of(target, self.sealer)
             title, body = render(row.event, row.payload, self.public_url)
             event = row.event
-        error = self.sender(url, title, body)
+        error = self._send(url, title, body)
         now = self.clock()
         with self.catalog.transaction(write=True) as s:
             if error is None:
@@ -144,6 +144,15 @@ class Notifier:
             log.warning("notification %s (%s) to target %r failed (attempt %d, next at %s): %s", delivery_id,
                         event, target_name, attempts, retry_at.isoformat(timespec="seconds"), error)
 
+    def _send(self, url: str, title: str, body: str) -> str | None:
+        """The sender's answer, with every part of the URL scrubbed out of an error before it is logged or
+        recorded, whoever wrote the error."""
+        try:
+            error = self.sender(url, title, body)
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+        return None if error is None else scrub(error, url)
+
     def test(self, target_id: int) -> str | None:
         """Send a test message to a target now (the API's ``action/test``); its outcome lands on the
         target's status. None when it went, else why not."""
@@ -151,7 +160,7 @@ class Notifier:
             target = notifications.get(s, target_id)
             url = notifications.url_of(target, self.sealer)
             title, body = render("test", {"target": target.name}, self.public_url)
-        error = self.sender(url, title, body)
+        error = self._send(url, title, body)
         with self.catalog.transaction(write=True) as s:
             notifications.record_test(s, target_id, error, self.clock())
         return error

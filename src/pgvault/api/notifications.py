@@ -36,7 +36,7 @@ def list_targets(ctx: ContextDep, _: UserDep) -> dict:
 def create_target(ctx: ContextDep, _: UserDep, body: Annotated[TargetBody, Body()]) -> dict:
     if not body.name or not body.url:
         raise BadRequest("name and url are required")
-    notifications.check_url(body.url)
+    notifications.check_url(body.url, ctx.settings.target_policy)
     if body.scope == "plan" and body.planId is None and body.planName is None:
         raise BadRequest('scope "plan" needs planId or planName')
     with ctx.catalog.transaction(write=True) as s:
@@ -57,7 +57,7 @@ def get_target(ctx: ContextDep, _: UserDep, target_id: int) -> dict:
             responses=CONFLICT)
 def update_target(ctx: ContextDep, _: UserDep, target_id: int, body: Annotated[TargetBody, Body()]) -> dict:
     if body.url is not None:
-        notifications.check_url(body.url)
+        notifications.check_url(body.url, ctx.settings.target_policy)
     with ctx.catalog.transaction(write=True) as s:
         target = notifications.get(s, target_id)
         if body.name is not None:

@@ -56,6 +56,20 @@ def redact(url: str) -> str:
     return f"{scheme}://{host}{f':{port}' if port else ''}"
 
 
+def destination_hosts(url: str) -> list[str] | None:
+    """The servers a URL makes pgvault connect to, as far as the URL says (its host, and a mail server
+    named by ``smtp=``); None for services whose server the URL does not name (slack://, tgram://, ...)."""
+    if scheme_of(url) not in _HOST_SCHEMES:
+        return None
+    try:
+        parts = urllib.parse.urlsplit(url)
+        hosts = [parts.hostname] if parts.hostname else []
+    except ValueError:
+        return None
+    hosts += [v for k, v in urllib.parse.parse_qsl(parts.query) if k.lower() == "smtp" and v]
+    return hosts or None
+
+
 def secret_parts(url: str) -> list[str]:
     """The pieces of a URL that must never appear in what pgvault writes (an error message from a sender
     may quote them): the URL itself, and its user, password, path segments and query values."""

@@ -33,8 +33,9 @@ from ..catalog.models import (
 from ..catalog.types import utcnow
 from ..crypto import Sealer
 from ..domain.jobs import ItemStatus, JobStatus, JobType
-from ..domain.notifications import SUBSCRIBABLE, Event, redact, scheme_of
+from ..domain.notifications import SUBSCRIBABLE, Event, destination_hosts, redact, scheme_of
 from ..domain.schedule import UNSCHEDULABLE, Last, Schedule, due_at
+from ..domain.targets import TargetPolicy
 from ..errors import BadRequest, Conflict, NotFound, clip, shown
 
 log = logging.getLogger("pgvault.notifications")
@@ -47,8 +48,10 @@ _BAD = (JobStatus.FAILED, JobStatus.COMPLETED_WITH_ERRORS)
 
 # -- targets -------------------------------------------------------------------------------------------
 
-def check_url(url: str) -> None:
-    """A URL apprise can send to, or a 400 that names its scheme (never the URL: it may hold a password)."""
+def check_url(url: str, policy: TargetPolicy) -> None:
+    """A URL apprise can send to, or a 400 that names its scheme (never the URL: it may hold a password).
+    With ``PGVAULT_ALLOWED_TARGETS`` set, the servers it names must be allowed, and a URL that names none
+    (slack://, tgram://: the service's own servers) is refused: pgvault cannot tell where it would go."""
     import apprise
 
     if not isinstance(url, str) or "://" not in url or len(url) > 4096:
@@ -57,6 +60,15 @@ def check_url(url: str) -> None:
     if apprise.Apprise.instantiate(url) is None:
         raise BadRequest(f"url: apprise cannot send to this URL (scheme {shown(scheme_of(url))}); see "
                          "https://github.com/caronc/apprise/wiki for the URL of each service")
+    if not policy.open:
+        hosts = destination_hosts(url)
+        if hosts is None:
+            raise BadRequest(f"url: with PGVAULT_ALLOWED_TARGETS set, only URLs that name their server "
+                             f"(mailto://, json://, ...) are accepted, not {shown(scheme_of(url))}://")
+        for host in hosts:
+            if not policy.allows(host):
+                raise BadRequest(f"url: {shown(host)} is not among the servers pgvault may reach "
+                                 f"(PGVAULT_ALLOWED_TARGETS: {policy.describe()})")
 
 
 def check_events(events: list[str]) -> list[str]:
