@@ -57,7 +57,11 @@ def check_url(url: str, policy: TargetPolicy) -> None:
     if not isinstance(url, str) or "://" not in url or len(url) > 4096:
         raise BadRequest("url must be an apprise URL such as mailto://user:password@smtp.example.com, "
                          "json://host/path or slack://...")
-    if apprise.Apprise.instantiate(url) is None:
+    try:
+        plugin = apprise.Apprise.instantiate(url)
+    except Exception:  # (a plugin refusing what it parsed, in its own way)
+        plugin = None
+    if plugin is None:
         raise BadRequest(f"url: apprise cannot send to this URL (scheme {shown(scheme_of(url))}); see "
                          "https://github.com/caronc/apprise/wiki for the URL of each service")
     if not policy.open:
