@@ -114,6 +114,8 @@ def render(event: str, payload: dict[str, Any], public_url: str) -> tuple[str, s
         else:
             title = f"pgvault: {kind} job {job_id} {status.lower()} on {where}"
         lines += [f"Instance: {where}", f"Job: {job_id} ({kind}), {status}"]
+        if payload.get("restored_on"):
+            lines.append(f"Drill on: {payload['restored_on']}")
         if payload.get("plan"):
             lines.append(f"Plan: {payload['plan']}")
         if payload.get("message"):

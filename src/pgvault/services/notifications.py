@@ -195,7 +195,7 @@ def _job_ended(session: Session, job_id: int) -> int:
     if job is None or job.job_type not in _NOTIFIED_JOBS:
         return 0
     drill = job.job_type == JobType.VERIFY and bool((job.options or {}).get("drill"))
-    point = session.get(RestorePoint, job.restore_point_id) if drill and job.restore_point_id else None
+    point = session.get(RestorePoint, job.restore_point_id) if job.restore_point_id else None
     drill_failed = drill and (job.status in _BAD or (point is not None and point.drill_status == "Failed"))
     if job.status not in _BAD and not drill_failed:
         return 0
@@ -203,6 +203,9 @@ def _job_ended(session: Session, job_id: int) -> int:
                           .where(NotificationTarget.enabled.is_(True))):
         return 0
     inst = job.instance
+    if job.job_type == JobType.VERIFY and point is not None and point.instance_id != inst.id:
+        # a drill on another instance: the backup that failed it is the source's (the plan, the people)
+        inst = session.get(Instance, point.instance_id) or inst
     failed = [{"name": i.name, "status": str(i.status), "error": clip(i.error or "", ERROR_CHARS)}
               for i in session.scalars(select(JobItem).where(
                   JobItem.job_id == job_id,
@@ -214,6 +217,7 @@ def _job_ended(session: Session, job_id: int) -> int:
         "job_id": job.id, "job_type": str(job.job_type), "status": str(job.status),
         "message": clip(message, ERROR_CHARS * 2), "instance": inst.name, "instance_id": inst.id,
         "cloud_account": inst.cloud_account.name, "plan": inst.plan.name, "databases": failed,
+        "restored_on": job.instance.name if job.instance_id != inst.id else None,
         "ended_at": job.ended_at.isoformat() if job.ended_at else None,
     }
     return _queue(session, Event.DRILL_FAILED if drill_failed else Event.JOB_FAILED, payload, inst.plan_id)
