@@ -22,6 +22,7 @@ from .api import (
     instances,
     jobs,
     metrics,
+    notifications,
     openapi,
     plans,
     restore_points,
@@ -43,6 +44,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ctx = Context.open(settings)
         app.state.context = ctx
+        ctx.notifier.start()
         ctx.pool.start()
         ctx.scheduler.start()
         try:
@@ -76,7 +78,8 @@ PUBLIC = frozenset({BASE, BASE + "/", BASE + "/Login", BASE + "/RenewLoginToken"
 # the instance list) come first. No two modules' paths overlap, so the order changes nothing else.
 ROUTERS: tuple[APIRouter, ...] = tuple(m.router for m in (
     jobs, instances, root, auth, clients, plans, subclients, tasks, restore_points, commserv, agents, credentials,
-    backupsets, schedules, metrics))  # (metrics: /metrics, /healthz, /readyz, outside Command Center's API)
+    backupsets, schedules, notifications,
+    metrics))  # (metrics: /metrics, /healthz, /readyz, outside Command Center's API)
 
 
 def add_routes(app: FastAPI, router: APIRouter) -> None:

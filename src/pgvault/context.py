@@ -12,6 +12,7 @@ from .catalog.db import Catalog
 from .crypto import Keyring, Sealer
 from .logs import configure as configure_logging
 from .node import Node
+from .notifier import Notifier
 from .pgtools.runner import use_runtime_dir
 from .scheduler import Scheduler
 from .services.auth import TokenCache
@@ -36,6 +37,7 @@ class Context:
     scheduler: Scheduler
     tokens: TokenCache
     node: Node
+    notifier: Notifier
     # The API's short reads of a catalog across the network (see api.deps.run_read and READ_THREADS).
     reads: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(
         max_workers=READ_THREADS, thread_name_prefix="catalog-read"))
@@ -60,13 +62,18 @@ class Context:
         # other live process uses this home (node.py, "home lock").
         use_runtime_dir(home / "run", sweep=node.owns_home)
         pool = WorkerPool(settings, catalog, sealer, node)
+        notifier = Notifier(settings, catalog, sealer)
+        pool.notify = notifier.wake
         scheduler = Scheduler(catalog, settings.scheduler_seconds, pool.wake,
-                              aging_every=dt.timedelta(hours=settings.aging_hours))
-        return cls(settings, catalog, sealer, pool, scheduler, TokenCache(settings.token_cache_seconds), node)
+                              aging_every=dt.timedelta(hours=settings.aging_hours),
+                              rpo_grace=dt.timedelta(seconds=settings.rpo_grace_seconds), notify=notifier.wake)
+        return cls(settings, catalog, sealer, pool, scheduler, TokenCache(settings.token_cache_seconds), node,
+                   notifier)
 
     def close(self) -> None:
         self.scheduler.stop()
         self.pool.stop()
+        self.notifier.stop()
         self.reads.shutdown(wait=True)  # (uvicorn closes after the requests in flight have been answered)
         self.node.close()
         self.catalog.dispose()

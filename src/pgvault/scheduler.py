@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, bindparam, func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from .catalog.db import Catalog
@@ -30,7 +31,7 @@ from .catalog.models import Instance, Job, Plan
 from .catalog.types import utcnow
 from .domain.jobs import ACTIVE, JobStatus, JobType
 from .domain.schedule import UNSCHEDULABLE, Last, Schedule, due_at, in_window, latest_slot
-from .services import aging, jobs
+from .services import aging, jobs, notifications
 
 log = logging.getLogger("pgvault.scheduler")
 
@@ -127,12 +128,16 @@ def check_instance(session: Session, instance_id: int, now: dt.datetime) -> Job 
 
 class Scheduler:
     """Every ``interval`` seconds, queue the backups that are due, and a Data Aging job for every instance
-    with restore points not aged within ``aging_every`` (aging also follows every backup). Runs inside
+    with restore points not aged within ``aging_every`` (aging also follows every backup); then notice RPO
+    breaches and recoveries (``rpo_grace`` past the due time), for notifications. Runs inside
     ``pgvault serve``, next to the worker pool, which it wakes after queueing."""
 
     def __init__(self, catalog: Catalog, interval: float, wake: Callable[[], None],
-                 clock: Callable[[], dt.datetime] = utcnow, aging_every: dt.timedelta = dt.timedelta(hours=24)) -> None:
+                 clock: Callable[[], dt.datetime] = utcnow, aging_every: dt.timedelta = dt.timedelta(hours=24),
+                 rpo_grace: dt.timedelta = dt.timedelta(minutes=5), notify: Callable[[], None] = lambda: None) -> None:
         self.catalog = catalog
+        self.rpo_grace = rpo_grace
+        self.notify = notify
         self.aging_every = aging_every
         self.interval = interval
         self.wake = wake
@@ -189,4 +194,25 @@ class Scheduler:
             log.exception("could not queue data aging")
         if queued:
             self.wake()
+        self.check_rpo()
         return queued
+
+    def check_rpo(self) -> tuple[list[int], list[int]]:
+        """Notice the instances that went past their RPO and those back within it (each once: the state is
+        the catalog's, ``rpo_breaches``), and queue their notifications."""
+        try:
+            with self.catalog.transaction(write=True) as s:
+                breached, recovered = notifications.check_rpo(s, self.clock(), self.rpo_grace)
+        except IntegrityError:  # another process sharing the catalog recorded the same breach first
+            log.info("another process noticed the same RPO breach first; it notifies")
+            return [], []
+        except Exception:
+            log.exception("could not check the instances' RPO")
+            return [], []
+        for iid in breached:
+            log.warning("instance %s is past its RPO", iid)
+        for iid in recovered:
+            log.info("instance %s is back within its RPO", iid)
+        if breached or recovered:
+            self.notify()
+        return breached, recovered

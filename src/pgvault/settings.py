@@ -61,6 +61,19 @@ class Settings(BaseSettings):
                         "PGVAULT_HOME/backups")
     metrics_token: SecretStr | None = Field(
         None, description="a bearer token that may read /metrics (besides any API token), for Prometheus")
+    public_url: str | None = Field(
+        None, description="the service's address as its users reach it, for the job links in notifications "
+                          "(default: http://HOST:PORT)")
+    notify_attempts: int = Field(5, ge=1, description="attempts to send one notification before giving it up")
+    notify_backoff_seconds: float = Field(
+        30.0, gt=0, description="wait before the first retry of a notification; each next retry waits twice as long "
+                                "(at most an hour)")
+    notify_backlog: int = Field(
+        1000, ge=1, description="notifications waiting per target; beyond it the oldest are dropped (and counted)")
+    notify_poll_seconds: float = Field(5.0, gt=0, description="how often the notifier looks for notifications to send")
+    rpo_grace_seconds: float = Field(
+        300.0, ge=0, description="how long past its RPO an instance may be (a due backup still running) before "
+                                 "rpo_breach is notified")
     log_level: str = "INFO"
 
     @field_validator("allowed_targets")
@@ -88,6 +101,13 @@ class Settings(BaseSettings):
         if url.startswith("postgresql://") or url.startswith("postgres://"):
             url = "postgresql+psycopg://" + url.split("://", 1)[1]
         return url
+
+    @property
+    def effective_public_url(self) -> str:
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
 
     @property
     def pg_server_dirs(self) -> list[Path]:

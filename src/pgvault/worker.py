@@ -15,6 +15,7 @@ import datetime as dt
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .catalog.db import Catalog
@@ -24,7 +25,7 @@ from .domain.jobs import JobStatus
 from .errors import PgvaultError
 from .node import Node
 from .pgtools.runner import CancelToken
-from .services import jobs, runs
+from .services import jobs, notifications, runs
 from .settings import Settings
 
 log = logging.getLogger("pgvault.worker")
@@ -53,6 +54,7 @@ class WorkerPool:
         self._threads: list[threading.Thread] = []
         self._running: dict[int, _Running] = {}
         self._lock = threading.Lock()
+        self.notify: Callable[[], None] = lambda: None  # wakes the notifier after a job end queued some
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -184,16 +186,24 @@ class WorkerPool:
         if state.shutdown and result.status == JobStatus.KILLED:
             self._requeue(job_id, lease)
             return
+        queued = 0
         try:
             with self.catalog.transaction(write=True) as s:
-                if jobs.finish(s, job_id, lease, result.status, result.message) and result.record is not None:
-                    result.record(s)
+                if jobs.finish(s, job_id, lease, result.status, result.message):
+                    if result.record is not None:
+                        result.record(s)
+                    queued = notifications.job_ended(s, job_id)  # (under a savepoint: never fails the end)
         except Exception as exc:  # the outcome could not be recorded: the job must still end, and say so
             job_log.exception("could not record the end of job %s", job_id)
             with self.catalog.transaction(write=True) as s:
-                jobs.finish(s, job_id, lease, JobStatus.FAILED,
-                            f"{result.message}; but its result could not be recorded: {type(exc).__name__}: {exc}")
+                if jobs.finish(s, job_id, lease, JobStatus.FAILED,
+                               f"{result.message}; but its result could not be recorded: {type(exc).__name__}: {exc}"):
+                    queued = notifications.job_ended(s, job_id)
+            if queued:
+                self.notify()
             return
+        if queued:
+            self.notify()
         job_log.info("job %s ended: %s (%s)", job_id, result.status, result.message)
         if result.queued_more:
             self.wake()

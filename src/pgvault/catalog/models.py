@@ -295,3 +295,53 @@ class Credential(Base):
     description: Mapped[str] = mapped_column(Text, default="")
     created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class NotificationTarget(Base):
+    """Where notifications go: one apprise URL (sealed: it carries passwords and tokens), the events it
+    wants, all instances or one plan's, and how its deliveries went (never its URL in clear)."""
+
+    __tablename__ = "notification_targets"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255))
+    name_key: Mapped[str] = mapped_column(String(255), unique=True)
+    url_sealed: Mapped[bytes] = mapped_column(LargeBinary)
+    url_redacted: Mapped[str] = mapped_column(String(255))  # scheme and host only
+    events: Mapped[list[str]] = mapped_column(JSON, default=list)
+    plan_id: Mapped[int | None] = mapped_column(ForeignKey("plans.id", ondelete="CASCADE"), index=True)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    sent: Mapped[int] = mapped_column(Integer, default=0)
+    failures: Mapped[int] = mapped_column(Integer, default=0)  # attempts that failed
+    consecutive_failures: Mapped[int] = mapped_column(Integer, default=0)
+    abandoned: Mapped[int] = mapped_column(Integer, default=0)  # deliveries given up after every retry
+    dropped: Mapped[int] = mapped_column(Integer, default=0)  # oldest deliveries dropped beyond the backlog
+    last_success_at: Mapped[dt.datetime | None]
+    last_error_at: Mapped[dt.datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    plan: Mapped[Plan | None] = relationship()
+
+
+class Notification(Base):
+    """The outbox: one delivery of one event to one target, written in the transaction that saw the event
+    (a job's end, an RPO check), sent by the notifier thread after the commit, deleted once sent."""
+
+    __tablename__ = "notifications"
+    __table_args__ = (Index("ix_notifications_due", "next_attempt_at", "id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    target_id: Mapped[int] = mapped_column(ForeignKey("notification_targets.id", ondelete="CASCADE"), index=True)
+    event: Mapped[str] = mapped_column(String(32))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class RpoBreach(Base):
+    """An instance past its plan's RPO, from the check that saw it until the one that sees it recover: what
+    makes each breach notify once, and its recovery once."""
+
+    __tablename__ = "rpo_breaches"
+    instance_id: Mapped[int] = mapped_column(ForeignKey("instances.id", ondelete="CASCADE"), primary_key=True)
+    since: Mapped[dt.datetime]  # when the RPO ran out (the due time)
+    noticed_at: Mapped[dt.datetime] = mapped_column(default=utcnow)

@@ -186,11 +186,16 @@ def reclaim(session: Session, node_prefix: str, incarnation_prefix: str) -> list
 
 
 def _reap(session: Session, jobs: Sequence[Job], now: dt.datetime, cause: str) -> list[int]:
+    from . import notifications  # (it reads jobs; this module is imported first)
+
     for job in jobs:
         if lifecycle.reap(job, job.items, now, cause):
             for item in list(job.items):
                 session.delete(item)
     session.flush()
+    for job in jobs:
+        if job.status == JobStatus.FAILED:  # its last claim ran out: it ends here, not in a worker
+            notifications.job_ended(session, job.id)
     return [j.id for j in jobs]
 
 

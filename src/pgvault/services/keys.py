@@ -39,13 +39,21 @@ from ..backup.encryption import (
     parse_data_key_document,
 )
 from ..catalog.db import Catalog
-from ..catalog.models import Base, Credential, Instance, PlanDestination, RestorePoint, RestorePointCopy
+from ..catalog.models import (
+    Base,
+    Credential,
+    Instance,
+    NotificationTarget,
+    PlanDestination,
+    RestorePoint,
+    RestorePointCopy,
+)
 from ..crypto import KEYS_DIR, MASTER_FILE, Keyring, MasterKeyError, decode_master_key, key_id_hex, write_key_file
 from ..errors import PgvaultError
 from ..files import fsync_path
 from ..settings import Settings
 from ..storage import Storage, StorageError
-from . import credentials, destinations, instances
+from . import credentials, destinations, instances, notifications
 
 
 class KeyAdminError(PgvaultError):
@@ -68,6 +76,7 @@ SEALED = (
     SealedColumn("destination secrets", PlanDestination, "secret_sealed", destinations.SECRET_CONTEXT),
     SealedColumn("copy secrets", RestorePointCopy, "secret_sealed", destinations.SECRET_CONTEXT),
     SealedColumn("restore point data keys", RestorePoint, "data_key_sealed", DATA_KEY_CONTEXT),
+    SealedColumn("notification target URLs", NotificationTarget, "url_sealed", notifications.URL_CONTEXT),
 )
 
 ENV_ROTATION = """\

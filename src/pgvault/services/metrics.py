@@ -25,6 +25,7 @@ from ..catalog.models import CloudAccount, Instance, Job, JobItem, Plan, PlanDes
 from ..catalog.types import ElapsedSeconds, utcnow
 from ..domain.jobs import TERMINAL, ItemStatus, JobType
 from ..domain.schedule import UNSCHEDULABLE, Last, Schedule, due_at, next_due
+from . import notifications
 
 log = logging.getLogger("pgvault.metrics")
 
@@ -122,6 +123,7 @@ def fleet_metrics(s: Session | Connection, now: dt.datetime) -> Iterator[Any]:
     yield _databases(s, last_good)
     yield from _jobs(s)
     yield _destinations(s)
+    yield _notifications(s)
 
 
 def _databases(s: Session | Connection, last_good: Any) -> GaugeMetricFamily:
@@ -176,3 +178,15 @@ def _destinations(s: Session | Connection) -> GaugeMetricFamily:
     for plan, dest, kind, total in rows:
         stored.add_metric([plan, dest, kind], float(total or 0))
     return stored
+
+
+def _notifications(s: Session | Connection) -> CounterMetricFamily:
+    """Counted on each target as the notifier records outcomes (services/notifications.py): ``sent``,
+    ``failed`` (an attempt that failed; it is retried), ``abandoned`` (given up after every attempt),
+    ``dropped`` (the oldest beyond the backlog)."""
+    total = CounterMetricFamily("pgvault_notifications", "Notification deliveries by target and outcome",
+                                labels=["target", "outcome"])
+    for name, sent, failed, abandoned, dropped in notifications.outcome_counts(s):
+        for outcome, n in (("sent", sent), ("failed", failed), ("abandoned", abandoned), ("dropped", dropped)):
+            total.add_metric([name, outcome], n)
+    return total
