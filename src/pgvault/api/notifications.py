@@ -11,11 +11,19 @@ from sqlalchemy.orm import Session
 
 from ..catalog.models import NotificationTarget
 from ..errors import BadRequest
-from ..schemas.notifications import ALL_EVENTS, TargetBody, target_view
+from ..schemas.notifications import (
+    ALL_EVENTS,
+    TargetBody,
+    TargetDeleted,
+    TargetList,
+    TargetTestResult,
+    TargetView,
+    target_view,
+)
 from ..services import notifications
 from . import BASE
 from .deps import ContextDep, UserDep
-from .openapi import CONFLICT
+from .openapi import answers
 
 router = APIRouter(prefix=BASE, tags=["notifications"])
 
@@ -24,7 +32,8 @@ def _view(s: Session, target: NotificationTarget) -> dict:
     return target_view(target, notifications.pending_counts(s).get(target.id, 0))
 
 
-@router.get("/NotificationTarget", summary="List notification targets (URLs redacted), with their status")
+@router.get("/NotificationTarget", summary="List notification targets (URLs redacted), with their status",
+            responses=answers(TargetList, "the targets"))
 def list_targets(ctx: ContextDep, _: UserDep) -> dict:
     with ctx.catalog.transaction(write=False) as s:
         pending = notifications.pending_counts(s)
@@ -32,7 +41,7 @@ def list_targets(ctx: ContextDep, _: UserDep) -> dict:
 
 
 @router.post("/NotificationTarget", summary="Add a notification target: an apprise URL, its events, its scope",
-             responses=CONFLICT)
+             responses=answers(TargetView, "the new target", conflict=True))
 def create_target(ctx: ContextDep, _: UserDep, body: Annotated[TargetBody, Body()]) -> dict:
     if not body.name or not body.url:
         raise BadRequest("name and url are required")
@@ -47,14 +56,15 @@ def create_target(ctx: ContextDep, _: UserDep, body: Annotated[TargetBody, Body(
         return _view(s, target)
 
 
-@router.get("/NotificationTarget/{target_id}", summary="One notification target and its status")
+@router.get("/NotificationTarget/{target_id}", summary="One notification target and its status",
+            responses=answers(TargetView, "the target"))
 def get_target(ctx: ContextDep, _: UserDep, target_id: int) -> dict:
     with ctx.catalog.transaction(write=False) as s:
         return _view(s, notifications.get(s, target_id))
 
 
 @router.put("/NotificationTarget/{target_id}", summary="Change a notification target (only the fields given)",
-            responses=CONFLICT)
+            responses=answers(TargetView, "the target as changed", conflict=True))
 def update_target(ctx: ContextDep, _: UserDep, target_id: int, body: Annotated[TargetBody, Body()]) -> dict:
     if body.url is not None:
         notifications.check_url(body.url, ctx.settings.target_policy)
@@ -80,7 +90,8 @@ def update_target(ctx: ContextDep, _: UserDep, target_id: int, body: Annotated[T
         return _view(s, target)
 
 
-@router.delete("/NotificationTarget/{target_id}", summary="Delete a notification target (and what it has not sent)")
+@router.delete("/NotificationTarget/{target_id}", summary="Delete a notification target (and what it has not sent)",
+               responses=answers(TargetDeleted, "deleted"))
 def delete_target(ctx: ContextDep, _: UserDep, target_id: int) -> dict:
     with ctx.catalog.transaction(write=True) as s:
         s.delete(notifications.get(s, target_id))
@@ -88,7 +99,8 @@ def delete_target(ctx: ContextDep, _: UserDep, target_id: int) -> dict:
 
 
 @router.post("/NotificationTarget/{target_id}/action/test",
-             summary="Send a test notification now; says whether it went (and why not), as the target's status does")
+             summary="Send a test notification now; says whether it went (and why not), as the target's status does",
+             responses=answers(TargetTestResult, "whether it went"))
 def test_target(ctx: ContextDep, _: UserDep, target_id: int) -> dict:
     error = ctx.notifier.test(target_id)
     with ctx.catalog.transaction(write=False) as s:

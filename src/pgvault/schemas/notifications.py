@@ -9,7 +9,7 @@ from pydantic import Field, StrictBool, StrictInt, StrictStr
 
 from ..catalog.models import NotificationTarget
 from ..domain.notifications import SUBSCRIBABLE
-from .common import Name, Text, WireModel
+from .common import Answer, Name, Text, WireModel
 
 EventName = Literal["job_failed", "rpo_breach", "rpo_recovered", "drill_failed"]
 
@@ -56,3 +56,48 @@ def target_view(t: NotificationTarget, pending: int) -> dict[str, Any]:
 
 
 ALL_EVENTS = [str(e) for e in SUBSCRIBABLE]
+
+
+# -- the answers (documentation of the OpenAPI document: api/openapi.answers) ----------------------------
+
+class TargetPlan(Answer):
+    planId: int
+    planName: str
+
+
+class TargetStatus(Answer):
+    lastSuccess: str | None
+    lastError: str | None
+    lastErrorTime: str | None
+    failures: int
+    consecutiveFailures: int
+    sent: int
+    abandoned: int
+    dropped: int
+    pending: int
+
+
+class TargetView(Answer):
+    id: int
+    name: str
+    url: str  # redacted: scheme://host[:port] at most
+    events: list[str]
+    scope: Literal["global", "plan"]
+    plan: TargetPlan | None
+    enabled: bool
+    status: TargetStatus
+
+
+class TargetList(Answer):
+    notificationTargets: list[TargetView]
+
+
+class TargetDeleted(Answer):
+    errorCode: int
+    errorMessage: str
+
+
+class TargetTestResult(Answer):
+    sent: bool
+    error: str | None
+    target: TargetView
