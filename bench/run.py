@@ -94,7 +94,7 @@ def restore_available(svc: Service) -> bool:
 
 
 def api_phase(work: Path, args: argparse.Namespace, catalog_server: LocalServer) -> dict[str, Any]:
-    env: dict[str, str] = service_env(args)
+    env: dict[str, str] = {}
     url = None
     if args.api_catalog == "postgresql":  # the scale-out's catalog: a database on a PostgreSQL server
         with catalog_server.connect() as conn:
@@ -138,10 +138,6 @@ def api_phase(work: Path, args: argparse.Namespace, catalog_server: LocalServer)
         svc.stop()
 
 
-def service_env(args: argparse.Namespace) -> dict[str, str]:
-    return {} if args.service_pythonpath is None else {"PYTHONPATH": str(args.service_pythonpath.resolve())}
-
-
 def pg_servers() -> list[Path]:
     """PGVAULT_PG_SERVERS, as the service reads it: folders holding <major>/bin."""
     return [Path(p) for p in os.environ.get("PGVAULT_PG_SERVERS", "").split(os.pathsep) if p]
@@ -177,9 +173,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--api-catalog", choices=["sqlite", "postgresql"], default="sqlite",
                    help="the API service's catalog: SQLite (the default) or a database on the source server")
     p.add_argument("--skip", action="append", default=[], choices=["backup", "restore", "memory", "ssl", "api"])
-    p.add_argument("--service-pythonpath", type=Path, default=None,
-                   help="run every `pgvault serve` with PYTHONPATH=this folder (another checkout's src), to "
-                        "measure another version of the service with this harness")
+    p.add_argument("--compare-pythonpath", type=Path, default=None,
+                   help="ssl phase: also back up with a `pgvault serve` run with PYTHONPATH=this folder (another "
+                        "checkout's src, e.g. the code before a change), interleaved with this one's")
     p.add_argument("--workdir", type=Path, default=None, help="where the temporary folder goes")
     p.add_argument("--output", type=Path, default=ROOT / "bench" / "results" / "latest.json")
     args = p.parse_args(argv)
@@ -202,18 +198,19 @@ def main(argv: list[str] | None = None) -> int:
         stack.callback(source.stop)
         source.start()
         spec = dataset.Spec.make(args.scale_factor, args.tiny)
-        t0 = time.perf_counter()
-        say(f"building the dataset ({spec}) on 127.0.0.1:{source.port}")
-        sizes = dataset.build(source, spec, say)
-        result["dataset"] = {"spec": vars(spec), "bytes_on_disk": sum(sizes.values()), "databases": len(sizes),
-                             "build_seconds": round(time.perf_counter() - t0, 1)}
-        say(f"  {len(sizes)} databases, {sum(sizes.values()) / 1e6:.0f} MB on disk")
+        if "backup" not in args.skip or ("memory" not in args.skip and args.memory_scale):
+            t0 = time.perf_counter()
+            say(f"building the dataset ({spec}) on 127.0.0.1:{source.port}")
+            sizes = dataset.build(source, spec, say)
+            result["dataset"] = {"spec": vars(spec), "bytes_on_disk": sum(sizes.values()), "databases": len(sizes),
+                                 "build_seconds": round(time.perf_counter() - t0, 1)}
+            say(f"  {len(sizes)} databases, {sum(sizes.values()) / 1e6:.0f} MB on disk")
 
         keys: dict[str, Any] = dict.fromkeys(REQUIRED_KEYS)
         medians: dict[str, Any] = {}
 
         if "backup" not in args.skip:
-            svc = Service(work / "pgvault-1x", **service_env(args))
+            svc = Service(work / "pgvault-1x")
             stack.callback(svc.stop)
             svc.start()
             t0 = time.perf_counter()
@@ -301,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             msizes = dataset.build(source, mspec, say)
             say(f"  {sum(msizes.values()) / 1e6:.0f} MB on disk in {time.perf_counter() - t0:.0f} s")
-            svc5 = Service(work / "pgvault-5x", **service_env(args))
+            svc5 = Service(work / "pgvault-5x")
             stack.callback(svc5.stop)
             svc5.start()
             t0 = time.perf_counter()
@@ -324,8 +321,8 @@ def main(argv: list[str] | None = None) -> int:
             svc5.stop()
 
         if "ssl" not in args.skip:
-            ssl_keys, ssl_medians = sslbackup.phase(work, stack, spec, args.repeat, pg_servers(), service_env(args),
-                                                    say, interleave)
+            ssl_keys, ssl_medians = sslbackup.phase(work, stack, spec, args.repeat, pg_servers(),
+                                                    args.compare_pythonpath, say, interleave)
             keys.update(ssl_keys)
             medians.update(ssl_medians)
             say(f"  ssl: {ssl_medians['ssl_status']}")
@@ -380,6 +377,9 @@ def print_table(result: dict[str, Any]) -> None:
     if m.get("ssl_pgvault_service_cpu_s_per_gb") is not None:
         say(f"  ssl: service process CPU {m['ssl_pgvault_service_cpu_s_per_gb']:.3f} s/GB of pg_dump output; "
             f"bridge process {m['ssl_bridge_cpu_s_per_gb']:.3f} s/GB")
+        if m.get("ssl_compared_service_cpu_s_per_gb") is not None:
+            say(f"  ssl: compared service ({m['ssl_compared_pythonpath']}): {m['ssl_compared_s']:.2f} s, service "
+                f"process CPU {m['ssl_compared_service_cpu_s_per_gb']:.3f} s/GB")
     if "api" in m:
         say("api                                req/s     p50 ms    p99 ms   server CPU ms/request")
         for k, v in m["api"].items():

@@ -17,6 +17,10 @@ overhead. Its ``bridge`` CPU is the child's, read from /proc before it stops.
 **pgvault** is an on-demand backup of the instance registered with ``sslEnabled`` and the CA (verify-full),
 as in the plain phase. Its ``pgvault`` CPU is the service process's own (where the bridge ran before it
 became a child), its children's CPU is pg_dump's, zstd's and now the bridge's.
+
+``--compare-pythonpath DIR`` adds a second service run from another checkout's ``src`` (the code before a
+change: ``git archive <commit> src | tar -x -C DIR``), its backups interleaved with the others, so that
+before and after are measured in the same run.
 """
 
 from __future__ import annotations
@@ -84,7 +88,7 @@ def bridge_floor(server: LocalServer, dbs: list[Database], out_dir: Path, ca: Pa
 
 
 def phase(work: Path, stack: contextlib.ExitStack, spec: dataset.Spec, reps: int, pg_servers: list[Path],
-          service_env: dict[str, str], say: Callable[[str], None],
+          compare: Path | None, say: Callable[[str], None],
           interleave: Callable[[int, dict[str, Callable[[], Measured]]], dict[str, list[Measured]]],
           ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Runs the SSL comparison; returns (keys, medians). Without the programs it needs, it says why in
@@ -104,27 +108,37 @@ def phase(work: Path, stack: contextlib.ExitStack, spec: dataset.Spec, reps: int
     sizes = dataset.build(server, spec, say, client_bin=tools.client_bin)
     say(f"  {len(sizes)} databases, {sum(sizes.values()) / 1e6:.0f} MB on disk in {time.perf_counter() - t0:.0f} s")
 
-    svc = Service(work / "pgvault-ssl", **service_env)
-    stack.callback(svc.stop)
-    svc.start()
-    t0 = time.perf_counter()
-    subclient, first = svc.register(server, "bench-ssl", version=tools.major, ssl_ca=ca.ca_cert)
-    svc.wait(first, t0)
-    svc.check_completed(first)
+    def registered(name: str, env: dict[str, str]) -> tuple[Service, int]:
+        svc = Service(work / name, **env)
+        stack.callback(svc.stop)
+        svc.start()
+        t0 = time.perf_counter()
+        subclient, first = svc.register(server, name, version=tools.major, ssl_ca=ca.ca_cert)
+        svc.wait(first, t0)
+        svc.check_completed(first)
+        return svc, subclient
+
+    svc, subclient = registered("pgvault-ssl", {})
     dbs = methods.databases(server)
     floor_env = {**dataset.pg_env(server), "PGSSLMODE": "verify-full", "PGSSLROOTCERT": str(ca.ca_cert)}
     seq = iter(range(1_000_000))
-    say(f"ssl: {reps} interleaved repetitions (floor: {tools.client_bin}/pg_dump, verify-full)")
-    runs = interleave(reps, {
+    runners: dict[str, Callable[[], Measured]] = {
         "ssl floor": lambda: methods.floor(server, dbs, work / f"ssl-floor-{next(seq)}", bin_dir=tools.client_bin,
                                            env=floor_env),
         "ssl bridge floor": lambda: bridge_floor(server, dbs, work / f"ssl-bridge-{next(seq)}", ca.ca_cert),
         "ssl pgvault": lambda: svc.backup(server, subclient),
-    })
+    }
+    if compare is not None:
+        other, other_subclient = registered("pgvault-ssl-compared", {"PYTHONPATH": str(compare.resolve())})
+        runners["ssl compared"] = lambda: other.backup(server, other_subclient)
+    say(f"ssl: {reps} interleaved repetitions (floor: {tools.client_bin}/pg_dump, verify-full)")
+    runs = interleave(reps, runners)
     last = svc.job(int(runs["ssl pgvault"][-1].extra["job_id"]))
     files = [Path(unquote(urlparse(d["location"]).path)) for d in last["databases"]]
     gb = methods.uncompressed_bytes(files) / 1e9
     svc.stop()
+    if compare is not None:
+        other.stop()
 
     def med(values: list[float]) -> float:
         return round(statistics.median(values), 3)
@@ -149,6 +163,16 @@ def phase(work: Path, stack: contextlib.ExitStack, spec: dataset.Spec, reps: int
         "ssl_bridge_cpu_s_per_gb": round(bridge / gb, 3) if gb else None,
         "ssl_all_s": {k: [round(m.wall, 3) for m in v] for k, v in runs.items()},
     }
+    if compare is not None:
+        cmp_runs = runs["ssl compared"]
+        cmp_own = med([m.cpu["pgvault"] for m in cmp_runs])
+        medians.update({
+            "ssl_compared_pythonpath": str(compare), "ssl_compared_s": walls["ssl compared"],
+            "ssl_compared_cpu_s": {"pgvault": cmp_own,
+                                   "children": med([m.cpu["pg_dump+zstd"] for m in cmp_runs]),
+                                   "server": med([m.cpu["server"] for m in cmp_runs])},
+            "ssl_compared_service_cpu_s_per_gb": round(cmp_own / gb, 3) if gb else None,
+        })
     keys = {
         "ssl_backup_vs_floor": round(walls["ssl pgvault"] / walls["ssl floor"], 3),
         "ssl_pgvault_cpu_share": med([m.cpu["pgvault"] / sum(m.cpu.values()) for m in pgv]),
