@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 from dataclasses import dataclass
+from pathlib import Path
 
 from psycopg import sql
 
@@ -44,11 +45,13 @@ class Spec:
 
 
 def pg_env(server: LocalServer, dbname: str = "postgres") -> dict[str, str]:
-    """The bench's own client environment for its own throwaway servers (PGPASSWORD is fine here)."""
+    """The bench's own client environment for its own throwaway servers (PGPASSWORD is fine here). An SSL
+    server gets ``sslmode=require``, which needs SSL-capable client programs (not the bundled ones)."""
     return {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C.UTF-8",
         "PGHOST": server.host, "PGPORT": str(server.port), "PGUSER": server.superuser,
-        "PGPASSWORD": server.password, "PGDATABASE": dbname, "PGSSLMODE": "disable",
+        "PGPASSWORD": server.password, "PGDATABASE": dbname,
+        "PGSSLMODE": "require" if server.ssl_cert else "disable",
     }
 
 
@@ -58,9 +61,9 @@ def recreate(server: LocalServer, name: str) -> None:
         conn.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
 
 
-def _pgbench(server: LocalServer, dbname: str, scale: int) -> None:
+def _pgbench(server: LocalServer, dbname: str, scale: int, bin_dir: Path | None) -> None:
     # d: drop, t: tables, G: rows generated inside the server, v: vacuum, p: primary keys.
-    subprocess.run([str(bundled_bin_dir() / "pgbench"), "-i", "-q", "-I", "dtGvp", "-s", str(scale)],
+    subprocess.run([str((bin_dir or bundled_bin_dir()) / "pgbench"), "-i", "-q", "-I", "dtGvp", "-s", str(scale)],
                    env=pg_env(server, dbname), check=True, capture_output=True)
 
 
@@ -106,8 +109,10 @@ def _wide(server: LocalServer, dbname: str, target_mb: int) -> None:
         conn.execute("vacuum analyze documents")
 
 
-def build(server: LocalServer, spec: Spec, log: callable = print) -> dict[str, int]:  # type: ignore[valid-type]
-    """(Re)creates every database of the spec; returns their sizes in bytes."""
+def build(server: LocalServer, spec: Spec, log: callable = print,  # type: ignore[valid-type]
+          client_bin: Path | None = None) -> dict[str, int]:
+    """(Re)creates every database of the spec; returns their sizes in bytes. ``client_bin``: where an
+    SSL-capable pgbench is, for an SSL-only server."""
     names = spec.databases()
     with server.connect() as conn:
         for row in conn.execute("select datname from pg_database where datname like 'bench\\_%'").fetchall():
@@ -116,11 +121,11 @@ def build(server: LocalServer, spec: Spec, log: callable = print) -> dict[str, i
     for name in names:
         recreate(server, name)
         if name == "bench_big":
-            _pgbench(server, name, spec.big_scale)
+            _pgbench(server, name, spec.big_scale, client_bin)
         elif name == "bench_wide":
             _wide(server, name, spec.wide_mb)
         else:
-            _pgbench(server, name, spec.small_scale)
+            _pgbench(server, name, spec.small_scale, client_bin)
         log(f"  built {name}")
     with server.connect() as conn:
         conn.execute("checkpoint")

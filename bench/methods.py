@@ -122,11 +122,14 @@ def _floor_one(argv: list[str], env: dict[str, str], out: Path, compress: bool) 
     return out.stat().st_size, {n: cpu for n, (_, cpu) in zip(names, results, strict=True)}
 
 
-def floor(server: LocalServer, dbs: list[Database], out_dir: Path, parallel: int = 2) -> Measured:
+def floor(server: LocalServer, dbs: list[Database], out_dir: Path, parallel: int = 2, *,
+          bin_dir: Path | None = None, env: dict[str, str] | None = None) -> Measured:
     """The best shell pipeline: ``pg_dumpall --globals-only``, then ``pg_dump -Fc -Z0 | zstd -1`` with
-    sha256 on the fly, two databases at a time, largest first; every file fsynced."""
+    sha256 on the fly, two databases at a time, largest first; every file fsynced. ``bin_dir`` and ``env``
+    choose other client programs and how they connect (the SSL floor: an SSL-capable pg_dump)."""
     out_dir.mkdir(parents=True)
-    env = pg_env(server)
+    env = pg_env(server) if env is None else env
+    programs = bin_dir or bundled_bin_dir()
     cpu: dict[str, float] = {}
     total = 0
 
@@ -138,11 +141,11 @@ def floor(server: LocalServer, dbs: list[Database], out_dir: Path, parallel: int
 
     with _ServerCpu(server) as srv:
         t0 = time.perf_counter()
-        add(_floor_one([tool("pg_dumpall"), "--globals-only", "--no-role-passwords"], env, out_dir / "globals.sql",
-                       compress=False))
+        add(_floor_one([str(programs / "pg_dumpall"), "--globals-only", "--no-role-passwords"], env,
+                       out_dir / "globals.sql", compress=False))
         with ThreadPoolExecutor(parallel) as pool:
             futures = [
-                pool.submit(_floor_one, [tool("pg_dump"), "-Fc", "-Z0"], {**env, "PGDATABASE": d.name},
+                pool.submit(_floor_one, [str(programs / "pg_dump"), "-Fc", "-Z0"], {**env, "PGDATABASE": d.name},
                             out_dir / f"{i:03d}.dump.zst", True)
                 for i, d in enumerate(dbs)
             ]

@@ -1,5 +1,6 @@
 """pgvault's benchmark: whole-instance backup and restore against the floor and the peers' method,
-pgvault's own CPU and memory, and the API under load. ``make bench``; docs/performance.md explains it.
+an SSL backup against an SSL floor, pgvault's own CPU and memory, and the API under load. ``make bench``;
+docs/performance.md explains it.
 
 Everything it starts (PostgreSQL servers, ``pgvault serve``) listens on 127.0.0.1 only, lives in a
 temporary folder and is stopped and removed by this script, on errors and Ctrl-C too.
@@ -28,13 +29,13 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench import apiload, dataset, methods, procstat  # noqa: E402
+from bench import apiload, dataset, methods, procstat, sslbackup  # noqa: E402
 from bench.methods import Measured  # noqa: E402
 from bench.service import BASE, Service  # noqa: E402
 from pgvault.pgtools.localserver import LocalServer  # noqa: E402
 
 REQUIRED_KEYS = ["backup_vs_floor", "backup_vs_peers", "restore_vs_floor", "pgvault_cpu_share", "rss_mb_1x",
-                 "rss_mb_5x", "api_read_vs_trivial", "api_p99_ms"]
+                 "rss_mb_5x", "api_read_vs_trivial", "api_p99_ms", "ssl_backup_vs_floor", "ssl_pgvault_cpu_share"]
 
 
 def say(msg: str) -> None:
@@ -137,6 +138,11 @@ def api_phase(work: Path, args: argparse.Namespace, catalog_server: LocalServer)
         svc.stop()
 
 
+def pg_servers() -> list[Path]:
+    """PGVAULT_PG_SERVERS, as the service reads it: folders holding <major>/bin."""
+    return [Path(p) for p in os.environ.get("PGVAULT_PG_SERVERS", "").split(os.pathsep) if p]
+
+
 def machine() -> dict[str, Any]:
     load = os.getloadavg()
     commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
@@ -166,7 +172,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--api-page", type=int, default=100, help="GET /Instance page size")
     p.add_argument("--api-catalog", choices=["sqlite", "postgresql"], default="sqlite",
                    help="the API service's catalog: SQLite (the default) or a database on the source server")
-    p.add_argument("--skip", action="append", default=[], choices=["backup", "restore", "memory", "api"])
+    p.add_argument("--skip", action="append", default=[], choices=["backup", "restore", "memory", "ssl", "api"])
+    p.add_argument("--compare-pythonpath", type=Path, default=None,
+                   help="ssl phase: also back up with a `pgvault serve` run with PYTHONPATH=this folder (another "
+                        "checkout's src, e.g. the code before a change), interleaved with this one's")
     p.add_argument("--workdir", type=Path, default=None, help="where the temporary folder goes")
     p.add_argument("--output", type=Path, default=ROOT / "bench" / "results" / "latest.json")
     args = p.parse_args(argv)
@@ -189,12 +198,13 @@ def main(argv: list[str] | None = None) -> int:
         stack.callback(source.stop)
         source.start()
         spec = dataset.Spec.make(args.scale_factor, args.tiny)
-        t0 = time.perf_counter()
-        say(f"building the dataset ({spec}) on 127.0.0.1:{source.port}")
-        sizes = dataset.build(source, spec, say)
-        result["dataset"] = {"spec": vars(spec), "bytes_on_disk": sum(sizes.values()), "databases": len(sizes),
-                             "build_seconds": round(time.perf_counter() - t0, 1)}
-        say(f"  {len(sizes)} databases, {sum(sizes.values()) / 1e6:.0f} MB on disk")
+        if "backup" not in args.skip or ("memory" not in args.skip and args.memory_scale):
+            t0 = time.perf_counter()
+            say(f"building the dataset ({spec}) on 127.0.0.1:{source.port}")
+            sizes = dataset.build(source, spec, say)
+            result["dataset"] = {"spec": vars(spec), "bytes_on_disk": sum(sizes.values()), "databases": len(sizes),
+                                 "build_seconds": round(time.perf_counter() - t0, 1)}
+            say(f"  {len(sizes)} databases, {sum(sizes.values()) / 1e6:.0f} MB on disk")
 
         keys: dict[str, Any] = dict.fromkeys(REQUIRED_KEYS)
         medians: dict[str, Any] = {}
@@ -310,6 +320,13 @@ def main(argv: list[str] | None = None) -> int:
             })
             svc5.stop()
 
+        if "ssl" not in args.skip:
+            ssl_keys, ssl_medians = sslbackup.phase(work, stack, spec, args.repeat, pg_servers(),
+                                                    args.compare_pythonpath, say, interleave)
+            keys.update(ssl_keys)
+            medians.update(ssl_medians)
+            say(f"  ssl: {ssl_medians['ssl_status']}")
+
         if "api" not in args.skip:
             say(f"api: {args.api_rounds} rounds x {args.api_requests} requests per endpoint, "
                 f"{args.api_clients} clients, {args.api_instances} instances, {args.api_catalog} catalog")
@@ -336,6 +353,7 @@ TARGETS: dict[str, tuple[str, float]] = {
     "backup_vs_floor": ("<=", 1.10), "backup_vs_peers": (">=", 1.8), "restore_vs_floor": ("<=", 1.10),
     "pgvault_cpu_share": ("<=", 0.05), "rss_mb_1x": ("<=", 150), "rss_mb_5x": ("<=", 150),
     "api_read_vs_trivial": (">=", 0.5), "api_p99_ms": ("<=", 50),
+    "ssl_backup_vs_floor": ("<=", 1.10), "ssl_pgvault_cpu_share": ("<=", 0.05),
 }
 
 
@@ -348,11 +366,20 @@ def print_table(result: dict[str, Any]) -> None:
                            ("pgvault (POST -> Completed)", "pgvault_s", "pgvault_mb"),
                            ("restore: pg_restore -j2 per database", "restore_floor_s", None),
                            ("restore: pgvault files by hand", "restore_pgvault_files_by_hand_s", None),
-                           ("restore: pgvault restore job", "restore_pgvault_s", None)):
+                           ("restore: pgvault restore job", "restore_pgvault_s", None),
+                           ("ssl floor (SSL-capable pg_dump, verify-full)", "ssl_floor_s", None),
+                           ("ssl bridge floor (pg_dump via the bridge)", "ssl_bridge_floor_s", None),
+                           ("ssl pgvault (POST -> Completed)", "ssl_pgvault_s", None)):
         if key in m:
             wall = "n/a" if m[key] is None else f"{m[key]:.2f}"
             stored = f"{m[mb]:.1f}" if mb and mb in m else ""
             say(f"  {label:<44} {wall:>8}  {stored:>9}")
+    if m.get("ssl_pgvault_service_cpu_s_per_gb") is not None:
+        say(f"  ssl: service process CPU {m['ssl_pgvault_service_cpu_s_per_gb']:.3f} s/GB of pg_dump output; "
+            f"bridge process {m['ssl_bridge_cpu_s_per_gb']:.3f} s/GB")
+        if m.get("ssl_compared_service_cpu_s_per_gb") is not None:
+            say(f"  ssl: compared service ({m['ssl_compared_pythonpath']}): {m['ssl_compared_s']:.2f} s, service "
+                f"process CPU {m['ssl_compared_service_cpu_s_per_gb']:.3f} s/GB")
     if "api" in m:
         say("api                                req/s     p50 ms    p99 ms   server CPU ms/request")
         for k, v in m["api"].items():
@@ -373,6 +400,8 @@ def print_table(result: dict[str, Any]) -> None:
         say(f"  {key:<22} {value:9.3f}   {op} {goal:<6}  {'yes' if ok else 'NO'}")
     if result.get("restore_status"):
         say(f"  restore: {result['restore_status']}")
+    if m.get("ssl_status"):
+        say(f"  ssl: {m['ssl_status']}")
 
 
 if __name__ == "__main__":

@@ -113,15 +113,20 @@ class Service:
         assert self.http is not None
         return self.http
 
-    def register(self, server: LocalServer, name: str = "bench") -> tuple[int, int]:
-        """POST /Instance with the seed's body; returns (subclient id, the first backup's job id)."""
+    def register(self, server: LocalServer, name: str = "bench", *, version: str = "18",
+                 ssl_ca: Path | None = None) -> tuple[int, int]:
+        """POST /Instance with the seed's body; returns (subclient id, the first backup's job id). A server
+        with SSL is registered with ``sslEnabled`` and, given ``ssl_ca``, verified against it."""
+        ssl_opt: dict[str, Any] = {"sslEnabled": server.ssl_cert is not None}
+        if ssl_ca is not None:
+            ssl_opt["sslCa"] = str(ssl_ca)
         body = {"instanceProperties": {
             "instance": {"instanceName": name, "applicationId": 125, "clientName": "default"},
-            "version": "18",
+            "version": version,
             "postGreSQLInstance": {
                 "MaintainenceDB": "postgres", "port": f"{server.host}:{server.port}",
                 "SAUser": {"userName": server.superuser, "password": b64(server.password)},
-                "cloudDBEngineType": "POSTGRESQL", "sslOpt": {"sslEnabled": False},
+                "cloudDBEngineType": "POSTGRESQL", "sslOpt": ssl_opt,
             },
             "planEntity": {"planName": "default"},
             "dbEngine": "PostgreSQL",

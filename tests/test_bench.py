@@ -41,16 +41,26 @@ def test_bench_runs_at_tiny_size(tmp_path: Path) -> None:
     medians = result["medians"]
     for key in ("floor_s", "peers_s", "pgvault_s", "restore_floor_s"):
         assert medians[key] > 0
+    # The SSL backup: measured wherever an SSL-capable pg_dump and a server of its major are installed.
+    if medians["ssl_status"].startswith("measured"):
+        for key in ("ssl_backup_vs_floor", "ssl_pgvault_cpu_share"):
+            assert isinstance(result[key], float) and result[key] > 0, (key, result[key])
+        for key in ("ssl_floor_s", "ssl_bridge_floor_s", "ssl_pgvault_s", "ssl_bridge_cpu_s_per_gb"):
+            assert medians[key] > 0, (key, medians[key])
+        assert medians["ssl_pgvault_service_cpu_s_per_gb"] >= 0
+    else:
+        assert result["ssl_backup_vs_floor"] is None, medians["ssl_status"]
     assert medians["api"]["job"]["errors"] == 0 and medians["api"]["instances"]["errors"] == 0
     assert list(tmp_path.iterdir()) == [tmp_path / "latest.json"], "the work folder (servers, backups) was not removed"
 
 
 @pytest.mark.skipif(shutil.which("zstd") is None, reason="the bench checks for the zstd CLI first")
 def test_bench_measures_the_api_on_a_postgresql_catalog(tmp_path: Path) -> None:
-    stdout, result = run_bench(tmp_path, "--skip", "backup", "--skip", "restore", "--skip", "memory",
+    stdout, result = run_bench(tmp_path, "--skip", "backup", "--skip", "restore", "--skip", "memory", "--skip", "ssl",
                                "--api-catalog", "postgresql")
     assert "postgresql catalog" in stdout
     api = result["medians"]["api"]
     assert api["job"]["errors"] == 0 and api["instances"]["errors"] == 0 and api["job"]["rps"] > 0
-    assert result["backup_vs_floor"] is None and result["api_read_vs_trivial"] > 0
+    assert result["backup_vs_floor"] is None and result["ssl_backup_vs_floor"] is None
+    assert result["api_read_vs_trivial"] > 0
     assert list(tmp_path.iterdir()) == [tmp_path / "latest.json"], "the work folder (servers, backups) was not removed"

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import copy
+import os
+import signal
 from typing import Any
 
 import pytest
+from tests.support.data import stored_path
+from tests.support.procs import alive, bridge_processes, wait_until
 from tests.support.service import b64, catalog_counts, seed_body
 
 
@@ -233,7 +237,7 @@ class TestSSL:
         _refused(api, service, bad, 400, contains="certificate verify failed")
 
     @pytest.mark.parametrize("verified", [True, False])
-    def test_ssl_instance_is_backed_up(self, api, ssl_body, test_ca, verified):
+    def test_ssl_instance_is_backed_up(self, api, service, ssl_body, test_ca, verified):
         body = ssl_body
         if verified:
             body = _set(body, "instanceProperties.postGreSQLInstance.sslOpt.sslCa", str(test_ca.ca_cert))
@@ -245,4 +249,64 @@ class TestSSL:
         done = api.wait_job(job_id)
         assert done["status"] == "Completed", done
         assert any(d["name"] == "postgres" and d["bytes"] > 0 for d in done["databases"])
+        assert bridge_processes(service.proc.pid) == []  # the job's bridge ended with it
         api.delete(f"/Instance/{resp['response']['entity']['instanceId']}")
+
+    @pytest.fixture()
+    def locked(self, pg_ssl):
+        """A database on the SSL server whose one table is locked: a backup's pg_dump of it waits, through
+        the bridge, until the test lets it go."""
+        with pg_ssl.connect() as conn:
+            conn.execute("drop database if exists ssl_locked with (force)")
+            conn.execute("create database ssl_locked")
+        with pg_ssl.connect("ssl_locked") as conn:
+            conn.execute("create table t as select generate_series(1, 1000) x")
+        holder = pg_ssl.connect("ssl_locked")
+        holder.execute("begin")
+        holder.execute("lock table t in access exclusive mode")
+        try:
+            yield "ssl_locked"
+        finally:
+            holder.execute("rollback")
+            holder.close()
+            with pg_ssl.connect() as conn:
+                conn.execute("drop database ssl_locked with (force)")
+
+    def _backup_waiting_for_the_lock(self, api, service, pg_ssl, ssl_body, test_ca, name):
+        """Registers the SSL instance and returns (its id, the first backup's job, the bridge's pid) once
+        that backup's pg_dump waits for the lock."""
+        body = _set(ssl_body, "instanceProperties.postGreSQLInstance.sslOpt.sslCa", str(test_ca.ca_cert))
+        r = api.post("/Instance", json=_set(body, "instanceProperties.instance.instanceName", name))
+        assert r.status_code == 200, r.text
+        resp = r.json()
+        job_id = resp["processinginstructioninfo"]["attributes"][1]["value"]
+        waiting = ("select count(*) from pg_stat_activity where datname = 'ssl_locked' "
+                   "and application_name = 'pgvault' and wait_event_type = 'Lock'")
+        with pg_ssl.connect() as watcher:
+            wait_until(lambda: watcher.execute(waiting).fetchone() == (1,), 60, "pg_dump never waited for the lock")
+        [bridge] = bridge_processes(service.proc.pid)
+        return resp["response"]["entity"]["instanceId"], job_id, bridge
+
+    def test_bridge_killed_mid_backup_fails_the_job_saying_so(self, api, service, pg_ssl, ssl_body, test_ca,
+                                                               locked):
+        instance, job_id, bridge = self._backup_waiting_for_the_lock(api, service, pg_ssl, ssl_body, test_ca,
+                                                                     "ssl-bridge-killed")
+        os.kill(bridge, signal.SIGKILL)
+        done = api.wait_job(job_id, timeout=60)
+        assert done["status"] == "Failed", done
+        assert done["message"] == (
+            f"the TLS bridge process for 127.0.0.1:{pg_ssl.port} ended unexpectedly (killed by signal 9 (SIGKILL)), "
+            "cutting every connection to the server through it"), done["message"]
+        assert not any(d["location"] and stored_path(d["location"]).exists() for d in done["databases"])
+        assert bridge_processes(service.proc.pid) == [] and not alive(bridge)
+        api.delete(f"/Instance/{instance}")
+
+    def test_killed_ssl_job_leaves_no_bridge(self, api, service, pg_ssl, ssl_body, test_ca, locked):
+        instance, job_id, bridge = self._backup_waiting_for_the_lock(api, service, pg_ssl, ssl_body, test_ca,
+                                                                     "ssl-job-killed")
+        r = api.post(f"/Job/{job_id}/action/kill")
+        assert r.status_code == 200, r.text
+        done = api.wait_job(job_id, timeout=60)
+        assert done["status"] == "Killed", done
+        assert bridge_processes(service.proc.pid) == [] and not alive(bridge)
+        api.delete(f"/Instance/{instance}")

@@ -1,7 +1,8 @@
 """The one wrapper for every external program pgvault runs (pg_dump, pg_dumpall, pg_restore, ...).
 
 - the password goes through a 0600 passfile in a private folder, never argv, never the log;
-- SSL, which the bundled client tools were built without, goes through a local TLS bridge;
+- SSL, which the bundled client tools were built without, goes through a local TLS bridge (a child
+  process per ``client_env``, so the dump's bytes never cross this one);
 - stderr is streamed to the job's log, stdout to a sink, the exit code is checked;
 - a cancel token stops the whole process group (pg_dump -j forks workers).
 """
@@ -99,7 +100,11 @@ def _escape_passfile(value: str) -> str:
 @contextlib.contextmanager
 def client_env(address: ServerAddress) -> Iterator[dict[str, str]]:
     """Environment for libpq programs that reach ``address``; the database is chosen per program with
-    ``PGDATABASE`` (safe for any name, unlike ``-d``, which treats ``=`` as a connection string)."""
+    ``PGDATABASE`` (safe for any name, unlike ``-d``, which treats ``=`` as a connection string).
+
+    With SSL, a TLS bridge process serves the block (``tlsbridge.BridgeProcess``): a CA file it cannot use
+    raises ``ConnectionFailed``, a bridge that cannot start ``ToolError``, and so does leaving the block
+    after the bridge died in it (killed, crashed), naming that as the reason the clients failed."""
     with tempfile.TemporaryDirectory(prefix="pgvault-", dir=_runtime_dir) as tmp:
         os.chmod(tmp, 0o700)
         passfile = Path(tmp) / "pgpass"
@@ -116,14 +121,16 @@ def client_env(address: ServerAddress) -> Iterator[dict[str, str]]:
             "PGAPPNAME": "pgvault",
         }
         if address.ssl_enabled:
-            from .tlsbridge import TlsBridge
+            from .tlsbridge import BridgeProcess
 
-            with TlsBridge(
+            # A child process (not a thread of this one) carries the dump's bytes through TLS. Its socket
+            # folder goes inside this private one, so that a bridge killed with the service is swept too.
+            with BridgeProcess(
                 address.host, address.port,
                 ca_file=Path(address.ssl_ca) if address.ssl_ca else None,
-                connect_timeout=address.connect_timeout,
+                connect_timeout=address.connect_timeout, folder=Path(tmp),
             ) as bridge:
-                env.update(PGHOST=bridge.socket_dir, PGPORT=str(bridge.port), PGSSLMODE="disable")
+                env.update(bridge.libpq_env())
                 yield env
         else:
             env.update(PGHOST=address.host, PGPORT=str(address.port), PGSSLMODE="disable")

@@ -7,6 +7,13 @@ the server: pg_dump talks plain protocol to a Unix socket in a private folder, a
 there is carried to the server inside TLS that Python's ``ssl`` negotiates the way libpq would
 (``sslmode=verify-full`` when a CA file is given, ``sslmode=require`` otherwise).
 
+The bridge runs in a child process per job (:class:`BridgeProcess`, this module run as a program), not in
+the service: every byte of an SSL dump crosses it, 1.4-3.2 s of CPU per GB, and the service process (API,
+scheduler, workers, one GIL) must not carry the data, as with the compressor (``backup/compressor.py``).
+The child is told what to reach on its stdin, says where it listens on its stdout, and serves until its
+stdin reaches end of file: when pgvault closes it, and also when pgvault dies, so a bridge never outlives
+the process that started it.
+
 Each client connection is served by one thread that does its own non-blocking I/O with ``poll`` and drives
 an ``ssl.SSLObject`` over memory BIOs. One thread per connection (instead of a reader and a writer thread
 sharing an ``SSLSocket``) because an OpenSSL connection object must not be used by two threads at once,
@@ -17,22 +24,27 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import logging
 import os
 import re
 import select
 import shutil
+import signal
 import socket
 import ssl
 import struct
+import subprocess
+import sys
 import tempfile
 import threading
 import time
+from collections import deque
 from pathlib import Path
 from types import TracebackType
 from typing import cast
 
-from ..errors import ConnectionFailed
+from ..errors import ConnectionFailed, PgvaultError, ToolError
 
 log = logging.getLogger(__name__)
 
@@ -107,12 +119,14 @@ class TlsBridge:
 
     port: int = 5432
 
-    def __init__(self, host: str, port: int, *, ca_file: Path | None, connect_timeout: float = 10) -> None:
+    def __init__(self, host: str, port: int, *, ca_file: Path | None, connect_timeout: float = 10,
+                 folder: Path | None = None) -> None:
         # Brackets are how people write IPv6 literals next to a port; getaddrinfo and OpenSSL want them off.
         self.host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
         self.server_port = int(port)
         self.ca_file = Path(ca_file) if ca_file is not None else None
         self.connect_timeout = float(connect_timeout)
+        self.folder = folder  # where the socket's private folder is made (None: the temporary folder)
         self._where = _where(self.host, self.server_port)
         self._context: ssl.SSLContext | None = None
         self._dir: str | None = None
@@ -145,7 +159,7 @@ class TlsBridge:
             raise RuntimeError("a closed TLS bridge cannot be restarted")
         self._context = self._make_context()
         try:
-            self._dir = self._make_dir()
+            self._dir = self._make_dir(self.folder)
             listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             self._listener = listener
             listener.bind(os.path.join(self._dir, f".s.PGSQL.{self.port}"))
@@ -223,10 +237,10 @@ class TlsBridge:
         return ctx
 
     @staticmethod
-    def _make_dir() -> str:
+    def _make_dir(parent: Path | None) -> str:
         """A fresh 0700 folder: the socket is only reachable by our own user. Falls back to /tmp when
-        TMPDIR is so deep that the socket path would not fit in sun_path."""
-        folder = tempfile.mkdtemp(prefix="pgvault-tls-")
+        ``parent`` (or TMPDIR) is so deep that the socket path would not fit in sun_path."""
+        folder = tempfile.mkdtemp(prefix="pgvault-tls-", dir=parent)
         if len(folder) + len("/.s.PGSQL.5432") > _SUN_PATH_MAX:
             os.rmdir(folder)
             folder = tempfile.mkdtemp(prefix="pgvault-tls-", dir="/tmp")
@@ -704,3 +718,291 @@ def _tune(sock: socket.socket) -> None:
                 sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
     except OSError:
         pass
+
+
+# -- the bridge as a child process ------------------------------------------------------------------------
+
+_READY_TIMEOUT = 30.0  # from starting the child to its socket listening (a Python start: ~0.1 s)
+_STOP_TIMEOUT = 10.0  # from closing its stdin to its exit, before SIGTERM
+_TERM_TIMEOUT = 5.0  # from SIGTERM to its exit, before SIGKILL
+_TAIL_LINES = 10
+
+#: What the child keeps of pgvault's environment: how to run Python and import pgvault, where temporary
+#: folders go, and what steers the resolver and OpenSSL as it would have steered them in the service.
+#: Nothing else: the service's environment may hold its master key or storage credentials.
+_CHILD_ENV = ("PATH", "PYTHONPATH", "TMPDIR", "LOCALDOMAIN", "RES_OPTIONS", "HOSTALIASES", "OPENSSL_CONF",
+              "OPENSSL_MODULES")
+
+
+def _child_argv() -> list[str]:
+    """This module run as a program; -P: not the working folder first on sys.path (a ``ssl.py`` there
+    would be imported instead of the standard library's)."""
+    return [sys.executable, "-P", "-m", "pgvault.pgtools.tlsbridge"]
+
+
+def _child_env() -> dict[str, str]:
+    env = {name: os.environ[name] for name in _CHILD_ENV if name in os.environ}
+    env.setdefault("PATH", "/usr/bin:/bin")
+    env["LC_ALL"] = "C.UTF-8"
+    return env
+
+
+def _how(returncode: int) -> str:
+    if returncode < 0:
+        with contextlib.suppress(ValueError):
+            return f"killed by signal {-returncode} ({signal.Signals(-returncode).name})"
+        return f"killed by signal {-returncode}"
+    return f"exit code {returncode}"
+
+
+class BridgeProcess:
+    """A :class:`TlsBridge` in a child process of its own, with the same use: ``libpq_env()`` for the
+    client programs, a context manager around the job.
+
+    The child reads its settings as one JSON line on stdin (host, port, CA file path, timeout: no secret,
+    the bridge never sees a password, and nothing on the command line either), answers one JSON line on
+    stdout (its socket folder, or why it could not start), and serves until its stdin reaches end of file.
+    Its log records come back on stderr, one JSON line each, and go to this module's logger.
+
+    A bridge that ends on its own while in use (killed, crashed) cuts every connection through it; on the
+    way out of the ``with`` block that becomes a ``ToolError`` saying so, so the job fails with that reason
+    rather than with the clients' "server closed the connection unexpectedly".
+    """
+
+    port: int = TlsBridge.port
+
+    def __init__(self, host: str, port: int, *, ca_file: Path | None, connect_timeout: float = 10,
+                 folder: Path | None = None) -> None:
+        bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+        self._where = _where(bare, int(port))
+        self._config = {"host": host, "port": int(port), "ca_file": None if ca_file is None else str(ca_file),
+                        "connect_timeout": float(connect_timeout),
+                        "folder": None if folder is None else str(folder)}
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._relay: threading.Thread | None = None
+        self._dir: str | None = None
+        self._stopping = False  # pgvault is stopping it: its end is not reported as unexpected
+        self._signalled = False  # pgvault had to send SIGTERM or SIGKILL: its exit status is ours
+        self._closed = False
+        self._tail: deque[str] = deque(maxlen=_TAIL_LINES)
+
+    @property
+    def socket_dir(self) -> str:
+        if self._dir is None:
+            raise RuntimeError("the TLS bridge is not started")
+        return self._dir
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._proc is None else self._proc.pid
+
+    def libpq_env(self) -> dict[str, str]:
+        """As :meth:`TlsBridge.libpq_env`."""
+        return {"PGHOST": self.socket_dir, "PGPORT": str(self.port), "PGSSLMODE": "disable"}
+
+    def start(self) -> BridgeProcess:
+        """Starts the child and waits until it listens. A CA file that cannot be used raises
+        ``ConnectionFailed`` as the in-process bridge does; a child that cannot start, dies or does not
+        answer within 30 s raises ``ToolError`` with its last words. Nothing is left running either way."""
+        if self._proc is not None:
+            return self
+        if self._closed:
+            raise RuntimeError("a closed TLS bridge cannot be restarted")
+        try:
+            # Its own session: a Ctrl-C meant for the service does not cut the dumps; pgvault stops it.
+            self._proc = subprocess.Popen(_child_argv(), env=_child_env(), stdin=subprocess.PIPE,
+                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0,
+                                          start_new_session=True)
+        except OSError as exc:
+            self._closed = True
+            raise ToolError(f"could not start the TLS bridge process for {self._where}: {_os_reason(exc)}") from exc
+        try:
+            self._relay = threading.Thread(target=self._relay_stderr, args=(self._proc,), daemon=True,
+                                           name=f"{THREAD_NAME_PREFIX}-relay-{self._proc.pid}")
+            self._relay.start()
+            assert self._proc.stdin is not None
+            with contextlib.suppress(OSError):  # it died already: reading its answer says how
+                self._proc.stdin.write(json.dumps(self._config).encode() + b"\n")
+            answer = self._read_answer()
+            if "error" in answer:
+                message = str(answer["error"])
+                if answer.get("kind") == "ConnectionFailed":
+                    raise ConnectionFailed(message)
+                raise ToolError(f"the TLS bridge for {self._where} could not start: {message}")
+            self._dir = str(answer["socket_dir"])
+        except BaseException:
+            self.close()
+            raise
+        log.debug("TLS bridge process %d for %s listening in %s", self._proc.pid, self._where, self._dir)
+        return self
+
+    def _read_answer(self) -> dict[str, object]:
+        assert self._proc is not None and self._proc.stdout is not None
+        fd = self._proc.stdout.fileno()
+        deadline = time.monotonic() + _READY_TIMEOUT
+        data = b""
+        while not data.endswith(b"\n"):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+                raise ToolError(f"the TLS bridge process for {self._where} did not start listening within "
+                                f"{_READY_TIMEOUT:g} s")
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                raise ToolError(f"the TLS bridge process for {self._where} ended before it was ready "
+                                f"({self._ended()})")
+            data += chunk
+        try:
+            answer = json.loads(data)
+        except ValueError:
+            answer = None
+        if not isinstance(answer, dict):
+            raise ToolError(f"the TLS bridge process for {self._where} answered {data[:200]!r}")
+        return answer
+
+    def _ended(self) -> str:
+        """How the child ended, and its last words; waits for it (it is ending)."""
+        assert self._proc is not None
+        try:
+            returncode = self._proc.wait(timeout=_STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            return "it closed its stdout but did not exit"
+        if self._relay is not None:
+            self._relay.join(timeout=_STOP_TIMEOUT)  # its last words
+        words = self._tail[-1] if self._tail else ""
+        return _how(returncode) + (f": {words}" if words else "")
+
+    def close(self) -> str | None:
+        """Stops the child (end of file on its stdin; SIGTERM, then SIGKILL if it does not go) and removes
+        its socket folder. Safe to call more than once.
+
+        Returns why the child had ended on its own, if it had (killed, crashed): a child told to stop
+        exits 0, so any other end that pgvault did not force is one."""
+        proc = self._proc
+        self._closed = True
+        if proc is None:
+            return None
+        self._stopping = True
+        if proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                proc.stdin.close()
+        try:
+            proc.wait(timeout=_STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            log.warning("TLS bridge process %d for %s did not stop; terminating it", proc.pid, self._where)
+            self._signalled = True
+            proc.terminate()
+            try:
+                proc.wait(timeout=_TERM_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        failure = None
+        if proc.returncode != 0 and not self._signalled:
+            failure = (f"the TLS bridge process for {self._where} ended unexpectedly ({self._ended()}), "
+                       "cutting every connection to the server through it")
+        if self._relay is not None:
+            self._relay.join(timeout=_STOP_TIMEOUT)
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                with contextlib.suppress(OSError):
+                    stream.close()
+        if self._dir is not None:  # the child removes it, unless it was killed
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
+        self._proc = None
+        return failure
+
+    def _relay_stderr(self, proc: subprocess.Popen[bytes]) -> None:
+        """The child's log records into this process's log; anything else it writes (Python's own
+        last words) as warnings. Once its stderr ends, it has ended: said at once if nobody asked it to."""
+        assert proc.stderr is not None
+        for raw in proc.stderr:
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            try:
+                level, message = json.loads(line)
+                level, message = int(level), str(message)
+            except (ValueError, TypeError):
+                level, message = logging.WARNING, line
+            if message:
+                self._tail.append(message)
+                log.log(level, "%s", message)
+        if proc.wait() != 0 and not self._stopping:
+            log.error("TLS bridge process %d for %s ended unexpectedly: %s", proc.pid, self._where,
+                      _how(proc.returncode))
+
+    def __enter__(self) -> BridgeProcess:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        failure = self.close()
+        # The bridge's end explains the clients' failures; a cancel or a bug keeps its own exception.
+        if failure is not None and (exc is None or isinstance(exc, PgvaultError)):
+            raise ToolError(failure) from exc
+
+
+class _Stop(BaseException):
+    """SIGTERM or SIGINT in the child: stop serving, clean up, then die of the signal."""
+
+
+class _JsonLines(logging.Formatter):
+    """One JSON line per record, ``[level, text]``: a traceback stays one line for the parent to relay."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return json.dumps([record.levelno, super().format(record)])
+
+
+def _on_signal(signum: int, _frame: object) -> None:
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, signal.SIG_IGN)  # cleaning up once is enough
+    raise _Stop(signum)
+
+
+def _answer(message: dict[str, object]) -> None:
+    with contextlib.suppress(OSError):  # the parent is gone: end of file on stdin says so next
+        os.write(1, json.dumps(message).encode() + b"\n")
+
+
+def main() -> int:
+    """The child: read the settings, start a bridge, say where it listens, serve until stdin ends."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_JsonLines("%(message)s"))
+    root = logging.getLogger("pgvault")
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)  # the parent's logger decides what it keeps
+    root.propagate = False
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    stdin = sys.stdin.buffer
+    try:
+        try:
+            config = json.loads(stdin.readline())
+            bridge = TlsBridge(
+                str(config["host"]), int(config["port"]),
+                ca_file=None if config.get("ca_file") is None else Path(config["ca_file"]),
+                connect_timeout=float(config.get("connect_timeout", 10)),
+                folder=None if config.get("folder") is None else Path(config["folder"]),
+            ).start()
+        except ConnectionFailed as exc:
+            _answer({"error": exc.message, "kind": "ConnectionFailed"})
+            return 1
+        except Exception as exc:
+            _answer({"error": f"{type(exc).__name__}: {exc}"})
+            return 1
+        try:
+            _answer({"socket_dir": bridge.socket_dir, "port": bridge.port})
+            while stdin.read(4096):  # nothing more is sent: this waits for end of file
+                pass
+        finally:
+            bridge.close()
+    except _Stop as stop:
+        signum = int(stop.args[0])
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)  # exit as killed by it, which the parent reports as such
+        return 128 + signum
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
