@@ -427,7 +427,7 @@ def test_a_fan_out_write_that_fails_on_one_destination_leaves_it_on_none(tmp_pat
     assert not first.exists("backup/file")
 
 
-def test_an_object_read_twice_is_downloaded_once(tmp_path, monkeypatch):
+def test_an_object_read_twice_is_downloaded_once(tmp_path):
     """restore.archive.readable_twice: a remote storage's object is copied once into pgvault's private
     runtime folder (removed afterwards); a local storage is read where it is; a copy that cannot be
     written is a ToolError (this host's problem, not the backup's); a kill stops the download."""
@@ -455,22 +455,21 @@ def test_an_object_read_twice_is_downloaded_once(tmp_path, monkeypatch):
     entry = FileEntry(key="p/databases/000-app.dump.zst", bytes=len(data), sha256="", format="custom+zstd")
     run_dir = tmp_path / "run"
     run_dir.mkdir(mode=0o700)
-    monkeypatch.setattr(runner, "_runtime_dir", run_dir)
-    with readable_twice(remote, entry) as local:
+    with readable_twice(remote, entry, runtime_dir=run_dir) as local:
         assert not local.remote and remote.reads == 1
         (copy_dir,) = run_dir.iterdir()
         assert copy_dir.name.startswith("pgvault-") and stat.S_IMODE(copy_dir.stat().st_mode) == 0o700
         assert b"".join(local.read(entry.key)) == data and b"".join(local.read(entry.key)) == data
     assert remote.reads == 1 and list(run_dir.iterdir()) == []
     on_disk = LocalStorage(tmp_path / "bucket")
-    with readable_twice(on_disk, entry) as same:
+    with readable_twice(on_disk, entry, runtime_dir=run_dir) as same:
         assert same is on_disk and list(run_dir.iterdir()) == []
 
     cancel = runner.CancelToken()
     cancel.cancel()
-    with pytest.raises(runner.Cancelled), readable_twice(remote, entry, cancel):
+    with pytest.raises(runner.Cancelled), readable_twice(remote, entry, cancel, run_dir):
         pass
     assert list(run_dir.iterdir()) == []
-    monkeypatch.setattr(runner, "_runtime_dir", tmp_path / "missing" / "run")
-    with pytest.raises(ToolError, match="no room for a local copy"), readable_twice(remote, entry):
+    missing = tmp_path / "missing" / "run"
+    with pytest.raises(ToolError, match="no room for a local copy"), readable_twice(remote, entry, runtime_dir=missing):
         pass

@@ -13,7 +13,7 @@ from .crypto import Keyring, Sealer
 from .logs import configure as configure_logging
 from .node import Node
 from .notifier import Notifier
-from .pgtools.runner import use_runtime_dir
+from .pgtools.runner import prepare_runtime_dir
 from .scheduler import Scheduler
 from .services.auth import TokenCache
 from .services.bootstrap import bootstrap
@@ -60,7 +60,7 @@ class Context:
         log.info("node %s (incarnation %s)", node.name, node.incarnation)
         # Password files and downloads a killed process left: gone now, before any job starts, when no
         # other live process uses this home (node.py, "home lock").
-        use_runtime_dir(home / "run", sweep=node.owns_home)
+        prepare_runtime_dir(settings.runtime_dir, sweep=node.owns_home)
         pool = WorkerPool(settings, catalog, sealer, node)
         notifier = Notifier(settings, catalog, sealer)
         pool.notify = notifier.wake

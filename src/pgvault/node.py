@@ -12,7 +12,7 @@ whether it may act on what an earlier incarnation left.
   them to the lease reaper.
 - The **home lock** (``PGVAULT_HOME/pgvault.lock``): one live process per ``PGVAULT_HOME`` holds it. Holding
   it proves that what another process left in ``PGVAULT_HOME/run`` (password files, downloaded archives)
-  belongs to a dead one, so it is removed at start (``pgtools.runner.use_runtime_dir``).
+  belongs to a dead one, so it is removed at start (``pgtools.runner.prepare_runtime_dir``).
 
 Both locks are dropped by the kernel (or the PostgreSQL server) when the process dies, even by SIGKILL.
 """

@@ -114,5 +114,10 @@ class Settings(BaseSettings):
         return [Path(p).expanduser() for p in self.pg_servers.split(os.pathsep) if p]
 
     @property
+    def runtime_dir(self) -> Path:
+        """PGVAULT_HOME/run: jobs' passfiles, TLS bridge sockets and local copies (pgtools.runner)."""
+        return self.home_dir / "run"
+
+    @property
     def backups_dir(self) -> Path:
         return self.home_dir / "backups"

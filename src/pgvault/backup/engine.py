@@ -59,6 +59,7 @@ class BackupRequest:
     data_key: bytes | None = None
     data_key_sealed: bytes | None = None
     compressor: str = "auto"  # PGVAULT_COMPRESSOR: auto, zstd or builtin (backup/compressor.py)
+    runtime_dir: Path | None = None  # PGVAULT_HOME/run: passfiles, bridge sockets
 
 
 @dataclass
@@ -171,7 +172,7 @@ class BackupRun:
         if req.data_key_sealed is not None:
             manifest.encryption = self._write_data_key(req.data_key_sealed)
         self.reporter.phase("Backup", 2)
-        with client_env(req.address) as env:
+        with client_env(req.address, req.runtime_dir) as env:
             manifest.globals = self._dump_globals(globals_id, tools, env, manifest)
             with ThreadPoolExecutor(max_workers=parallelism, thread_name_prefix=f"job{req.job_id}") as pool:
                 futures = [

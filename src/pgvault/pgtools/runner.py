@@ -71,26 +71,18 @@ class CancelToken:
                 self._callbacks.remove(cb)
 
 
-_runtime_dir: Path | None = None
-
-
-def use_runtime_dir(path: Path, *, sweep: bool = True) -> None:
-    """Keep passfiles under ``path`` (0700) instead of the system's temporary folder, and (``sweep``: no
-    other live process uses it) remove what a killed process left there: a passfile holds a password in
-    clear, and a SIGKILLed process cannot run the cleanup of ``client_env``."""
-    global _runtime_dir
+def prepare_runtime_dir(path: Path, *, sweep: bool = True) -> Path:
+    """The private folder (0700) where jobs keep passfiles, TLS bridge sockets and local copies, instead of
+    the system's temporary folder; with ``sweep`` (no other live process uses it), what a killed process
+    left there is removed: a passfile holds a password in clear, and a SIGKILLed process cannot run the
+    cleanup of ``client_env``. Its path is handed to each job (``runtime_dir`` of the engines' requests);
+    what goes in it is named ``pgvault-*``."""
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(path, 0o700)
     if sweep:
         for stale in path.glob("pgvault-*"):
             shutil.rmtree(stale, ignore_errors=True)
-    _runtime_dir = path
-
-
-def runtime_dir() -> Path | None:
-    """The private folder ``use_runtime_dir`` set (None: the system's temporary folder). What pgvault
-    puts there is named ``pgvault-*`` and swept at the next start."""
-    return _runtime_dir
+    return path
 
 
 def _escape_passfile(value: str) -> str:
@@ -98,14 +90,14 @@ def _escape_passfile(value: str) -> str:
 
 
 @contextlib.contextmanager
-def client_env(address: ServerAddress) -> Iterator[dict[str, str]]:
+def client_env(address: ServerAddress, runtime_dir: Path | None = None) -> Iterator[dict[str, str]]:
     """Environment for libpq programs that reach ``address``; the database is chosen per program with
     ``PGDATABASE`` (safe for any name, unlike ``-d``, which treats ``=`` as a connection string).
 
     With SSL, a TLS bridge process serves the block (``tlsbridge.BridgeProcess``): a CA file it cannot use
     raises ``ConnectionFailed``, a bridge that cannot start ``ToolError``, and so does leaving the block
     after the bridge died in it (killed, crashed), naming that as the reason the clients failed."""
-    with tempfile.TemporaryDirectory(prefix="pgvault-", dir=_runtime_dir) as tmp:
+    with tempfile.TemporaryDirectory(prefix="pgvault-", dir=runtime_dir) as tmp:
         os.chmod(tmp, 0o700)
         passfile = Path(tmp) / "pgpass"
         fd = os.open(passfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

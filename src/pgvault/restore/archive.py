@@ -26,7 +26,7 @@ from ..backup.encryption import FORMAT_SUFFIX, DecryptionError, decrypt_stream, 
 from ..backup.manifest import FileEntry, Manifest
 from ..crypto import Sealer
 from ..errors import ArchiveIntegrityError, ToolError
-from ..pgtools.runner import CancelToken, Filter, runtime_dir
+from ..pgtools.runner import CancelToken, Filter
 from ..storage import LocalStorage, Storage, StorageError
 
 
@@ -130,7 +130,8 @@ def decompressor(choice: str = "auto") -> Filter:
 
 
 @contextlib.contextmanager
-def readable_twice(storage: Storage, entry: FileEntry, cancel: CancelToken | None = None) -> Iterator[Storage]:
+def readable_twice(storage: Storage, entry: FileEntry, cancel: CancelToken | None = None,
+                   runtime_dir: Path | None = None) -> Iterator[Storage]:
     """Where to read ``entry`` from when it will be read twice (a drill restores an archive and then
     counts its rows): ``storage`` itself when its reads are local; else one downloaded copy in pgvault's
     private runtime folder (``PGVAULT_HOME/run``, 0700; swept at start should a crash leave it), removed
@@ -142,7 +143,7 @@ def readable_twice(storage: Storage, entry: FileEntry, cancel: CancelToken | Non
         yield storage
         return
     try:
-        tmp = tempfile.mkdtemp(prefix="pgvault-copy-", dir=runtime_dir())
+        tmp = tempfile.mkdtemp(prefix="pgvault-copy-", dir=runtime_dir)
     except OSError as exc:
         raise ToolError(f"no room for a local copy of {entry.key}: {exc.strerror}") from exc
     try:

@@ -86,6 +86,7 @@ class RestoreRequest:
     data_key_sealed: bytes | None = None  # an encrypted restore point's data key, sealed by the master key
     sealer: Sealer | None = None  # opens it
     compressor: str = "auto"  # PGVAULT_COMPRESSOR: which decompressor feeds pg_restore (archive.decompressor)
+    runtime_dir: Path | None = None  # PGVAULT_HOME/run: passfiles, bridge sockets
     attempt: int = 1  # which run of the job this is: scratch databases are named for it
 
 
@@ -200,7 +201,7 @@ class RestoreRun:
         self._total = max(1, sum(e.file.bytes for e in entries))
         self.reporter.phase("Restore", 10)
         by_name = {e.name: e for e in entries}
-        with client_env(req.address) as env:
+        with client_env(req.address, req.runtime_dir) as env:
             with ThreadPoolExecutor(max(1, req.parallelism), thread_name_prefix=f"restore{req.job_id}") as pool:
                 futures = [
                     pool.submit(self._restore_one, item_id, index, item, by_name[item.source], tools, env,

@@ -57,6 +57,7 @@ class VerifyRequest:
     scratch_dir: Path  # outside PGVAULT_HOME: a throwaway server's folder must be reachable by its own user
     pg_bin: Path | None = None
     pg_servers: list[Path] = field(default_factory=list)  # PGVAULT_PG_SERVERS: a throwaway server's programs
+    runtime_dir: Path | None = None  # PGVAULT_HOME/run: passfiles, bridge sockets, local copies
     data_key_sealed: bytes | None = None  # an encrypted restore point's data key, sealed by the master key
     sealer: Sealer | None = None  # opens it
     compressor: str = "auto"  # PGVAULT_COMPRESSOR: which decompressor feeds pg_restore (archive.decompressor)
@@ -139,7 +140,7 @@ class VerifyRun:
             tools = toolset_for_server(version_num, req.pg_bin)
             on = f"on PostgreSQL {PgVersion(version_num).label} ({where})"
             self.log.info("restore drill %s; the backup is of PostgreSQL %s", on, source.label)
-            with client_env(address) as env:
+            with client_env(address, req.runtime_dir) as env:
                 for n, database in enumerate(manifest.databases):
                     self.cancel.raise_if_cancelled()
                     problems += self._drill_one(address, env, tools.path("pg_restore"), version_num, n, database)
@@ -181,7 +182,7 @@ class VerifyRun:
         try:
             errors = RestoreErrors(PgVersion(version_num))
             # read twice (restored, then its rows counted): from one local copy when the storage is remote
-            with readable_twice(self.req.storage, entry.file, self.cancel) as storage:
+            with readable_twice(self.req.storage, entry.file, self.cancel, self.req.runtime_dir) as storage:
                 try:
                     argv = [pg_restore, "--no-password", dbname_arg(scratch), "--no-owner", "--no-privileges",
                             *target_options(errors.target)]

@@ -113,6 +113,7 @@ def _backup(session: Session, job: Job, ctx: RunContext) -> Run:
         pg_bin=settings.pg_bin,
         lock_wait_timeout=settings.lock_wait_seconds,
         compressor=settings.compressor,
+        runtime_dir=settings.runtime_dir,
         data_key=data_key,
         data_key_sealed=data_key_sealed,
     )
@@ -177,6 +178,7 @@ def _restore(session: Session, job: Job, ctx: RunContext) -> Run:
         ownership=bool(opts.get("ownership")), parallelism=int(opts.get("parallelism", 2)),
         pg_bin=settings.pg_bin, data_key_sealed=point.data_key_sealed, sealer=ctx.sealer,
         alternates=_other_copies(point, ctx.sealer), compressor=settings.compressor,
+        runtime_dir=settings.runtime_dir,
     )
 
     def run(cancel: CancelToken, log: logging.Logger) -> Outcome:
@@ -197,7 +199,8 @@ def _verify(session: Session, job: Job, ctx: RunContext) -> Run:
                         manifest_sha256=point.manifest_sha256, drill=bool(job.options.get("drill")),
                         drill_address=address, scratch_dir=Path(tempfile.gettempdir()),
                         pg_bin=settings.pg_bin, pg_servers=settings.pg_server_dirs,
-                        data_key_sealed=point.data_key_sealed, sealer=ctx.sealer, compressor=settings.compressor)
+                        data_key_sealed=point.data_key_sealed, sealer=ctx.sealer, compressor=settings.compressor,
+                        runtime_dir=settings.runtime_dir)
 
     def run(cancel: CancelToken, log: logging.Logger) -> Outcome:
         outcome = VerifyRun(req, CatalogReporter(ctx.catalog, job_id, lease), cancel, log).run()
