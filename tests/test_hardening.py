@@ -329,3 +329,25 @@ def test_a_body_under_the_limit_is_read(api):
     r = api.post("/V2/Plan", content=big, headers={"Content-Type": "application/json"})
     assert r.status_code == 200, r.text[:300]
     assert api.delete(f"/V2/Plan/{r.json()['plan']['summary']['plan']['planId']}").status_code == 200
+
+
+@pytest.mark.parametrize(("pointer", "limit"), [
+    ("instanceProperties.postGreSQLInstance.port", 262),
+    ("instanceProperties.postGreSQLInstance.sslOpt.sslCa", 4096),
+    ("instanceProperties.postGreSQLInstance.SAUser.password", 1368),
+    ("instanceProperties.instance.instanceName", 255),
+    ("instanceProperties.version", 64),
+])
+def test_every_string_of_the_seed_body_has_a_documented_maximum(api, service, pointer, limit):
+    body = seed_body(host="127.0.0.1", port=1, user="u", password="p", name="too-long")
+    node = body
+    *parents, last = pointer.split(".")
+    for key in parents:
+        node = node[key]
+    node[last] = "x" * (limit + 1)
+    before = catalog_counts(service.home)
+    r = api.post("/Instance", json=body)
+    assert r.status_code == 400, r.text
+    message = r.json()["errorMessage"]
+    assert last in message and f"at most {limit} " in message, message
+    assert catalog_counts(service.home) == before

@@ -53,6 +53,9 @@ ApplicationId = Annotated[StrictInt, AfterValidator(_exactly(POSTGRESQL_APP_ID))
 CloudEngine = Annotated[StrictStr, AfterValidator(_exactly("POSTGRESQL"))]
 DbEngine = Annotated[StrictStr, AfterValidator(_exactly("PostgreSQL"))]
 
+MAX_HOST_PORT = 262  # a DNS name (253) or a bracketed IPv6 address, ':' and five digits
+MAX_PASSWORD_B64 = 1368  # base64 of a 1,024-byte password
+
 
 class InstanceRef(WireModel):
     instanceName: Annotated[Name, Field(max_length=255)] | None = None
@@ -62,7 +65,7 @@ class InstanceRef(WireModel):
 
 class SAUserModel(WireModel):
     userName: Annotated[Name, Field(min_length=1, max_length=255)]
-    password: StrictStr
+    password: Annotated[StrictStr, Field(max_length=MAX_PASSWORD_B64)]
 
     @field_validator("password")
     @classmethod
@@ -77,7 +80,7 @@ class SAUserModel(WireModel):
 
 class SslOpt(WireModel):
     sslEnabled: StrictBool = False
-    sslCa: Text | None = None
+    sslCa: Annotated[Text, Field(max_length=4096)] | None = None  # PATH_MAX
 
 
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?$")
@@ -105,7 +108,7 @@ def parse_host_port(value: str) -> tuple[str, int]:
 
 class PostgreSQLInstance(WireModel):
     MaintainenceDB: Annotated[Name, Field(min_length=1, max_length=255)] = "postgres"
-    port: Name
+    port: Annotated[Name, Field(max_length=MAX_HOST_PORT)]
     SAUser: SAUserModel
     cloudDBEngineType: CloudEngine
     sslOpt: SslOpt = SslOpt()
