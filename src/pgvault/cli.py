@@ -10,20 +10,43 @@ import typer
 app = typer.Typer(help="pgvault: data protection for PostgreSQL fleets.", no_args_is_help=True)
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"pgvault {version('pgvault')}")
+        raise typer.Exit()
+
+
 @app.callback()
-def main() -> None:
-    """pgvault's commands."""
+def main(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="print pgvault's version and exit")] = False,
+) -> None:
+    """pgvault's commands: `serve` runs the service; `login`, `instances`, `backup`, `jobs`, `restore`,
+    `verify` ... are its client (PGVAULT_URL and PGVAULT_TOKEN override what `pgvault login` stored)."""
 
 
 @app.command()
-def serve() -> None:
-    """Run the API and the worker pool on the embedded defaults (PGVAULT_* variables override them)."""
+def serve(
+    host: Annotated[str | None, typer.Option(help="address to listen on (default: PGVAULT_HOST, 127.0.0.1)")]
+    = None,
+    port: Annotated[int | None, typer.Option(help="port to listen on (default: PGVAULT_PORT, 8400)")] = None,
+) -> None:
+    """Run the API and the worker pool on the embedded defaults (PGVAULT_* variables override them).
+
+    Example: pgvault serve --host 0.0.0.0 --port 8400"""
     import uvicorn
 
     from .app import create_app
     from .settings import Settings
 
-    settings = Settings()
+    overrides: dict[str, object] = {}
+    if host is not None:
+        overrides["host"] = host
+    if port is not None:
+        overrides["port"] = port
+    settings = Settings(**overrides)  # type: ignore[arg-type]
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning",
                 access_log=False)
 
@@ -37,6 +60,10 @@ def bin_dir() -> None:
 
     typer.echo(str(toolset(Settings().pg_bin).bin_dir))
 
+
+from .client.commands import register as _register_client  # noqa: E402
+
+_register_client(app)
 
 keys_app = typer.Typer(help="The master keys: rotate, re-wrap, list, retire (README: \"Keep the master key safe\").",
                        no_args_is_help=True)
