@@ -55,3 +55,13 @@ def check(method: str, path: str, body: Any) -> None:
     errors = sorted(validator(template, method.lower()).iter_errors(body), key=lambda e: list(e.absolute_path))
     assert not errors, f"{method} {path}: the answer is not the declared {template} 200:\n" + "\n".join(
         f"  at {'/'.join(map(str, e.absolute_path)) or '(top)'}: {e.message[:300]}" for e in errors[:10])
+
+
+def check_status(method: str, path: str, status: int) -> None:
+    """Every status code a test observes from an operation is one the document declares for it (the
+    declared codes cover what the tests see; the fuzz run checks the same for generated requests)."""
+    template = operation(method, path)
+    if template is None or method.upper() == "HEAD":
+        return  # no such operation: the 404/405 of the router, declared nowhere by design
+    declared = document()["paths"][template][method.lower()]["responses"]
+    assert str(status) in declared, f"{method} {path}: answered {status}, which {template} does not declare"
