@@ -116,3 +116,18 @@ def test_every_operation_declares_its_errors_in_the_envelope_and_no_422():
                     schema = response["content"]["application/json"]["schema"]
                     assert schema == {"$ref": "#/components/schemas/ErrorBody"}, (method, path, code)
     assert "409" in doc["paths"]["/commandcenter/api/Instance"]["post"]["responses"]
+
+
+def test_the_log_says_where_it_listens_and_one_line_per_request_without_secrets(service, api):
+    import time
+
+    r = api.get("/Job/987654", params={"secret": "not-logged"})
+    assert r.status_code == 404
+    deadline = time.monotonic() + 10
+    while "/Job/987654 404" not in service.log_text() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    log = service.log_text()
+    assert f"listening on http://127.0.0.1:{service.port} (PGVAULT_HOME {service.home.resolve()})" in log
+    line = next(x for x in log.splitlines() if "GET /commandcenter/api/Job/987654 404" in x)
+    assert "pgvault.access" in line and " ms 127.0.0.1" in line
+    assert "not-logged" not in log and api.token.split()[-1] not in log

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -31,10 +32,13 @@ from .api import (
     subclients,
     tasks,
 )
+from .api.accesslog import AccessLog
 from .api.limits import BodyLimit
 from .api.paths import CanonicalPaths
 from .context import Context
 from .settings import Settings
+
+log = logging.getLogger("pgvault")
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -44,6 +48,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ctx = Context.open(settings)
         app.state.context = ctx
+        log.info("pgvault %s listening on http://%s:%s (PGVAULT_HOME %s)", __version__, settings.host,
+                 settings.port, settings.home_dir)
         ctx.notifier.start()
         ctx.pool.start()
         ctx.scheduler.start()
@@ -67,7 +73,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app, PUBLIC)
     openapi.install(app, PUBLIC)
     app.add_middleware(CanonicalPaths, templates=templates)
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)  # outermost: before anything else
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)  # before anything reads a body
+    app.add_middleware(AccessLog)  # outermost: every request gets its line, refusals included
     return app
 
 
