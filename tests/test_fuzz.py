@@ -23,6 +23,7 @@ import pytest
 from tests.support.service import Service
 
 SECONDS = int(os.environ.get("PGVAULT_FUZZ_SECONDS", "120"))
+TOOL_FAULT = "AST constructor recursion depth mismatch"
 CHECKS = ("not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,"
           "ignored_auth")
 
@@ -49,6 +50,13 @@ def test_the_api_survives_a_fuzzer(tmp_path: Path):
         env = {**os.environ, "PGVAULT_FUZZ_TOKEN": token}
         proc = subprocess.run(argv, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=SECONDS + 300)
         out = proc.stdout + proc.stderr
+        if proc.returncode != 0 and TOOL_FAULT in out and "FAILURES" not in out:
+            # CPython 3.11's parser failing inside Hypothesis' own code generation (seen twice in ~20 runs):
+            # a fault of the fuzzer, not an answer of pgvault's; run again, once, with another seed
+            argv[argv.index("--seed") + 1] = "20261205"
+            proc = subprocess.run(argv, env=env, cwd=tmp_path, capture_output=True, text=True,
+                                  timeout=SECONDS + 300)
+            out = proc.stdout + proc.stderr
         summary = re.search(r"(\d+) generated.*", out)
         print(f"fuzz: {summary.group(0) if summary else '?'} in {SECONDS} s")  # the figures for the note
         assert proc.returncode == 0, out[-12000:]
