@@ -14,6 +14,7 @@ from . import __version__
 from .api import (
     BASE,
     agents,
+    audit,
     auth,
     backupsets,
     clients,
@@ -33,6 +34,7 @@ from .api import (
     tasks,
 )
 from .api.accesslog import AccessLog
+from .api.audit import AuditTrail
 from .api.limits import BodyLimit
 from .api.paths import CanonicalPaths
 from .context import Context
@@ -72,6 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             _add_head(app, route)
     errors.install(app, PUBLIC)
     openapi.install(app, PUBLIC)
+    app.add_middleware(AuditTrail)  # inside CanonicalPaths: sees the route and the user (api/audit.py)
     app.add_middleware(CanonicalPaths, templates=templates)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)  # before anything reads a body
     app.add_middleware(AccessLog)  # outermost: every request gets its line, refusals included
@@ -85,7 +88,7 @@ PUBLIC = frozenset({BASE, BASE + "/", BASE + "/Login", BASE + "/RenewLoginToken"
 # the instance list) come first. No two modules' paths overlap, so the order changes nothing else.
 ROUTERS: tuple[APIRouter, ...] = tuple(m.router for m in (
     jobs, instances, root, auth, clients, plans, subclients, tasks, restore_points, commserv, agents, credentials,
-    backupsets, schedules, notifications,
+    backupsets, schedules, notifications, audit,
     metrics))  # (metrics: /metrics, /healthz, /readyz, outside Command Center's API)
 
 

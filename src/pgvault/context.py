@@ -15,8 +15,10 @@ from .node import Node
 from .notifier import Notifier
 from .pgtools.runner import prepare_runtime_dir
 from .scheduler import Scheduler
+from .services.audit import AuditWriter
 from .services.auth import TokenCache
 from .services.bootstrap import bootstrap
+from .services.logins import Logins, ThrottleRules
 from .settings import Settings
 from .worker import WorkerPool
 
@@ -38,6 +40,8 @@ class Context:
     tokens: TokenCache
     node: Node
     notifier: Notifier
+    logins: Logins  # POST /Login's throttle and password-check thread (services/logins.py)
+    audit: AuditWriter  # appends the audit trail's records (api/audit.py)
     # The API's short reads of a catalog across the network (see api.deps.run_read and READ_THREADS).
     reads: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(
         max_workers=READ_THREADS, thread_name_prefix="catalog-read"))
@@ -66,15 +70,21 @@ class Context:
         pool.notify = notifier.wake
         scheduler = Scheduler(catalog, settings.scheduler_seconds, pool.wake,
                               aging_every=dt.timedelta(hours=settings.aging_hours),
-                              rpo_grace=dt.timedelta(seconds=settings.rpo_grace_seconds), notify=notifier.wake)
+                              rpo_grace=dt.timedelta(seconds=settings.rpo_grace_seconds), notify=notifier.wake,
+                              audit_retention=dt.timedelta(days=settings.audit_retention_days))
+        n = settings.login_lockout_failures
+        logins = Logins(ThrottleRules(free=max(1, n // 2), lockout_after=n, user_free=2 * n,
+                                      lockout_seconds=settings.login_lockout_seconds))
         return cls(settings, catalog, sealer, pool, scheduler, TokenCache(settings.token_cache_seconds), node,
-                   notifier)
+                   notifier, logins, AuditWriter(catalog))
 
     def close(self) -> None:
         self.scheduler.stop()
         self.pool.stop()
         self.notifier.stop()
         self.reads.shutdown(wait=True)  # (uvicorn closes after the requests in flight have been answered)
+        self.logins.close()
+        self.audit.close()
         self.node.close()
         self.catalog.dispose()
 

@@ -59,6 +59,18 @@ class Conflict(PgvaultError):
     error_code = 7
 
 
+class TooManyRequests(PgvaultError):
+    """A login refused without checking its password (``services.logins``): too many failures lately, or
+    too many logins at once. ``retry_after`` (whole seconds) becomes the answer's ``Retry-After``."""
+
+    http_status = 429
+    error_code = 11
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = max(1, retry_after)
+
+
 class LeaseLost(Conflict):
     """A run wrote to a job it no longer holds: it was reaped (its lease ran out, or its node restarted) and
     may already run elsewhere."""

@@ -134,8 +134,11 @@ class Scheduler:
 
     def __init__(self, catalog: Catalog, interval: float, wake: Callable[[], None],
                  clock: Callable[[], dt.datetime] = utcnow, aging_every: dt.timedelta = dt.timedelta(hours=24),
-                 rpo_grace: dt.timedelta = dt.timedelta(minutes=5), notify: Callable[[], None] = lambda: None) -> None:
+                 rpo_grace: dt.timedelta = dt.timedelta(minutes=5), notify: Callable[[], None] = lambda: None,
+                 audit_retention: dt.timedelta = dt.timedelta(days=365)) -> None:
         self.catalog = catalog
+        self.audit_retention = audit_retention
+        self._audit_pruned: dt.datetime | None = None
         self.rpo_grace = rpo_grace
         self.notify = notify
         self.aging_every = aging_every
@@ -192,10 +195,27 @@ class Scheduler:
                 queued += aging.queue_periodic(s, self.clock(), self.aging_every)
         except Exception:
             log.exception("could not queue data aging")
+        self.prune_audit()
         if queued:
             self.wake()
         self.check_rpo()
         return queued
+
+    def prune_audit(self) -> int:
+        """Data Aging of the audit trail: records older than ``audit_retention`` go, at most once an hour."""
+        now = self.clock()
+        if self._audit_pruned is not None and now - self._audit_pruned < dt.timedelta(hours=1):
+            return 0
+        try:
+            with self.catalog.transaction(write=True) as s:
+                gone = aging.prune_audit(s, now - self.audit_retention)
+        except Exception:
+            log.exception("could not remove old audit records")
+            return 0
+        self._audit_pruned = now
+        if gone:
+            log.info("data aging: %d audit records older than %s removed", gone, self.audit_retention)
+        return gone
 
     def check_rpo(self) -> tuple[list[int], list[int]]:
         """Notice the instances that went past their RPO and those back within it (each once: the state is

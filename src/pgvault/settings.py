@@ -74,6 +74,12 @@ class Settings(BaseSettings):
     rpo_grace_seconds: float = Field(
         300.0, ge=0, description="how long past its RPO an instance may be (a due backup still running) before "
                                  "rpo_breach is notified")
+    login_lockout_failures: int = Field(
+        10, ge=2, le=1000, description="failed logins from one client address that lock it out (docs/api.md, "
+                                       "\"Login throttling\"); from half of them on, each failure makes it wait")
+    login_lockout_seconds: float = Field(900.0, ge=1, le=86400, description="how long such a lockout lasts")
+    audit_retention_days: float = Field(
+        365.0, gt=0, description="how long the audit trail keeps a record; Data Aging removes older ones")
     log_level: str = "INFO"
 
     @field_validator("allowed_targets")

@@ -58,6 +58,7 @@ async def current_user(request: Request, token: Annotated[str | None, Security(a
     user = ctx.tokens.get(token) if token else None  # most requests: no catalog transaction at all
     if user is None:
         user = await run_read(ctx, check_token, ctx, token)
+    request.state.user = user  # who the request acts as: its audit record says so (api/audit.py)
     return user
 
 

@@ -1,6 +1,7 @@
 """The one place where errors become HTTP: Command Center's envelope, never the framework's defaults.
 
-400 for bad input of any kind (including what FastAPI would answer with 422), 401, 404, 409, and a 500
+400 for bad input of any kind (including what FastAPI would answer with 422), 401, 404, 409, 429 (with
+``Retry-After``), and a 500
 only for bugs, logged with their traceback.
 """
 
@@ -16,7 +17,7 @@ from sqlalchemy.exc import DataError, StatementError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Route
 
-from ..errors import ECHO_CHARS, MESSAGE_CHARS, NotAuthenticated, PgvaultError, clip
+from ..errors import ECHO_CHARS, MESSAGE_CHARS, NotAuthenticated, PgvaultError, TooManyRequests, clip
 from ..schemas.instance import SDK_SHAPE, SEED_SHAPE, instance_entity
 from .deps import check_token, run_read
 
@@ -92,7 +93,10 @@ def install(app: FastAPI, public_paths: frozenset[str]) -> None:
     @app.exception_handler(PgvaultError)
     async def _pgvault(request: Request, exc: PgvaultError) -> JSONResponse:
         entity = exc.entity if exc.entity is not None else _default_entity(request)
-        return _refusal(request, exc.http_status, exc.error_code, exc.message, entity)
+        answer = _refusal(request, exc.http_status, exc.error_code, exc.message, entity)
+        if isinstance(exc, TooManyRequests):
+            answer.headers["Retry-After"] = str(exc.retry_after)
+        return answer
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -101,7 +105,7 @@ def install(app: FastAPI, public_paths: frozenset[str]) -> None:
         if request.url.path not in public_paths:
             try:
                 ctx = request.app.state.context
-                await run_read(ctx, check_token, ctx, request.headers.get("authtoken"))
+                request.state.user = await run_read(ctx, check_token, ctx, request.headers.get("authtoken"))
             except NotAuthenticated as denied:
                 return envelope(denied.http_status, denied.error_code, denied.message, _default_entity(request))
         errors = list(exc.errors())

@@ -6,7 +6,8 @@ sends (api/errors.py answers bad input with a 400).
 Which errors an operation declares follows from what it is (one rule, here): 400 for every operation (bad
 input of any kind); 401 unless it is public without a body (Login checks a password); 404 when it names
 something (a path or query parameter, or a body);
-413 when it takes a body; 409 when its route says so (``CONFLICT``). Schemathesis checks the document
+413 when it takes a body; 409 when its route says so (``CONFLICT``); 429 with Retry-After where a
+password is checked (``THROTTLED``: POST /Login). Schemathesis checks the document
 against the running service in CI (tests/test_fuzz.py: status code, content type and schema conformance).
 """
 
@@ -25,17 +26,23 @@ _ERRORS = {
     "404": "something the request names does not exist (errorCode 6)",
     "409": "a name already in use, or a resource busy (errorCode 7)",
     "413": "a request body over PGVAULT_MAX_BODY_BYTES (errorCode 2)",
+    "429": "too many failed logins lately, or too many at once: try again after Retry-After seconds (errorCode 11)",
 }
+THROTTLED: dict[int | str, dict[str, Any]] = {429: {
+    "model": ErrorBody, "description": _ERRORS["429"],
+    "headers": {"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer"}}}}}
 CONFLICT: dict[int | str, dict[str, Any]] = {409: {"model": ErrorBody, "description": _ERRORS["409"]}}
 
 
-def answers(model: Any, description: str, *, conflict: bool = False) -> dict[int | str, dict[str, Any]]:
-    """A route's ``responses``: its HTTP 200 answer is ``model`` (and, with ``conflict``, it may answer 409).
+def answers(model: Any, description: str, *, conflict: bool = False,
+            throttled: bool = False) -> dict[int | str, dict[str, Any]]:
+    """A route's ``responses``: its HTTP 200 answer is ``model`` (and, with ``conflict``, it may answer 409;
+    with ``throttled``, 429).
     For the document only: FastAPI neither validates nor filters what the route returns against it (so the
     pre-serialised answers of the hot paths stay as they are, and no field is ever dropped), which is why
     ``response_model`` is not used."""
     out: dict[int | str, dict[str, Any]] = {200: {"model": model, "description": description}}
-    return {**out, **CONFLICT} if conflict else out
+    return {**out, **(CONFLICT if conflict else {}), **(THROTTLED if throttled else {})}
 _BODY_METHODS = {"post", "put", "patch"}
 
 

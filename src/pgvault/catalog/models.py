@@ -345,3 +345,28 @@ class RpoBreach(Base):
     instance_id: Mapped[int] = mapped_column(ForeignKey("instances.id", ondelete="CASCADE"), primary_key=True)
     since: Mapped[dt.datetime]  # when the RPO ran out (the due time)
     noticed_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class AuditEvent(Base):
+    """The audit trail: one row per action that changes something or reveals a secret's use (who, from
+    where, which route and resource, the outcome), written by ``api.audit.AuditTrail`` for every request of
+    such a route and by the commands that act on the catalog directly (``pgvault keys``). Append-only (a
+    trigger refuses updates); rows go only when they pass ``PGVAULT_AUDIT_RETENTION_DAYS`` (Data Aging).
+    No foreign keys: a record outlives the user it names. Never a secret: no bodies, no headers."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (Index("ix_audit_events_at", "at", "id"), Index("ix_audit_events_user_name", "user_name", "at"))
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    user_id: Mapped[int | None] = mapped_column(Integer)
+    user_name: Mapped[str | None] = mapped_column(String(255))
+    address: Mapped[str | None] = mapped_column(String(64))
+    method: Mapped[str] = mapped_column(String(10))
+    action: Mapped[str] = mapped_column(String(100))  # the operation: the route's endpoint name (create_instance)
+    route: Mapped[str] = mapped_column(String(255))  # its template, without the API's base
+    resource: Mapped[str] = mapped_column(String(64))
+    resource_id: Mapped[str | None] = mapped_column(String(255))
+    params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # path and query parameters
+    status: Mapped[int] = mapped_column(Integer)  # the HTTP status answered (0: not over HTTP)
+    outcome: Mapped[str] = mapped_column(String(16))  # success | failure
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

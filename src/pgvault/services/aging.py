@@ -19,6 +19,7 @@ from ..crypto import Sealer
 from ..domain.jobs import ACTIVE, QUEUED, READERS, JobStatus, JobType
 from ..retention import FolderJob, PointFacts, Rules, expired, folder_job_id, leftover
 from ..storage import Storage, StorageError
+from . import audit
 from .destinations import forget_point, open_copy, open_destination
 
 
@@ -54,6 +55,12 @@ def queue_aging(session: Session, inst: Instance) -> tuple[Job, bool]:
     session.add(job)
     session.flush()
     return job, True
+
+
+def prune_audit(session: Session, before: dt.datetime) -> int:
+    """The audit trail's share of Data Aging: records older than ``before`` go
+    (``PGVAULT_AUDIT_RETENTION_DAYS``; the scheduler calls it at most once an hour)."""
+    return audit.prune(session, before)
 
 
 def queue_periodic(session: Session, now: dt.datetime, every: dt.timedelta) -> list[int]:
