@@ -78,7 +78,9 @@ class Client:
             raise ApiError("not logged in: run `pgvault login` (or set PGVAULT_TOKEN)")
         return cls(base, token)
 
-    def request(self, method: str, path: str, body: Any = None, params: dict[str, Any] | None = None) -> Any:
+    def request(self, method: str, path: str, body: Any = None, params: dict[str, Any] | None = None,
+                raw: bool = False) -> Any:
+        """The answer's JSON (``raw``: its bytes, for JSON lines), or ApiError."""
         url = self.url + path
         if params:
             url += "?" + urllib.parse.urlencode(params)
@@ -91,13 +93,15 @@ class Client:
         req = urllib.request.Request(url, data=data, method=method, headers=headers)  # noqa: S310
         try:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:  # noqa: S310
-                raw = resp.read()
+                data_in = resp.read()
         except urllib.error.HTTPError as exc:
             raise ApiError(_message(exc.read(), f"HTTP {exc.code}")) from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise ApiError(f"cannot reach pgvault at {self.url}: {reason}") from None
-        doc = json.loads(raw) if raw else {}
+        if raw:
+            return data_in
+        doc = json.loads(data_in) if data_in else {}
         if isinstance(doc, dict) and doc.get("errorCode") and doc.get("errorMessage"):
             raise ApiError(str(doc["errorMessage"]))  # cvpysdk-shaped refusals come with HTTP 200
         return doc

@@ -420,6 +420,54 @@ def verify(point: Annotated[str, typer.Argument(help="the restore point id (pgva
         finish(api, job_id, follow_, as_json)
 
 
+# --- audit trail -----------------------------------------------------------------------------------
+
+_UNITS = {"m": 60, "h": 3600, "d": 86400}
+
+
+def _when_arg(value: str | None, name: str) -> str | None:
+    """``30m``, ``12h``, ``7d`` (that long ago), or a date or time as the API takes it (ISO 8601, UTC)."""
+    if value is None:
+        return None
+    text = value.strip()
+    if text[:-1].isdigit() and text[-1:] in _UNITS:
+        return datetime.fromtimestamp(time.time() - int(text[:-1]) * _UNITS[text[-1]], UTC).isoformat()
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        typer.echo(f"pgvault: {name} {value!r}: give 30m, 12h, 7d or a date/time such as 2026-12-01 or "
+                   "2026-12-01T08:00:00Z", err=True)
+        raise typer.Exit(2) from None
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).isoformat()
+
+
+def audit(
+    since: Annotated[str | None, typer.Option(help="from then on: 30m, 12h, 7d, or a date/time (UTC)")] = None,
+    until: Annotated[str | None, typer.Option(help="before then (same forms)")] = None,
+    user: Annotated[str | None, typer.Option(help="a user name or id")] = None,
+    action: Annotated[str | None, typer.Option(help="an action (login, create_instance ...) or a route "
+                                                    "('POST /Instance')")] = None,
+    resource: Annotated[str | None, typer.Option(help="Instance, Plan, Job, Login ...")] = None,
+    outcome: Annotated[str | None, typer.Option(help="success or failure")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON lines, one record each (the export)")] = False,
+) -> None:
+    """The audit trail, oldest first: who did what, from where, with which outcome.
+
+    Example: pgvault audit --since 7d --user alice --json > audit.jsonl"""
+    params = {k: v for k, v in {"since": _when_arg(since, "--since"), "until": _when_arg(until, "--until"),
+                                "user": user, "action": action, "resource": resource, "outcome": outcome}.items()
+              if v is not None}
+    with failing():
+        data = Client.from_config().request("GET", "/AuditTrail/export", params=params or None, raw=True)
+    if as_json:
+        sys.stdout.write(data.decode())
+        return
+    rows = [json.loads(line) for line in data.splitlines() if line.strip()]
+    table(["TIME (UTC)", "USER", "ADDRESS", "ACTION", "RESOURCE", "ID", "STATUS", "OUTCOME"],
+          [[_when(r["time"]), r["user"]["userName"] or "-", r["address"] or "-", r["route"], r["resource"],
+            r["resourceId"] or "", r["status"], r["outcome"]] for r in rows])
+
+
 def register(app: typer.Typer) -> None:
     app.command()(login)
     app.command()(logout)
@@ -431,3 +479,4 @@ def register(app: typer.Typer) -> None:
     app.command()(points)
     app.command()(restore)
     app.command()(verify)
+    app.command()(audit)

@@ -26,6 +26,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from sqlalchemy import select
@@ -53,7 +54,7 @@ from ..errors import PgvaultError
 from ..files import fsync_path
 from ..settings import Settings
 from ..storage import Storage, StorageError
-from . import credentials, destinations, instances, notifications
+from . import audit, credentials, destinations, instances, notifications
 
 
 class KeyAdminError(PgvaultError):
@@ -142,7 +143,7 @@ def rotate(settings: Settings) -> RewrapReport:
             write_key_file(path, decode_master_key(current))
         write_key_file(home / MASTER_FILE, secrets.token_bytes(32))
         keyring.reload()
-        report = _rewrap(catalog, keyring)
+        report = _rewrap(catalog, keyring, "keys_rotate", previous=previous)
         report.previous = previous
         return report
 
@@ -154,7 +155,7 @@ def rewrap(settings: Settings) -> RewrapReport:
     with _admin_lock(settings.home_dir), _catalog(settings) as catalog:
         keyring = _keyring(settings)
         _refuse_missing(catalog, keyring)
-        return _rewrap(catalog, keyring)
+        return _rewrap(catalog, keyring, "keys_rewrap")
 
 
 def list_keys(settings: Settings) -> list[KeyRow]:
@@ -196,7 +197,17 @@ def retire(settings: Settings, key_id: str) -> list[Path]:
         for path in info.files:
             path.unlink()
             fsync_path(path.parent)
+        with catalog.transaction(write=True) as s:
+            audit.record(s, _key_event("keys_retire", info.key_id, {"deleted": [str(p) for p in info.files]}))
         return list(info.files)
+
+
+def _key_event(action: str, key_id: str, details: dict[str, Any]) -> dict[str, Any]:
+    """The audit record of a ``pgvault keys`` command (run on the service's host, by its OS user): a key
+    id names a key, it is not one."""
+    return audit.event(method="CLI", action=action, route=f"pgvault keys {action.removeprefix('keys_')}",
+                       resource="MasterKey", resource_id=key_id, status=0, user_name=audit.local_actor(),
+                       address="local", details=details)
 
 
 # -- the catalog ---------------------------------------------------------------------------------------
@@ -238,9 +249,11 @@ def rewrap_catalog(session: Session, keyring: Keyring) -> dict[str, int]:
     return done
 
 
-def _rewrap(catalog: Catalog, keyring: Keyring) -> RewrapReport:
+def _rewrap(catalog: Catalog, keyring: Keyring, action: str, previous: str | None = None) -> RewrapReport:
     with catalog.transaction(write=True) as s:
         done = rewrap_catalog(s, keyring)
+        details: dict[str, Any] = {"rewrapped": done, **({"previousKeyId": previous} if previous else {})}
+        audit.record(s, _key_event(action, keyring.active_id, details))
     return RewrapReport(active=keyring.active_id, rewrapped=done, storage=sync_data_keys(catalog, keyring))
 
 
