@@ -13,7 +13,7 @@ from tests.support.service import BASE, Service, b64
 
 from pgvault.errors import NotAuthenticated, TooManyRequests
 from pgvault.services import auth
-from pgvault.services.logins import LoginThrottle, Logins, ThrottleRules, address_key
+from pgvault.services.logins import Logins, LoginThrottle, ThrottleRules, address_key
 
 RULES = ThrottleRules(free=3, lockout_after=6, lockout_seconds=600, max_delay=60, user_free=10, user_max_delay=30)
 

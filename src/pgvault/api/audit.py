@@ -148,7 +148,8 @@ class AuditTrail:
             row = self._row(scope, route, status, answer)
             ctx: Context = scope["app"].state.context
             fut = ctx.audit.submit(row)
-            await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(fut)), audit.WAIT_SECONDS)
+            if status < 400:  # an action done: the answer waits for its record (a refusal changed nothing)
+                await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(fut)), audit.WAIT_SECONDS)
         except TimeoutError:
             log.warning("the audit record of %s %s is not written yet after %.0f s; it stays queued", method,
                         template, audit.WAIT_SECONDS)
@@ -244,8 +245,12 @@ def list_audit(
     return {"auditTrail": rows, "totalRecordsWithoutPaging": total}
 
 
+class JsonLines(StreamingResponse):
+    media_type = "application/x-ndjson"
+
+
 @router.get("/AuditTrail/export", summary="The audit trail as JSON lines, oldest first (same filters)",
-            responses={200: {"description": "one record (as in GET /AuditTrail) per line",
+            response_class=JsonLines, responses={200: {"description": "one record (as in GET /AuditTrail) per line",
                              "content": {"application/x-ndjson": {"schema": {"type": "string"}}}}})
 async def export_audit(
     request: Request, _user: UserDep,
@@ -257,7 +262,7 @@ async def export_audit(
     outcome: Outcome | None = None,
     since: When = None,
     until: When = None,
-) -> StreamingResponse:
+) -> JsonLines:
     ctx: Context = request.app.state.context
     f = _filters(user, action, resource, resourceId, outcome, since, until)
 
@@ -274,4 +279,4 @@ async def export_audit(
             yield b"".join(json.dumps(r, separators=(",", ":")).encode() + b"\n" for r in rows)
             after = rows[-1]["id"]
 
-    return StreamingResponse(lines(), media_type="application/x-ndjson")
+    return JsonLines(lines())

@@ -3,8 +3,9 @@
 Requests are recorded by ``api.audit.AuditTrail`` (one ASGI middleware, driven by the route table), which
 hands each event to an ``AuditWriter``: a thread of its own that appends the events in batches, one short
 write transaction per batch, so that a flood of refused logins is a few transactions, not one each, and no
-request holds a thread of the shared threadpool for its record. The request's answer waits for the commit
-of its record (at most ``WAIT_SECONDS``): once a client has its answer, its action is in the trail.
+request holds a thread of the shared threadpool for its record. A successful request's answer waits for
+the commit of its record (at most ``WAIT_SECONDS``): once a client has its answer, its action is in the
+trail.
 Commands that act on the catalog without the API (``pgvault keys``) call ``record`` in their own
 transaction.
 """
