@@ -2,11 +2,12 @@
 
     .venv/bin/python -m bench.loginflood [--flooders 200] [--seconds 20] [--python PATH]
 
-One run, two phases on the same service: first quiet, then while a separate process keeps ``--flooders``
+One run, phases on the same service: first quiet, then while a separate process keeps ``--flooders``
 wrong-password logins for ``admin`` in flight at once (each answered request is sent again at once). In
 each phase one client, sequentially, logs in as the legitimate user (from its usual address, 127.0.0.3,
-and from an address never seen before, 127.0.0.9) and reads GET /Instance (a page of 100), GET /V2/Plan and
-GET /Job/{id}; the latencies of both phases are printed side by side. Two floods: from one address
+and from an address never seen before, a new 127.0.2.x each time: the user travelling) and reads
+GET /Instance (a page of 100), GET /V2/Plan and GET /Job/{id}; the latencies of the phases are printed
+side by side, with the statuses answered. Two floods: from one address
 (127.0.0.2) and from ``--flooders`` addresses (127.0.1.x, one each: a botnet), since the throttle answers
 them differently. ``--python`` runs the service with another interpreter (the main branch's venv, say),
 for the figures before the throttle; the bench's own code is the same.
@@ -39,7 +40,7 @@ if str(ROOT) not in sys.path:
 from bench import apiload  # noqa: E402
 from bench.service import BASE, Service  # noqa: E402
 
-USUAL, STRANGER = "127.0.0.3", "127.0.0.9"
+USUAL = "127.0.0.3"
 
 
 def b64(text: str) -> str:
@@ -98,7 +99,7 @@ def flood_process(url: str, flooders: int, spread: bool, stop: mp.synchronize.Ev
 
 # -- the measuring client -------------------------------------------------------------------------------
 
-def measure(svc: Service, job_id: int, seconds: float) -> tuple[dict[str, list[float]], Counter[str]]:
+def measure(svc: Service, job_id: int, seconds: float, first: int) -> tuple[dict[str, list[float]], Counter[str]]:
     """Sequential rounds for ``seconds``: each round two logins and three reads, each timed (ms)."""
     out: dict[str, list[float]] = {k: [] for k in ("login (usual address)", "login (new address)",
                                                     "GET /Instance", "GET /V2/Plan", "GET /Job/{id}")}
@@ -107,9 +108,10 @@ def measure(svc: Service, job_id: int, seconds: float) -> tuple[dict[str, list[f
     paths = {"GET /Instance": "/Instance?offset=0&limit=100", "GET /V2/Plan": "/V2/Plan",
              "GET /Job/{id}": f"/Job/{job_id}"}
     deadline = time.monotonic() + seconds
+    fresh = iter(f"127.0.2.{n}" for n in range(first, 255))
     try:
         while time.monotonic() < deadline or not out["GET /Job/{id}"]:
-            for label, address in (("login (usual address)", USUAL), ("login (new address)", STRANGER)):
+            for label, address in (("login (usual address)", USUAL), ("login (new address)", next(fresh))):
                 with httpx.Client(base_url=svc.url + BASE, timeout=300,
                                   transport=httpx.HTTPTransport(local_address=address)) as http:
                     t0 = time.perf_counter()
@@ -144,16 +146,16 @@ def run(args: argparse.Namespace) -> None:
         print(f"pgvault serve ({args.python or sys.executable}), {args.instances} instances, "
               f"{args.flooders} flooders, {args.seconds:.0f} s per phase", flush=True)
         results: dict[str, dict[str, list[float]]] = {}
-        results["quiet"], codes = measure(svc, job_id, args.seconds)
+        results["quiet"], codes = measure(svc, job_id, args.seconds, 1)
         print(f"  quiet: {dict(codes)}", flush=True)
-        for spread in (False, True):
+        for n, spread in enumerate((False, True)):
             name = f"flood from {f'{min(args.flooders, 250)} addresses' if spread else 'one address'}"
             stop, counts = mp.Event(), mp.Queue()
             proc = mp.Process(target=flood_process, args=(svc.url, args.flooders, spread, stop, counts))
             proc.start()
             assert counts.get(timeout=300) == "ready"
             time.sleep(2)  # the flood under way
-            results[name], codes = measure(svc, job_id, args.seconds)
+            results[name], codes = measure(svc, job_id, args.seconds, 85 * (n + 1))
             stop.set()
             flood = counts.get(timeout=300)
             proc.join(60)

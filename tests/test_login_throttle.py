@@ -192,3 +192,25 @@ def test_a_flood_from_one_address_is_refused_at_once_and_the_right_login_goes_th
     assert set(codes) <= {401, 429} and codes.count(401) <= 4 and codes.count(429) >= 56
     with client(svc, "127.0.0.3") as http:  # the user, from the address they logged in from before
         assert login(http, svc.admin_password).status_code == 200
+
+
+def test_the_owners_login_is_checked_before_the_strangers_queued_ahead_of_it():
+    import threading
+
+    from pgvault.services.logins import PasswordChecks
+
+    checks, started, release, order = PasswordChecks(), threading.Event(), threading.Event(), []
+
+    def busy() -> None:
+        started.set()
+        release.wait(30)
+
+    first = checks.submit(False, busy)
+    assert started.wait(30)  # the only thread (KDF_AT_ONCE) is busy: what follows queues
+    strangers = [checks.submit(False, order.append, f"stranger{n}") for n in range(5)]
+    owner = checks.submit(True, order.append, "owner")
+    release.set()
+    for fut in [first, *strangers, owner]:
+        fut.result(30)
+    checks.close()
+    assert order == ["owner"] + [f"stranger{n}" for n in range(5)]

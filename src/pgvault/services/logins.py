@@ -20,21 +20,26 @@ name, in this process's memory (docs/architecture.md says why not in the catalog
 
 **The password check** (scrypt, ``services.auth.KDF_AT_ONCE`` at a time) runs on a thread of its own, not
 the shared threadpool: a login waiting for its turn is a coroutine that holds no thread, so a burst of logins
-costs the rest of the API nothing but that thread's CPU. At most ``max_waiting`` logins wait for it; more
-are refused with 429 (Retry-After 1) rather than queued for seconds.
+costs the rest of the API nothing but that thread's CPU. The logins of an address known for that user go
+first. At most ``max_waiting`` other logins wait for it; more are refused with 429 (Retry-After 1) rather
+than queued for seconds.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import ipaddress
+import itertools
 import logging
 import math
+import queue
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
+from typing import Any
 
 import anyio.to_thread
 
@@ -227,12 +232,47 @@ class LoginResult:
     user: AuthUser
 
 
+class PasswordChecks:
+    """``KDF_AT_ONCE`` threads of their own that run password checks, those of known (user, address) pairs
+    first: a flood of strangers' attempts queued before the owner's login does not make it wait."""
+
+    def __init__(self) -> None:
+        self._queue: queue.PriorityQueue[tuple[int, int, Any]] = queue.PriorityQueue()
+        self._seq = itertools.count()
+        self._threads = [threading.Thread(target=self._run, name=f"password-check-{n}", daemon=True)
+                         for n in range(auth.KDF_AT_ONCE)]
+        for t in self._threads:
+            t.start()
+
+    def submit(self, first: bool, fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future[Any]:
+        fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self._queue.put((0 if first else 1, next(self._seq), (fn, args, fut)))
+        return fut
+
+    def _run(self) -> None:
+        while True:
+            _, _, item = self._queue.get()
+            if item is None:
+                return
+            fn, args, fut = item
+            if not fut.set_running_or_notify_cancel():
+                continue
+            try:
+                fut.set_result(fn(*args))
+            except BaseException as exc:
+                fut.set_exception(exc)
+
+    def close(self) -> None:
+        for _ in self._threads:
+            self._queue.put((2, next(self._seq), None))  # after whatever is queued
+
+
 class Logins:
-    """The login service of a running process: its throttle and the thread that checks passwords."""
+    """The login service of a running process: its throttle and the threads that check passwords."""
 
     def __init__(self, rules: ThrottleRules | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.throttle = LoginThrottle(rules, clock)
-        self._kdf = ThreadPoolExecutor(max_workers=auth.KDF_AT_ONCE, thread_name_prefix="password-check")
+        self._kdf = PasswordChecks()
         self._waiting = 0  # logins between admission and their password check's end (event loop only)
 
     async def login(self, catalog: Catalog, reads: Executor, username: str, password: str, address: str | None,
@@ -242,13 +282,13 @@ class Logins:
         ticket = self.throttle.admit(username, address)
         rules = self.throttle.rules
         try:
-            if self._waiting >= rules.max_waiting:
+            known = ticket.user is None  # the address logged in as this user lately
+            if self._waiting >= rules.max_waiting and not known:
                 raise TooManyRequests("too many logins are being checked at once", retry_after=1)
             self._waiting += 1
             try:
                 row = await _read(catalog, reads, username)
-                loop = asyncio.get_running_loop()
-                user = await loop.run_in_executor(self._kdf, auth.check_password, row, password)
+                user = await asyncio.wrap_future(self._kdf.submit(known, auth.check_password, row, password))
             finally:
                 self._waiting -= 1
         except NotAuthenticated:
@@ -268,7 +308,7 @@ class Logins:
         return LoginResult(token, user)
 
     def close(self) -> None:
-        self._kdf.shutdown(wait=False, cancel_futures=True)
+        self._kdf.close()
 
 
 async def _read(catalog: Catalog, reads: Executor, username: str) -> auth.PasswordRow | None:
