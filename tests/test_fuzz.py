@@ -15,7 +15,8 @@ owning that home and the destinations folder and nothing else; otherwise the cur
 under /root (0700) on a CI machine, so the service runs in a private mount namespace where the folders it
 cannot traverse are covered by a tmpfs holding read-only binds of exactly the code it needs (no copy, no
 permission changed). The alternatives were weighed and set aside: a venv of its own needs a readable
-interpreter too, so a copy of about 1 GB (pyenv's prefix and the environment) or a reinstall per run; and
+interpreter too, so a copy of about 1.6 GB (pyenv's prefix and the environment) or a reinstall per run
+(2.5 minutes measured); and
 dropping privileges after importing does not even start (sqlite3 is imported lazily on start-up; apprise's
 plugins and codecs would follow on the fuzz's first notification or odd host name). The test proves the
 uid from /proc: the process that holds the listening socket runs as the account with no capabilities, and
