@@ -400,6 +400,18 @@ def test_no_session_and_forged_forms_change_nothing(service, api, console, tmp_p
     assert name + "-changed" not in _names(api)
 
 
+def test_a_bad_address_is_a_page_in_words(service, console):
+    anon = Console(service.url)
+    assert anon.get("/plans/abc").status_code == 303  # the session first, then the address
+    anon.close()
+    for path, words in (("/plans/abc", "plan_id: Input should be a valid integer"),
+                        ("/plans/99999999999999999999999", "a number in the request is out of range"),
+                        ("/plans/2147483000", "plan 2147483000 does not exist")):
+        r = console.get(path)
+        assert r.status_code in (400, 404) and r.headers["content-type"].startswith("text/html"), path
+        assert words in html.unescape(r.text), (path, r.text)
+
+
 # -- in a browser -------------------------------------------------------------------------------------
 
 @pytest.fixture()

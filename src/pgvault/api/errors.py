@@ -104,7 +104,10 @@ def install(app: FastAPI, public_paths: frozenset[str],
         return _refusal(request, exc.http_status, exc.error_code, exc.message, entity)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(request: Request, exc: RequestValidationError) -> Response:
+        # (a console page: its session was checked before its parameters, and it has no Authtoken header)
+        if (shown := page(request, 400, describe_validation(list(exc.errors())))) is not None:
+            return shown
         # FastAPI parses the body before it runs dependencies; the token is still checked first, so
         # that a caller without one learns nothing about the endpoint's input rules.
         if request.url.path not in public_paths:
@@ -140,7 +143,9 @@ def install(app: FastAPI, public_paths: frozenset[str],
         return answer
 
     @app.exception_handler(OverflowError)
-    async def _overflow(request: Request, exc: OverflowError) -> JSONResponse:
+    async def _overflow(request: Request, exc: OverflowError) -> Response:
+        if (shown := page(request, 400, "a number in the request is out of range")) is not None:
+            return shown
         return _refusal(request, 400, 2, "a number in the request is out of range", _default_entity(request))
 
     @app.exception_handler(StatementError)
