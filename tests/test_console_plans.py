@@ -306,7 +306,7 @@ def test_deleting_a_plan_in_use_names_its_instances_and_changes_nothing(service,
     assert refused.status_code == 409 and refused.json()["errorCode"] == 7
     message = refused.json()["errorMessage"]
     assert message == (f"plan {name!r} is used by 1 instance: {instance!r} (cloud account 'default', id "
-                       f"{entity['instanceId']}); move them to another plan or delete them first")
+                       f"{entity['instanceId']}); move it to another plan or delete it first")
 
     confirm = console.get(f"/plans/{pid}/delete")
     assert confirm.status_code == 200

@@ -185,8 +185,9 @@ def delete(session: Session, plan_id: int) -> None:
     if total:
         names = ", ".join(f"{shown(u.name)} (cloud account {shown(u.cloud_account)}, id {u.id})" for u in named)
         more = f" and {total - len(named)} more" if total > len(named) else ""
+        them = "them" if total != 1 else "it"
         raise Conflict(f"plan {plan.name!r} is used by {total} instance{'s' if total != 1 else ''}: {names}{more}; "
-                       "move them to another plan or delete them first")
+                       f"move {them} to another plan or delete {them} first")
     if plan.name_key == "default":
         raise Conflict("the default plan cannot be deleted")
     deleted_users = session.scalars(select(Instance).where(Instance.plan_id == plan.id)).all()
