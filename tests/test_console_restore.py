@@ -188,6 +188,11 @@ def test_the_first_step_lists_instances_and_a_missing_choice_is_said(service, co
     r = console.get("/restore", params={"instance": source["id"], "point": source["job"], "step": "target"})
     assert heading(r) == "3. Which databases, or which tables?"
     assert "Choose at least one database." in r.text
+    # no backup by the time asked: back on the restore point's step, in the service's words
+    r = console.get("/restore", params={"instance": source["id"], "point": "asof", "asof": "2001-01-01T00:00",
+                                        "step": "items"})
+    assert heading(r) == "2. Which restore point?" and r.status_code == 404
+    assert "has no restore point at or before 2001-01-01" in html.unescape(r.text)
     # an instance that does not exist: back to choosing one, in words
     r = console.get("/restore", params={"instance": 999999, "step": "point"})
     assert heading(r) == "1. Which instance's backup?" and "instance 999999 does not exist" in r.text
@@ -218,6 +223,23 @@ def test_restore_in_place_with_overwrite(service, pg, console, source):
     done = finished(service, start(console, summary))
     assert done["status"] == "Completed", done
     assert fingerprint(pg, DB) == source["original"]
+
+
+def test_restore_a_table_in_place(service, pg, console, source):
+    with pg.connect(DB) as conn:
+        conn.execute("""update "Odd Schema"."Mixed Case" set "välue" = 'changed'""")
+    r = console.get("/restore", params={"instance": source["id"], "point": source["job"], "step": "items"})
+    r = submit(console, r.text, level="tables", tdb=DB, tables="Odd Schema.Mixed Case\n")
+    assert heading(r) == "4. Where to?"
+    r = submit(console, r.text, target="inplace", overwrite="1")
+    summary = submit(console, r.text)
+    text = html.unescape(summary.text)
+    assert "Odd Schema.Mixed Case" in text and "tables of database cr_app" in text
+    assert "dropped and replaced" in text
+    done = finished(service, start(console, summary))
+    assert done["status"] == "Completed", done
+    key = "Odd Schema.Mixed Case"
+    assert fingerprint(pg, DB)[key] == source["original"][key]
 
 
 def test_restore_to_another_instance(service, pg_target, console, source, target_instance):
@@ -257,8 +279,9 @@ def test_refusals_are_said_on_the_summary_and_start_nothing(service, pg, console
     r = console.get("/restore", params=[*early, ("step", "summary")])
     assert "has no restore point at or before" in html.unescape(r.text) and "Start the restore" not in r.text
     wide = dict([(n, v) for n, v in base if n != "parallelism"] + [("parallelism", "99")])
-    r = console.post("/restore", wide)
-    assert r.status_code == 400 and "parallelism" in r.text and "less than or equal to 16" in r.text
+    r = console.post("/restore", wide)  # back on the options step, the reason next to the field
+    assert r.status_code == 400 and heading(r) == "5. Options"
+    assert re.search(r'id="parallelism-error">Databases restored at once: [^<]*less than or equal to 16', r.text)
     # a table restore into a database the target does not have
     tables = dict([(n, v) for n, v in base if n not in ("level", "db")] + [
         ("level", "tables"), ("tdb", DB), ("tables", "sales.orders"), ("as.cr_app", "cr_app_nowhere")])

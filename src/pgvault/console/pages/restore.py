@@ -15,6 +15,7 @@ the API's ``create_task`` and sends the browser to the job's page.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,7 +42,6 @@ STEPS = ("instance", "point", "items", "target", "options", "summary")
 TITLES = {"instance": "Instance", "point": "Restore point", "items": "What to restore", "target": "Target",
           "options": "Options", "summary": "Summary"}
 POINTS_SHOWN = 50
-MAX_TABLES = 200
 
 
 def _int(value: str | None) -> int | None:
@@ -234,6 +234,25 @@ def _choice(inst: Any) -> restore_service.Choice:
                                   inst.deleted_at is not None, 0)
 
 
+class _Back(Exception):
+    """A choice of an earlier step does not hold (an instance gone, no backup at that time, a number out
+    of range): that step is shown again, with the reason (next to ``field`` when it is one)."""
+
+    def __init__(self, step: str, message: str, status: int, field: str | None = None) -> None:
+        super().__init__(message)
+        self.step, self.message, self.status, self.field = step, message, status, field
+
+
+def _body(c: Choices, items: list[str] | None = None) -> CreateTaskRequest:
+    try:
+        return CreateTaskRequest.model_validate(c.body(items))
+    except ValidationError as exc:
+        for err in exc.errors():
+            if "parallelism" in err.get("loc", ()):
+                raise _Back("options", f"Databases restored at once: {err['msg']}", 400, "parallelism") from None
+        raise _Back("summary", "; ".join(_words(e) for e in exc.errors()), 400) from None
+
+
 def _read(ctx: Context, c: Choices, step: str, find: str) -> Read:
     out = Read()
     settings = ctx.settings
@@ -241,25 +260,34 @@ def _read(ctx: Context, c: Choices, step: str, find: str) -> Read:
         if step == "instance" or c.instance is None:
             out.choices = restore_service.instance_choices(s, name=find)
             return out
-        out.instance = _choice(instance_service.get_any(s, c.instance))
+        try:
+            source = instance_service.get_any(s, c.instance)
+        except PgvaultError as exc:
+            raise _Back("instance", exc.message, exc.http_status) from None
+        out.instance = _choice(source)
         if step == "point":
             out.point_total, page_ = restore_service.list_points(
                 s, instance_id=c.instance, database=None, start=None, end=None, offset=0, limit=POINTS_SHOWN)
             out.points = [_row(p, j) for p, j in page_]
             return out
-        if step == "items":
-            body = CreateTaskRequest.model_validate(Choices(**{**c.__dict__, "level": "databases"}).body(["/"]))
-            out.databases = list(restore_service.plan_restore(s, body).point.databases)
+        if step == "items":  # the databases of the restore point chosen (or found "as of" the time)
+            opts = _body(Choices(**{**c.__dict__, "level": "databases"}), ["/"]).taskInfo.subTasks[0].options
+            assert opts.restoreOptions is not None
+            try:
+                point = restore_service.choose_restore_point(s, source, opts.restoreOptions)
+            except PgvaultError as exc:
+                raise _Back("point", exc.message, exc.http_status) from None
+            out.databases = list(point.databases)
             return out
         if step == "target":
             out.choices = [x for x in restore_service.instance_choices(s, name=find, live_only=True, limit=200)
                            if x.id != c.instance]
             if c.dest is not None and all(x.id != c.dest for x in out.choices):
-                dest = instance_service.get(s, c.dest)
-                out.choices.insert(0, _choice(dest))
+                with contextlib.suppress(PgvaultError):  # (gone since: the list offers the others)
+                    out.choices.insert(0, _choice(instance_service.get(s, c.dest)))
             return out
         if step == "summary":
-            plan = restore_service.plan_restore(s, CreateTaskRequest.model_validate(c.body()))
+            plan = restore_service.plan_restore(s, _body(c))
             pg = plan.opts.postgresRstOption
             out.summary = Summary(
                 source=plan.source.name, dest=plan.dest.name, dest_login=plan.dest.username,
@@ -312,32 +340,32 @@ async def _wizard(request: Request, viewer: Any, c: Choices, asked: str, *, find
     missing = _first_missing(c)
     step_error = _step_error(c, asked)
     step = asked if STEPS.index(asked) <= STEPS.index(missing) else missing
+    field_errors: dict[str, str] = {}
     try:
         read = await run_read(ctx, _read, ctx, c, step, find, short=False)
-    except ValidationError as exc:
-        read, error = Read(), "; ".join(_words(e) for e in exc.errors())
-    except PgvaultError as exc:
-        # a chosen instance that is gone: back to choosing one; anything else the API refuses: in words
-        if step in ("instance", "point", "items", "target") and exc.http_status == 404 and step != "summary":
-            read = await run_read(ctx, _read, ctx, Choices(), "instance", find, short=False)
-            step, error = "instance", exc.message
+    except _Back as back:
+        status_code = back.status
+        if back.field:
+            field_errors[back.field] = back.message
         else:
-            read, error = Read(), exc.message
-        status_code = exc.http_status
+            error = back.message
+        if back.step == "instance":
+            c = Choices()
+        step = back.step if back.step != "summary" else step
+        read = Read() if back.step == "summary" else await run_read(ctx, _read, ctx, c, step, find, short=False)
+    except PgvaultError as exc:  # what the API refuses up front, in its words
+        read, error, status_code = Read(), exc.message, exc.http_status
     if read.summary is not None and read.address is not None:
         summary = read.summary
         summary.preflight = await run_read(ctx, restore_service.preflight, read.address, summary.items,
                                            summary.overwrite, short=False)
         if summary.preflight.refusal and error is None:
             error = summary.preflight.refusal
-    elif step == "summary" and error is None:
-        error = "This restore cannot be described."
     done = [(s, TITLES[s], c.url(s, upto=s)) for s in STEPS[:STEPS.index(step)]]
     return page(request, "restore.html", viewer, section="/restore", status_code=status_code, step=step,
                 steps=STEPS, titles=TITLES, done=done, c=c, read=read, find=find, error=error,
-                step_error=step_error if step == asked or step_error else None,
-                hidden=c.carried(but=step if step != "summary" else "-"), table_limit=MAX_TABLES,
-                default_name=lambda db: f"{db}_restored")
+                field_errors=field_errors, step_error=step_error if error is None else None,
+                hidden=c.carried(but=step if step != "summary" else "-"), default_name=lambda db: f"{db}_restored")
 
 
 def _words(err: Any) -> str:
@@ -362,19 +390,16 @@ async def start_restore(request: Request, viewer: ViewerDep, form: FormDep) -> R
     c = Choices.parse(form)
     if _first_missing(c) != "summary":
         return await _wizard(request, viewer, c, "summary", status_code=400)
+    # The summary again, as the user saw it: the service's plan, and the target asked the job's own question
+    # (a restore the job would refuse before changing anything is not queued).
     try:
-        body = CreateTaskRequest.model_validate(c.body())
-    except ValidationError as exc:
-        return await _wizard(request, viewer, c, "summary", status_code=400,
-                             error="; ".join(_words(e) for e in exc.errors()))
-    # Ask the target first, as the summary did: a restore the job would refuse is not queued.
-    try:
-        plan_read = await run_read(ctx, _read, ctx, c, "summary", "", short=False)
-    except PgvaultError as exc:
-        return await _wizard(request, viewer, c, "summary", status_code=exc.http_status, error=exc.message)
-    assert plan_read.summary is not None
-    check = await run_read(ctx, restore_service.preflight, plan_read.address, plan_read.summary.items,
-                           plan_read.summary.overwrite, short=False)
+        body = _body(c)
+        seen = await run_read(ctx, _read, ctx, c, "summary", "", short=False)
+    except (_Back, PgvaultError):
+        return await _wizard(request, viewer, c, "summary", status_code=400)
+    assert seen.summary is not None
+    check = await run_read(ctx, restore_service.preflight, seen.address, seen.summary.items, seen.summary.overwrite,
+                           short=False)
     if check.refusal:
         return await _wizard(request, viewer, c, "summary", status_code=409)
     try:
