@@ -325,6 +325,7 @@ def test_the_whole_form_in_a_browser(chromium, service, pg, source, tmp_path: Pa
     page.get_by_role("button", name="Find").click()
     page.get_by_role("radio", name=re.compile("^cr-source")).check()
     page.get_by_role("button", name="Next: restore point").click()
+    page.screenshot(path=tmp_path / "restore-point.png", full_page=True)
     page.get_by_role("radio", name=f"job {source['job']}").check()
     page.get_by_role("button", name="Next: what to restore").click()
     page.get_by_role("checkbox", name=DB).check()
@@ -336,6 +337,10 @@ def test_the_whole_form_in_a_browser(chromium, service, pg, source, tmp_path: Pa
     assert page.get_by_role("heading", name="6. What will happen").is_visible()
     assert "database cr_app_browser" in page.locator("#plan").inner_text()
     page.screenshot(path=shots / "restore.png", full_page=True)
+    page.set_viewport_size({"width": 375, "height": 740})  # phone width: only the table scrolls sideways
+    assert page.evaluate("document.documentElement.scrollWidth") <= 376
+    page.screenshot(path=tmp_path / "restore-phone.png", full_page=True)
+    page.set_viewport_size({"width": 1280, "height": 800})
     page.get_by_role("button", name="Start the restore").click()
     page.wait_for_url(re.compile(r".*/jobs/\d+$"))
     job = page.url.rsplit("/", 1)[1]
