@@ -6,6 +6,7 @@ session or with a wrong CSRF value. One test walks the whole form in Chromium.""
 
 from __future__ import annotations
 
+import datetime as dt
 import html
 import os
 import re
@@ -15,9 +16,15 @@ from typing import Any
 
 import pytest
 from psycopg import sql
+from sqlalchemy import insert, select
 from tests.support.console import Console
 from tests.support.data import fill, fingerprint, recreate_database
 from tests.support.flows import register
+
+from pgvault.catalog.models import Backupset, CloudAccount, Instance, Job, Plan, RestorePoint, Subclient
+from pgvault.console.pages.restore import Choices
+from pgvault.services import restore as restore_service
+from pgvault.services.bootstrap import bootstrap
 
 DB = "cr_app"
 
@@ -193,6 +200,13 @@ def test_the_first_step_lists_instances_and_a_missing_choice_is_said(service, co
                                         "step": "items"})
     assert heading(r) == "2. Which restore point?" and r.status_code == 404
     assert "has no restore point at or before 2001-01-01" in html.unescape(r.text)
+    # the missing choice's reason next to its field: the time for "as of", the other instance
+    r = console.get("/restore", params={"instance": source["id"], "point": "asof", "asof": "", "step": "items"})
+    assert heading(r) == "2. Which restore point?" and 'id="asof-error"' in r.text
+    r = console.get("/restore", params={"instance": source["id"], "point": source["job"], "level": "databases",
+                                        "db": DB, "target": "other", "step": "options"})
+    assert heading(r) == "4. Where to?"
+    assert re.search(r'id="dest-error">Choose the instance to restore to.<', r.text)
     # an instance that does not exist: back to choosing one, in words
     r = console.get("/restore", params={"instance": 999999, "step": "point"})
     assert heading(r) == "1. Which instance's backup?" and "instance 999999 does not exist" in r.text
@@ -348,3 +362,48 @@ def test_the_whole_form_in_a_browser(chromium, service, pg, source, tmp_path: Pa
     done = finished(service, job)
     assert done["status"] == "Completed", done
     assert fingerprint(pg, "cr_app_browser") == source["original"]
+
+
+def test_tables_are_named_as_they_are_or_in_sql_quotes():
+    c = Choices(tables='sales.orders\n\n orders \nOdd Schema.Mixed Case\n"a.b"."c""d"\nsales.orders\n')
+    assert c.table_list() == [("sales", "orders"), ("public", "orders"), ("Odd Schema", "Mixed Case"),
+                              ("a.b", 'c"d')]
+    c.table_db, c.level = "app", "tables"
+    assert c.body()["taskInfo"]["subTasks"][0]["options"]["restoreOptions"]["fileOption"]["sourceItem"] == [
+        "/app/sales/orders", "/app/public/orders", "/app/Odd Schema/Mixed Case", '/app/a.b/c"d']
+
+
+def test_instance_choices_by_name_live_and_deleted_with_backups(catalog, tmp_path):
+    """The first step's list, on both catalog dialects: a part of the name in any case (LIKE's own
+    characters taken literally), deleted instances only while they have restore points, never the
+    placeholder row without a subclient."""
+    now = dt.datetime.now(dt.UTC)
+    with catalog.transaction(write=True) as s:
+        bootstrap(s, home=tmp_path, backups_dir=tmp_path / "backups", admin_password="x" * 16)
+    with catalog.transaction(write=True) as s:
+        account, plan = s.scalar(select(CloudAccount.id)), s.scalar(select(Plan.id))
+        specs = {20: ("Prod_1", None, True), 21: ("prod%2", None, False), 22: ("gone-with-backups", now, True),
+                 23: ("gone-without", now, False), 24: ("producer", None, False)}
+        for iid, (name, deleted, point) in specs.items():
+            s.execute(insert(Instance).values(
+                id=iid, cloud_account_id=account, plan_id=plan, name=name, name_key=name.lower(), host="h",
+                port=5432, maintenance_db="postgres", username="u", password_sealed=b"x", ssl_enabled=False,
+                declared_version="16", server_version="16.4", server_version_num=160004, deleted_at=deleted))
+            s.execute(insert(Backupset).values(id=iid, instance_id=iid))
+            s.execute(insert(Subclient).values(id=iid, instance_id=iid, backupset_id=iid))
+            if point:
+                s.execute(insert(Job).values(id=100 + iid, job_type="Backup", status="Completed", instance_id=iid,
+                                             subclient_id=iid, started_at=now, ended_at=now, updated_at=now))
+                s.execute(insert(RestorePoint).values(
+                    job_id=100 + iid, instance_id=iid, prefix="p", manifest_sha256="0" * 64,
+                    server_version="16.4", total_bytes=10, database_count=1, created_at=now))
+    with catalog.transaction(write=False) as s:
+        every = {c.name: c for c in restore_service.instance_choices(s)}
+        assert set(every) == {"Prod_1", "prod%2", "gone-with-backups", "producer"}
+        assert every["gone-with-backups"].deleted and every["gone-with-backups"].restore_points == 1
+        assert every["Prod_1"].restore_points == 1 and every["producer"].restore_points == 0
+        assert [c.name for c in restore_service.instance_choices(s, name="PROD_")] == ["Prod_1"]
+        assert [c.name for c in restore_service.instance_choices(s, name="d%")] == ["prod%2"]
+        live = {c.name for c in restore_service.instance_choices(s, live_only=True)}
+        assert live == {"Prod_1", "prod%2", "producer"}
+        assert len(restore_service.instance_choices(s, limit=2)) == 2

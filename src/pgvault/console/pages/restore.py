@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import re
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
@@ -42,6 +43,9 @@ STEPS = ("instance", "point", "items", "target", "options", "summary")
 TITLES = {"instance": "Instance", "point": "Restore point", "items": "What to restore", "target": "Target",
           "options": "Options", "summary": "Summary"}
 POINTS_SHOWN = 50
+
+
+_NAME = re.compile(r'"((?:[^"]|"")*)"|([^."]+)')  # one part of schema.table: quoted, or up to a dot
 
 
 def _int(value: str | None) -> int | None:
@@ -127,14 +131,15 @@ class Choices:
     # -- the restore these choices ask for --
 
     def table_list(self) -> list[tuple[str, str]]:
-        """``schema.table`` lines as (schema, table); a name without a schema is in ``public``."""
+        """``schema.table`` lines as (schema, table): names as they are (``Odd Schema.Mixed Case``) or in
+        SQL's double quotes (``"a.b"."c"``, for a dot in a name); without a schema, ``public``."""
         out: list[tuple[str, str]] = []
         for line in self.tables.splitlines():
-            line = line.strip()
-            if not line:
+            names = [(q.replace('""', '"') if q else bare.strip()) for q, bare in _NAME.findall(line.strip())]
+            names = [n for n in names if n]
+            if not names:
                 continue
-            schema, dot, table = line.partition(".")
-            pair = (schema.strip(), table.strip()) if dot else ("public", schema.strip())
+            pair = ("public", names[0]) if len(names) == 1 else (names[0], ".".join(names[1:]))
             if pair not in out:
                 out.append(pair)
         return out
@@ -317,19 +322,36 @@ def _first_missing(c: Choices) -> str:
     return "summary"
 
 
-def _step_error(c: Choices, asked: str) -> str | None:
-    """Why the step the user came from is not done (shown on that step), when it is the first one missing."""
+def _step_error(c: Choices, asked: str) -> tuple[str, str] | None:
+    """Why the step the user came from is not done, when it is the first one missing: the field it
+    concerns (its error is shown next to it) and the reason."""
     missing = _first_missing(c)
     came_from = STEPS[max(0, STEPS.index(asked) - 1)]
     if STEPS.index(missing) >= STEPS.index(asked) or missing != came_from:
         return None
-    return {
-        "instance": "Choose the instance whose backup to restore.",
-        "point": "Choose a restore point, or give the time to restore as of.",
-        "items": ("Choose the database and name at least one table (schema.table, one a line)."
-                  if c.level == "tables" else "Choose at least one database."),
-        "target": ("Choose the instance to restore to." if c.target == "other" else "Choose where to restore to."),
-    }.get(missing)
+    if missing == "instance":
+        return "instance", "Choose the instance whose backup to restore."
+    if missing == "point":
+        if c.point == "asof":
+            return "asof", "Give the time to restore as of."
+        return "point", "Choose a restore point, or give the time to restore as of."
+    if missing == "items":
+        if c.level != "tables":
+            return "db", "Choose at least one database."
+        if not c.table_db:
+            return "tdb", "Choose the database whose tables to restore."
+        return "tables", "Name at least one table (schema.table, one a line)."
+    if missing == "target":
+        if c.target == "other":
+            return "dest", "Choose the instance to restore to."
+        return "target", "Choose where to restore to."
+    return None
+
+
+def step_error_step(error: tuple[str, str]) -> str:
+    """The step whose form has the field an error concerns."""
+    return {"instance": "instance", "point": "point", "asof": "point", "db": "items", "tdb": "items",
+            "tables": "items", "dest": "target", "target": "target"}[error[0]]
 
 
 async def _wizard(request: Request, viewer: Any, c: Choices, asked: str, *, find: str = "",
@@ -341,6 +363,8 @@ async def _wizard(request: Request, viewer: Any, c: Choices, asked: str, *, find
     step_error = _step_error(c, asked)
     step = asked if STEPS.index(asked) <= STEPS.index(missing) else missing
     field_errors: dict[str, str] = {}
+    if step_error and step == step_error_step(step_error):
+        field_errors[step_error[0]] = step_error[1]
     try:
         read = await run_read(ctx, _read, ctx, c, step, find, short=False)
     except _Back as back:
@@ -364,7 +388,7 @@ async def _wizard(request: Request, viewer: Any, c: Choices, asked: str, *, find
     done = [(s, TITLES[s], c.url(s, upto=s)) for s in STEPS[:STEPS.index(step)]]
     return page(request, "restore.html", viewer, section="/restore", status_code=status_code, step=step,
                 steps=STEPS, titles=TITLES, done=done, c=c, read=read, find=find, error=error,
-                field_errors=field_errors, step_error=step_error if error is None else None,
+                field_errors=field_errors,
                 hidden=c.carried(but=step if step != "summary" else "-"), default_name=lambda db: f"{db}_restored")
 
 
