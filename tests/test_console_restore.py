@@ -10,6 +10,8 @@ import datetime as dt
 import html
 import os
 import re
+import subprocess
+import sys
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -407,3 +409,14 @@ def test_instance_choices_by_name_live_and_deleted_with_backups(catalog, tmp_pat
         live = {c.name for c in restore_service.instance_choices(s, live_only=True)}
         assert live == {"Prod_1", "prod%2", "producer"}
         assert len(restore_service.instance_choices(s, limit=2)) == 2
+
+
+def test_the_bench_of_the_form_runs_at_tiny_size():
+    """bench/console_restore.py, at 30 instances: every step it measures answers 200 (the figures at 10,000
+    are in docs/performance.md)."""
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, str(root / "bench" / "console_restore.py"), "--instances", "30",
+                          "--repeat", "1"], capture_output=True, text=True, timeout=300, check=False)
+    assert out.returncode == 0, out.stderr[-3000:]
+    for step in ("instances", "name search", "restore points", "databases", "targets"):
+        assert re.search(rf"^  {step} +\d+ ms +[\d.]+ KiB HTML$", out.stdout, re.M), out.stdout
