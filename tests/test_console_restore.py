@@ -346,6 +346,7 @@ def test_the_whole_form_in_a_browser(chromium, service, pg, source, tmp_path: Pa
     page.get_by_role("button", name="Next: what to restore").click()
     page.get_by_role("checkbox", name=DB).check()
     page.get_by_role("button", name="Next: target").click()
+    page.screenshot(path=tmp_path / "restore-target.png", full_page=True)
     page.get_by_role("radio", name=re.compile("under new names")).check()
     page.get_by_label(f"{DB} becomes").fill("cr_app_browser")
     page.get_by_role("button", name="Next: options").click()

@@ -85,7 +85,8 @@ class Choices:
             instance=_int(text("instance")), point=text("point", 32), asof=text("asof", 40),
             level=text("level", 16), databases=[d for d in q.getlist("db") if isinstance(d, str) and d][:500],
             table_db=text("tdb"), tables=text("tables", 20_000), target=text("target", 16), dest=_int(text("dest")),
-            names={k[3:]: v.strip() for k, v in q.multi_items() if k.startswith("as.") and isinstance(v, str)},
+            names=dict([(k[3:], v.strip()[:255]) for k, v in q.multi_items()
+                        if k.startswith("as.") and isinstance(v, str)][:500]),
             overwrite=text("overwrite") == "1", globals=text("globals") == "1", ownership=text("ownership") == "1",
             parallelism=text("parallelism", 8) or "2", options_seen=text("optionsSeen") == "1",
         )
