@@ -272,6 +272,19 @@ def test_restore_to_another_instance(service, pg_target, console, source, target
     _drop(pg_target, DB)
 
 
+def test_as_of_a_time_finds_the_backup_taken_by_then(console, source):
+    later = (dt.datetime.now(dt.UTC) + dt.timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%S")
+    r = console.get("/restore", params={"instance": source["id"], "step": "point"})
+    r = submit(console, r.text, point="asof", asof=later)
+    assert heading(r) == "3. Which databases, or which tables?" and f'value="{DB}"' in r.text
+    r = submit(console, submit(console, r.text, level="databases", db=DB).text, target="rename",
+               as__cr_app="cr_app_asof")
+    summary = submit(console, r.text)
+    text = html.unescape(summary.text)
+    assert f"as of {later.replace('T', ' ')} UTC" in text
+    assert f"(job {source['job']}, restore point" in text and "Start the restore" in text
+
+
 def test_refusals_are_said_on_the_summary_and_start_nothing(service, pg, console, source):
     api = service.login()
     recreate_database(pg, "cr_app_taken")
