@@ -14,6 +14,8 @@ bash "$(dirname "$0")/pg-servers.sh" "$(dirname "$0")/../.cache/pg-servers" \
 missing=()
 compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null || missing+=(postgresql)
 command -v zstd >/dev/null || missing+=(zstd)
+# - chromium: the console's browser tests (Playwright drives Debian's Chromium; it cannot download its own)
+command -v chromium >/dev/null || missing+=(chromium)
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ]; then
   echo "note: not root, so not installing ${missing[*]}: the tests that need them will be skipped" >&2

@@ -8,6 +8,19 @@ fenced: it may reach only loopback servers (PGVAULT_ALLOWED_TARGETS) and write l
 under this test's folder (PGVAULT_LOCAL_ROOTS), so no fuzzed host name or path leaves this machine's
 loopback or the test's folder. Logout and RenewLoginToken are left out: they end the session the fuzz
 runs with (tests/test_auth.py covers them).
+
+The fuzz may mutate the catalog, so the service runs against its own PGVAULT_HOME and as an unprivileged
+user: when the tests run as root, the dedicated account ``pgvault_fuzz`` (tests/support/unprivileged.py),
+owning that home and the destinations folder and nothing else; otherwise the current user. The code may sit
+under /root (0700) on a CI machine, so the service runs in a private mount namespace where the folders it
+cannot traverse are covered by a tmpfs holding read-only binds of exactly the code it needs (no copy, no
+permission changed). The alternatives were weighed and set aside: a venv of its own needs a readable
+interpreter too, so a copy of about 1.6 GB (pyenv's prefix and the environment) or a reinstall per run
+(2.5 minutes measured); and
+dropping privileges after importing does not even start (sqlite3 is imported lazily on start-up; apprise's
+plugins and codecs would follow on the fuzz's first notification or odd host name). The test proves the
+uid from /proc: the process that holds the listening socket runs as the account with no capabilities, and
+everything in the home, the catalog first, belongs to it. Schemathesis, the client, runs as the tests do.
 """
 
 from __future__ import annotations
@@ -20,6 +33,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from tests.support import unprivileged
 from tests.support.service import Service
 
 SECONDS = int(os.environ.get("PGVAULT_FUZZ_SECONDS", "120"))
@@ -33,11 +47,14 @@ def test_the_api_survives_a_fuzzer(tmp_path: Path):
     cli = Path(sys.executable).parent / "schemathesis"
     if not cli.exists():
         pytest.skip("schemathesis is not installed (make install brings it)")
-    roots = tmp_path / "destinations"
-    roots.mkdir()
-    svc = Service(tmp_path / "home", PGVAULT_ALLOWED_TARGETS="127.0.0.0/8", PGVAULT_LOCAL_ROOTS=str(roots),
+    acct = unprivileged.account()
+    home = unprivileged.own_folder(tmp_path / "home", acct)
+    roots = unprivileged.own_folder(tmp_path / "destinations", acct)
+    svc = Service(home, wrapper=unprivileged.wrapper(acct, writable=[home, roots], cwd=home), HOME=str(home),
+                  PGVAULT_ALLOWED_TARGETS="127.0.0.0/8", PGVAULT_LOCAL_ROOTS=str(roots),
                   PGVAULT_CONNECT_TIMEOUT_SECONDS="2", PGVAULT_LOG_LEVEL="INFO").start()
     try:
+        _runs_as(acct, svc)
         api = svc.login()
         token = api.token
         api.close()
@@ -63,6 +80,21 @@ def test_the_api_survives_a_fuzzer(tmp_path: Path):
         assert "Tested: " in out and summary is not None, out[-4000:]
         log = svc.log_text()
         assert "Traceback" not in log, log[-6000:]
+        _runs_as(acct, svc)  # still, after every request
+        foreign = [str(p) for p in [home, *home.rglob("*")] if p.lstat().st_uid != acct.uid]
+        assert (home / "catalog.db").exists() and not foreign, foreign
     finally:
         svc.stop()
         shutil.rmtree(roots, ignore_errors=True)
+
+
+def _runs_as(acct: unprivileged.Account, svc: Service) -> None:
+    """The process that listens on the service's port runs as the account, and as nothing more."""
+    assert svc.proc is not None
+    status = unprivileged.serving_process(svc.proc.pid, svc.port)
+    assert status["Uid"].split() == [str(acct.uid)] * 4, status["Uid"]
+    assert status["Gid"].split() == [str(acct.gid)] * 4, status["Gid"]
+    assert acct.uid != 0
+    if acct.dropped:
+        assert status["Groups"] == "" and int(status["CapEff"], 16) == 0 and int(status["CapPrm"], 16) == 0, status
+        assert status["NoNewPrivs"] == "1", status

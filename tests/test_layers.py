@@ -22,7 +22,11 @@ FORBIDDEN = {
     "restore": {"api", "services", "catalog", "worker", "scheduler", "app", "context"},
     "storage": {"api", "services", "catalog", "worker", "scheduler", "app", "context"},
     "pgtools": {"api", "services", "catalog", "worker", "scheduler", "app", "context"},
+    # the console reads through services and acts through the API's operations: no SQL of its own
+    "console": {"worker", "scheduler", "app", "sqlalchemy"},
 }
+for _below in ("domain", "catalog", "schemas", "services", "backup", "restore", "storage", "pgtools", "api"):
+    FORBIDDEN.setdefault(_below, set()).add("console")  # nothing below the console knows it
 
 
 def imported(path: Path) -> set[str]:

@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, FastAPI
 from fastapi.routing import APIRoute
 
-from . import __version__
+from . import __version__, console
 from .api import (
     BASE,
     agents,
@@ -61,7 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ctx.close()
 
     app = FastAPI(
-        title="pgvault", version=__version__, lifespan=lifespan,
+        title="pgvault", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,  # (console: /docs)
         description="Data protection for PostgreSQL fleets, with Command Center's REST API.",
     )
     templates = [BASE]
@@ -69,10 +69,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         add_routes(app, router)
         templates += [r.path for r in router.routes if isinstance(r, APIRoute)]
     app.add_api_route(BASE, root.root, methods=["GET"], include_in_schema=False)
+    for router in console.ROUTERS:
+        add_routes(app, router)
+    console.install(app)
     for route in list(app.router.routes):
         if isinstance(route, APIRoute) and "GET" in (route.methods or ()):
             _add_head(app, route)
-    errors.install(app, PUBLIC)
+    errors.install(app, PUBLIC, html=console.error_page)
     openapi.install(app, PUBLIC)
     app.add_middleware(AuditTrail)  # inside CanonicalPaths: sees the route and the user (api/audit.py)
     app.add_middleware(CanonicalPaths, templates=templates)

@@ -8,11 +8,12 @@ only for bugs, logged with their traceback.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import DataError, StatementError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Route
@@ -89,9 +90,17 @@ def describe_validation(errors: list[Any]) -> str:
     return "; ".join(parts) or "invalid request"
 
 
-def install(app: FastAPI, public_paths: frozenset[str]) -> None:
+def install(app: FastAPI, public_paths: frozenset[str],
+            html: Callable[[Request, int, str], Response | None] | None = None) -> None:
+    """``html``: the web console's page for an error on one of its paths (None for an API path)."""
+
+    def page(request: Request, status: int, message: str) -> Response | None:
+        return html(request, status, message) if html is not None else None
+
     @app.exception_handler(PgvaultError)
-    async def _pgvault(request: Request, exc: PgvaultError) -> JSONResponse:
+    async def _pgvault(request: Request, exc: PgvaultError) -> Response:
+        if (shown := page(request, exc.http_status, exc.message)) is not None:
+            return shown
         entity = exc.entity if exc.entity is not None else _default_entity(request)
         answer = _refusal(request, exc.http_status, exc.error_code, exc.message, entity)
         if isinstance(exc, TooManyRequests):
@@ -99,7 +108,10 @@ def install(app: FastAPI, public_paths: frozenset[str]) -> None:
         return answer
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(request: Request, exc: RequestValidationError) -> Response:
+        # (a console page: its session was checked before its parameters, and it has no Authtoken header)
+        if (shown := page(request, 400, describe_validation(list(exc.errors())))) is not None:
+            return shown
         # FastAPI parses the body before it runs dependencies; the token is still checked first, so
         # that a caller without one learns nothing about the endpoint's input rules.
         if request.url.path not in public_paths:
@@ -114,7 +126,7 @@ def install(app: FastAPI, public_paths: frozenset[str]) -> None:
         return _refusal(request, 400, 2, describe_validation(errors), _default_entity(request))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         if exc.status_code == 400:
             # FastAPI's own refusal of a body it could not parse as JSON at all (bytes that are not UTF-8,
             # nesting deeper than the parser goes): malformed JSON, errorCode 2 like any other.
@@ -125,13 +137,19 @@ def install(app: FastAPI, public_paths: frozenset[str]) -> None:
             return body_too_large(request, str(exc.detail))
         messages = {404: f"no such endpoint: {request.method} {request.url.path}",
                     405: f"{request.method} is not allowed on {request.url.path}"}
+        if exc.status_code in (404, 405) and (shown := page(request, exc.status_code, messages[exc.status_code])):
+            if exc.status_code == 405:
+                shown.headers["Allow"] = allowed_methods(request)
+            return shown
         answer = envelope(exc.status_code, exc.status_code, messages.get(exc.status_code, str(exc.detail)))
         if exc.status_code == 405:
             answer.headers["Allow"] = allowed_methods(request)
         return answer
 
     @app.exception_handler(OverflowError)
-    async def _overflow(request: Request, exc: OverflowError) -> JSONResponse:
+    async def _overflow(request: Request, exc: OverflowError) -> Response:
+        if (shown := page(request, 400, "a number in the request is out of range")) is not None:
+            return shown
         return _refusal(request, 400, 2, "a number in the request is out of range", _default_entity(request))
 
     @app.exception_handler(StatementError)

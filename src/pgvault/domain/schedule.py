@@ -217,3 +217,26 @@ def next_backup_times(instances: Sequence[Scheduled], now: dt.datetime) -> dict[
     return out
 
 
+
+
+@dataclass(frozen=True)
+class Protection:
+    """How an instance stands against its plan's RPO at a moment: ``window`` is the RPO the plan promises
+    (cron plans: the gap between the two slots after the last good backup), ``due`` when the next good
+    backup must exist, ``breached`` whether ``now`` is past it."""
+
+    window: dt.timedelta
+    due: dt.datetime
+    breached: bool
+
+
+def protection(plan: Schedule, created_at: dt.datetime, last_good_start: dt.datetime | None,
+               now: dt.datetime) -> Protection:
+    """The RPO standing of an instance registered at ``created_at`` whose newest restore point's backup
+    started at ``last_good_start`` (None: it has none). Raises one of ``UNSCHEDULABLE`` for a plan that
+    cannot be followed. /metrics and the console's fleet overview both ask this, so they never disagree."""
+    reference = last_good_start or created_at
+    first = next_due(plan, reference, reference)
+    window = (first - reference) if plan.schedule_kind != "cron" else (next_due(plan, first, first) - first)
+    due = due_at(plan, created_at, Last(last_good_start, None) if last_good_start else None, False, None)
+    return Protection(window, due, now > due)

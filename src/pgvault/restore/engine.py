@@ -20,7 +20,7 @@ import re
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,6 +101,32 @@ class _Failed(Exception):
     """The job stops here, with this message, having touched nothing it did not say."""
 
 
+def target_refusal(items: Sequence[RestoreItem], *, existing: set[str], replaceable: set[str], overwrite: bool,
+                   maintenance_db: str, user: str) -> str | None:
+    """Why the target cannot take these items, from the databases it has (``existing``) and those the
+    login may replace; None when it can. The job checks this before it changes anything, and the console's
+    summary asks the same question before the job is queued (services.restore.preflight)."""
+    for item in items:
+        if item.tables is None and item.target in existing and not overwrite:
+            return (f"database {item.target!r} exists on the target; set "
+                    "commonOptions.unconditionalOverwrite to replace it; nothing on the target was touched")
+        if item.tables is None and item.target in existing and item.target == maintenance_db:
+            return (f"{item.target!r} is the target's maintenance database, which pgvault is connected "
+                    "to and cannot replace in place; restore it under another name (renameDatabases); "
+                    "nothing on the target was touched")
+        if item.tables is None and item.target in existing and item.target not in replaceable:
+            return (f"login {user!r} does not own database {item.target!r} and so cannot "
+                    "replace it; restore it under another name; nothing on the target was touched")
+        if item.tables is not None and item.target not in existing:
+            return (f"table-level restore goes into an existing database, and {item.target!r} does not "
+                    "exist on the target; nothing on the target was touched")
+    return None
+
+
+REPLACEABLE = ("select datname from pg_database where pg_has_role(datdba, 'MEMBER') "
+               "or (select rolsuper from pg_roles where rolname = current_user)")
+
+
 def scratch_name(job_id: int, attempt: int, index: int) -> str:
     """Each run of a job has its own scratch databases: a run that lost its job (its worker was reaped and
     is still stopping) never drops the ones of the run that replaced it."""
@@ -177,23 +203,11 @@ class RestoreRun:
             raise _Failed(f"login {req.address.user!r} may not create databases (needs CREATEDB); "
                           "nothing on the target was touched")
         with req.address.connect() as conn:
-            replaceable = {r[0] for r in conn.execute(
-                "select datname from pg_database where pg_has_role(datdba, 'MEMBER') "
-                "or (select rolsuper from pg_roles where rolname = current_user)")}
-        for item in req.items:
-            if item.tables is None and item.target in existing and not req.overwrite:
-                raise _Failed(f"database {item.target!r} exists on the target; set "
-                              "commonOptions.unconditionalOverwrite to replace it; nothing on the target was touched")
-            if item.tables is None and item.target in existing and item.target == req.address.dbname:
-                raise _Failed(f"{item.target!r} is the target's maintenance database, which pgvault is connected "
-                              "to and cannot replace in place; restore it under another name (renameDatabases); "
-                              "nothing on the target was touched")
-            if item.tables is None and item.target in existing and item.target not in replaceable:
-                raise _Failed(f"login {req.address.user!r} does not own database {item.target!r} and so cannot "
-                              "replace it; restore it under another name; nothing on the target was touched")
-            if item.tables is not None and item.target not in existing:
-                raise _Failed(f"table-level restore goes into an existing database, and {item.target!r} does not "
-                              "exist on the target; nothing on the target was touched")
+            replaceable = {r[0] for r in conn.execute(REPLACEABLE)}
+        refusal = target_refusal(req.items, existing=existing, replaceable=replaceable, overwrite=req.overwrite,
+                                 maintenance_db=req.address.dbname, user=req.address.user)
+        if refusal:
+            raise _Failed(refusal)
         for item in req.items:
             if item.tables is not None:
                 self._check_tables(item)

@@ -24,7 +24,7 @@ from ..catalog.db import Catalog
 from ..catalog.models import CloudAccount, Instance, Job, JobItem, Plan, PlanDestination, RestorePoint, RestorePointCopy
 from ..catalog.types import ElapsedSeconds, utcnow
 from ..domain.jobs import TERMINAL, ItemStatus, JobType
-from ..domain.schedule import UNSCHEDULABLE, Last, Schedule, due_at, next_due
+from ..domain.schedule import UNSCHEDULABLE, Schedule, protection
 from . import notifications
 
 log = logging.getLogger("pgvault.metrics")
@@ -107,14 +107,11 @@ def fleet_metrics(s: Session | Connection, now: dt.datetime) -> Iterator[Any]:
             last_time.add_metric(labels, started.timestamp())
             last_size.add_metric(labels, size or 0)
         try:
-            reference = started or created
-            first = next_due(schedule, reference, reference)
-            window = (first - reference) if kind != "cron" else (next_due(schedule, first, first) - first)
-            due = due_at(schedule, created, Last(started, None) if started else None, False, None)
+            standing = protection(schedule, created, started, now)
         except UNSCHEDULABLE:
             continue
-        rpo.add_metric(labels, window.total_seconds())
-        breached.add_metric(labels, 1 if now > due else 0)
+        rpo.add_metric(labels, standing.window.total_seconds())
+        breached.add_metric(labels, 1 if standing.breached else 0)
         if drill_status is not None and drill_at is not None:
             drill.add_metric(labels, 1 if drill_status == "Passed" else 0)
             drill_time.add_metric(labels, drill_at.timestamp())

@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, selectinload
 
-from ..catalog.models import Instance, Plan, PlanDestination
+from ..catalog.models import CloudAccount, Instance, Plan, PlanDestination
 from ..crypto import Sealer
 from ..domain.targets import TargetPolicy, within
 from ..errors import BadRequest, Conflict, NotFound, shown
@@ -27,6 +27,11 @@ def get(session: Session, plan_id: int) -> Plan:
     if plan is None:
         raise NotFound(f"plan {plan_id} does not exist")
     return plan
+
+
+def listed(session: Session) -> list[Plan]:
+    """Every plan with its destinations, by name."""
+    return list(session.scalars(select(Plan).options(selectinload(Plan.destinations)).order_by(Plan.name_key)))
 
 
 def _name_free(session: Session, name: str, except_id: int | None = None) -> None:
@@ -146,12 +151,43 @@ def check_reachable(dest: PlanDestination, sealer: Sealer) -> None:
         raise BadRequest(f"destination {dest.name!r} cannot be written: {exc}") from None
 
 
+@dataclass(frozen=True)
+class PlanUser:
+    """A live instance on a plan, as a page names it (an instance's name is unique within its account)."""
+
+    id: int
+    name: str
+    cloud_account: str
+
+
+def usage(session: Session) -> dict[int, int]:
+    """How many live instances each plan has (plans without any are absent)."""
+    rows = session.execute(select(Instance.plan_id, func.count()).where(Instance.deleted_at.is_(None))
+                           .group_by(Instance.plan_id))
+    return {plan_id: count for plan_id, count in rows}
+
+
+def users(session: Session, plan_id: int, limit: int | None = None) -> tuple[list[PlanUser], int]:
+    """The live instances on a plan, by name (the first ``limit``), and how many there are in all."""
+    live = (Instance.plan_id == plan_id, Instance.deleted_at.is_(None))
+    total = session.scalar(select(func.count()).select_from(Instance).where(*live)) or 0
+    rows = session.execute(select(Instance.id, Instance.name, CloudAccount.name).join(CloudAccount)
+                           .where(*live).order_by(Instance.name_key, CloudAccount.name, Instance.id).limit(limit))
+    return [PlanUser(*r) for r in rows], total
+
+
+NAMED_USERS = 20  # a refusal names this many of the instances on a plan, then says how many more
+
+
 def delete(session: Session, plan_id: int) -> None:
     plan = get(session, plan_id)
-    users = session.scalars(select(Instance.name).where(Instance.plan_id == plan.id, Instance.deleted_at.is_(None))
-                            .order_by(Instance.name)).all()
-    if users:
-        raise Conflict(f"plan {plan.name!r} is used by instances: {', '.join(users)}")
+    named, total = users(session, plan.id, NAMED_USERS)
+    if total:
+        names = ", ".join(f"{shown(u.name)} (cloud account {shown(u.cloud_account)}, id {u.id})" for u in named)
+        more = f" and {total - len(named)} more" if total > len(named) else ""
+        them = "them" if total != 1 else "it"
+        raise Conflict(f"plan {plan.name!r} is used by {total} instance{'s' if total != 1 else ''}: {names}{more}; "
+                       f"move {them} to another plan or delete {them} first")
     if plan.name_key == "default":
         raise Conflict("the default plan cannot be deleted")
     deleted_users = session.scalars(select(Instance).where(Instance.plan_id == plan.id)).all()

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from dataclasses import dataclass
 from typing import Any
 
+import psycopg
 from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 
 from ..catalog.models import Backupset, CloudAccount, Instance, Job, RestorePoint, Subclient
 from ..catalog.types import JsonListContains
 from ..domain.jobs import QUEUED, JobStatus, JobType
-from ..errors import BadRequest, NotFound, shown
+from ..errors import BadRequest, NotFound, PgvaultError, shown
+from ..pgtools.connection import ServerAddress
+from ..restore.engine import REPLACEABLE, RestoreItem, target_refusal
 from ..schemas.restore import CreateTaskRequest, RestoreOptions
 from .instances import is_placeholder
 
@@ -195,7 +199,21 @@ def plan_items(opts: RestoreOptions, point: RestorePoint) -> list[dict[str, Any]
     return [{"source": db, "target": renames.get(db, db), "tables": tables} for db, tables in databases.items()]
 
 
-def create_restore_job(session: Session, body: CreateTaskRequest) -> Job:
+@dataclass(frozen=True)
+class RestorePlan:
+    """What a restore request resolves to, every up-front refusal made: the job ``create_restore_job``
+    queues, and what the console's summary describes before anything is queued."""
+
+    source: Instance
+    dest: Instance
+    point: RestorePoint
+    items: list[dict[str, Any]]
+    opts: RestoreOptions
+    backup: Job  # the backup job of the restore point
+
+
+def plan_restore(session: Session, body: CreateTaskRequest) -> RestorePlan:
+    """Resolve a CreateTask body (source, destination, restore point, items) without writing anything."""
     sub = body.taskInfo.subTasks[0]
     if (sub.subTask.subTaskType, sub.subTask.operationType) != (RESTORE_SUBTASK, RESTORE_OPERATION):
         raise BadRequest(f"only restore tasks are supported (subTaskType {RESTORE_SUBTASK}, operationType "
@@ -219,16 +237,51 @@ def create_restore_job(session: Session, body: CreateTaskRequest) -> Job:
         raise BadRequest(f"instance {dest.name!r} was deleted; restore to another instance "
                          "(destination.destinationInstance)")
     point = choose_restore_point(session, source, opts)
-    items = plan_items(opts, point)
-    pg = opts.postgresRstOption
+    backup = session.get(Job, point.job_id)
+    assert backup is not None
+    return RestorePlan(source, dest, point, plan_items(opts, point), opts, backup)
+
+
+def create_restore_job(session: Session, body: CreateTaskRequest) -> Job:
+    plan = plan_restore(session, body)
+    pg = plan.opts.postgresRstOption
     job = Job(job_type=JobType.RESTORE, backup_level="", status=JobStatus.WAITING, phase=QUEUED,
-              instance_id=dest.id, subclient_id=source.subclients[0].id, restore_point_id=point.id,
-              options={"items": items, "overwrite": opts.commonOptions.unconditionalOverwrite,
+              instance_id=plan.dest.id, subclient_id=plan.source.subclients[0].id, restore_point_id=plan.point.id,
+              options={"items": plan.items, "overwrite": plan.opts.commonOptions.unconditionalOverwrite,
                        "restore_globals": pg.restoreGlobals, "ownership": pg.restoreOwnership,
-                       "parallelism": pg.parallelism, "source_instance_id": source.id})
+                       "parallelism": pg.parallelism, "source_instance_id": plan.source.id})
     session.add(job)
     session.flush()
     return job
+
+
+@dataclass(frozen=True)
+class Preflight:
+    """The target as it is now, for a restore about to be queued: its databases, and why it could not
+    take the restore (the job's own check, restore.engine.target_refusal), or why it could not be asked."""
+
+    existing: frozenset[str]
+    refusal: str | None
+    unreachable: str | None
+
+
+def preflight(address: ServerAddress, items: list[dict[str, Any]], overwrite: bool) -> Preflight:
+    """Ask the target what the restore job will ask it before it changes anything (no catalog access:
+    call it outside a transaction)."""
+    try:
+        with address.connect() as conn:
+            existing = {r[0] for r in conn.execute("select datname from pg_database")}
+            replaceable = {r[0] for r in conn.execute(REPLACEABLE)}
+    except PgvaultError as exc:
+        return Preflight(frozenset(), None, exc.message)
+    except psycopg.Error as exc:
+        return Preflight(frozenset(), None, str(exc).strip() or type(exc).__name__)
+    restore_items = [RestoreItem(i["source"], i["target"],
+                                 [(t[0], t[1]) for t in i["tables"]] if i["tables"] is not None else None)
+                     for i in items]
+    refusal = target_refusal(restore_items, existing=existing, replaceable=replaceable, overwrite=overwrite,
+                             maintenance_db=address.dbname, user=address.user)
+    return Preflight(frozenset(existing), refusal, None)
 
 
 def queue_verification(session: Session, point: RestorePoint, *, drill: bool,
@@ -263,3 +316,34 @@ def list_points(session: Session, *, instance_id: int | None, database: str | No
     total = session.scalar(select(func.count()).select_from(q.subquery())) or 0
     page = session.execute(q.order_by(Job.started_at.desc(), RestorePoint.id.desc()).offset(offset).limit(limit))
     return total, [(p, j) for p, j in page]
+
+
+@dataclass(frozen=True)
+class Choice:
+    """An instance as the console's restore form offers it (as a source or as a destination)."""
+
+    id: int
+    name: str
+    cloud_account: str
+    host: str
+    port: int
+    deleted: bool
+    restore_points: int
+
+
+def instance_choices(session: Session, *, name: str = "", live_only: bool = False, limit: int = 50) -> list[Choice]:
+    """Instances by name (a part of it, any case): live ones, and deleted ones that still have restore
+    points (which restore by id) unless ``live_only``."""
+    points = (select(func.count()).select_from(RestorePoint).where(RestorePoint.instance_id == Instance.id)
+              .correlate(Instance).scalar_subquery())
+    q = (select(Instance.id, Instance.name, CloudAccount.name, Instance.host, Instance.port, Instance.deleted_at,
+                points).join(CloudAccount, CloudAccount.id == Instance.cloud_account_id)
+         .where(select(Subclient.id).where(Subclient.instance_id == Instance.id).exists()))
+    live = Instance.deleted_at.is_(None)
+    q = q.where(live if live_only else live | (points > 0))
+    needle = name.strip().lower()
+    if needle:
+        escaped = needle.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        q = q.where(Instance.name_key.like(f"%{escaped}%", escape="\\"))
+    rows = session.execute(q.order_by(Instance.name_key, Instance.id).limit(limit))
+    return [Choice(r[0], r[1], r[2], r[3], r[4], r[5] is not None, int(r[6] or 0)) for r in rows]
