@@ -5,9 +5,10 @@ method changes something (anything but GET and HEAD, minus the few reads Command
 ``NOT_AUDITED``), plus the reads that reveal a secret's use (``AUDITED_READS``), whatever module or prefix
 the route has (the console's form actions included): nothing per route, so a new route cannot be forgotten.
 A record holds the route's template and endpoint name, its path and query parameters, the status answered,
-the client's address and the user. The user is what authenticated the request: ``note_user`` (called by
-``api.deps.current_user``, the one token check, and by the login and renewal routes); a login notes the
-name tried (``note``). Never a body or a header: no password, no token reaches the trail.
+the client's address and the user. The user is what authenticated the request, in ``request.state.user``:
+set by ``api.deps.current_user`` (the API's token check), ``console.session.viewer`` (the console's
+session) and ``note_user`` (the login and renewal routes, and any other way in); a login notes the name
+tried (``note``). Never a body or a header: no password, no token reaches the trail.
 """
 
 from __future__ import annotations

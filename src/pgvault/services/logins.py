@@ -1,5 +1,5 @@
-"""Logging in with a password, throttled: the one function every password login calls (``POST /Login``
-today, a console's login form tomorrow), so that no way in checks passwords faster than these rules allow.
+"""Logging in with a password, throttled: the one function every password login calls (``POST /Login``, and
+the console's login form through it), so that no way in checks passwords faster than these rules allow.
 
 **Throttling** (docs/api.md, "Login throttling"): failures are counted per client address and per user
 name, in this process's memory (docs/architecture.md says why not in the catalog).
