@@ -267,3 +267,32 @@ def test_records_are_append_only_and_go_after_the_retention(catalog):
     assert scheduler.prune_audit() == 1
     with catalog.transaction(write=False) as s:
         assert [r.user_name for r in s.scalars(select(AuditEvent))] == ["alice"]
+
+
+def test_console_login_and_form_actions_are_recorded_with_their_user(svc, tmp_path):
+    """The console's forms are routes like any other: its login (throttled by the same service) and a plan
+    created from its form are recorded, with the user of the session."""
+    from tests.support.console import Console
+    from tests.test_console_plans import form, plan_id_of
+
+    api = svc.login()
+    console = Console(svc.url)
+    try:
+        assert console.login("admin", "wrong").status_code == 401
+        assert console.login("admin", svc.admin_password).status_code == 303
+        r = console.post("/plans/new", form("audit-console", **{"d0.kind": "local", "d0.name": "primary",
+                                                                  "d0.path": str(tmp_path / "console")}))
+        assert r.status_code == 303, r.text
+        pid = str(plan_id_of(r.headers["location"]))
+        assert console.post("/logout").status_code == 303
+    finally:
+        console.close()
+    records = trail(api, since=(dt.datetime.now(dt.UTC) - dt.timedelta(minutes=10)).isoformat())
+    logins = [(r["status"], r["user"]) for r in records if r["route"] == "POST /login"]
+    assert logins == [(303, {"userId": 1, "userName": "admin"}), (401, {"userId": None, "userName": "admin"})]
+    created = one(records, "POST /plans/new")
+    assert created["user"] == {"userId": 1, "userName": "admin"} and created["resource"] == "plans"
+    assert created["status"] == 303 and created["outcome"] == "success"
+    assert one(records, "POST /logout")["user"]["userName"] == "admin"
+    assert pid and svc.admin_password not in json.dumps(records), [r for r in records if "password" in json.dumps(r)]
+    api.close()

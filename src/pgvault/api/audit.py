@@ -68,11 +68,12 @@ def note(request: Request, **details: Any) -> None:
 
 def resource_of(template: str) -> str:
     """``/V2/Plan/{plan_id}`` -> Plan; ``/CommCell/Credentials/action/delete`` -> Credentials; ``/Login`` ->
-    Login: the last literal segment before the first parameter or ``action``, versions skipped."""
+    Login; ``/plans/new`` -> plans: the last literal segment before the first parameter, ``action`` or
+    ``new``, versions skipped."""
     path = template[len(BASE):] if template.startswith(BASE) else template
     literals: list[str] = []
     for seg in path.strip("/").split("/"):
-        if seg.startswith("{") or seg == "action":
+        if seg.startswith("{") or seg in ("action", "new"):
             break
         if seg and not _VERSION.match(seg):
             literals.append(seg)
@@ -241,6 +242,7 @@ def list_audit(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict:
     f = _filters(user, action, resource, resourceId, outcome, since, until)
+    ctx.audit.flush()  # what this process answered before is in what it reads
     with ctx.catalog.transaction(write=False) as s:
         rows, total = audit.page(s, f, offset, limit)
     return {"auditTrail": rows, "totalRecordsWithoutPaging": total}
@@ -272,6 +274,7 @@ async def export_audit(
             return audit.after(s, f, after, 1000)
 
     async def lines() -> AsyncIterator[bytes]:
+        await run_in_threadpool(ctx.audit.flush)  # what this process answered before is in what it reads
         after = 0
         while True:
             rows = await run_in_threadpool(batch, after)

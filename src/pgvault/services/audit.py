@@ -64,14 +64,15 @@ class AuditWriter:
 
     def __init__(self, catalog: Catalog) -> None:
         self.catalog = catalog
-        self._queue: queue.SimpleQueue[tuple[dict[str, Any], concurrent.futures.Future[bool]] | None] = \
+        self._queue: queue.SimpleQueue[tuple[dict[str, Any] | None, concurrent.futures.Future[bool]] | None] = \
             queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self.failed = 0  # events that could not be written (each also logged)
 
-    def submit(self, row: dict[str, Any]) -> concurrent.futures.Future[bool]:
-        """Queue one event; the future is True once it is committed (False if it could not be written)."""
+    def submit(self, row: dict[str, Any] | None) -> concurrent.futures.Future[bool]:
+        """Queue one event; the future is True once it is committed (False if it could not be written).
+        ``None`` queues nothing: its future is done once everything queued before it is written."""
         fut: concurrent.futures.Future[bool] = concurrent.futures.Future()
         with self._lock:
             if self._thread is None:
@@ -100,15 +101,24 @@ class AuditWriter:
             if stop:
                 return
 
-    def _write(self, batch: list[tuple[dict[str, Any], concurrent.futures.Future[bool]]]) -> None:
+    def flush(self, timeout: float = WAIT_SECONDS) -> None:
+        """Wait until what this process queued so far is written (a reader of the trail sees it)."""
         try:
-            with self.catalog.transaction(write=True) as s:
-                s.execute(insert(AuditEvent), [row for row, _ in batch])
+            self.submit(None).result(timeout)
+        except concurrent.futures.TimeoutError:
+            log.warning("the audit trail is read with records still being written")
+
+    def _write(self, batch: list[tuple[dict[str, Any] | None, concurrent.futures.Future[bool]]]) -> None:
+        rows = [row for row, _ in batch if row is not None]
+        try:
+            if rows:
+                with self.catalog.transaction(write=True) as s:
+                    s.execute(insert(AuditEvent), rows)
             ok = True
         except Exception:
-            self.failed += len(batch)
-            first = "; ".join(f"{r['route']} {r['status']} by {r['user_name']}" for r, _ in batch[:5])
-            log.exception("could not write %d audit events: %s", len(batch), first)
+            self.failed += len(rows)
+            first = "; ".join(f"{r['route']} {r['status']} by {r['user_name']}" for r in rows[:5])
+            log.exception("could not write %d audit events: %s", len(rows), first)
             ok = False
         for _, fut in batch:
             fut.set_result(ok)
