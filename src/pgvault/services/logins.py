@@ -142,10 +142,6 @@ class LoginThrottle:
             for key, _ in sorted(table.items(), key=lambda kv: kv[1].touched)[: len(table) // 10 + 1]:
                 del table[key]
 
-    def trusted(self, username: str, address: str) -> bool:
-        with self._lock:
-            return self._trusted.get((username, address_key(address)), 0.0) > self._clock()
-
     # -- an attempt -----------------------------------------------------------------------------
 
     def admit(self, username: str, address: str | None) -> Ticket:
