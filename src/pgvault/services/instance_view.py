@@ -102,6 +102,11 @@ class InstancePage:
     plans: list[str] = field(default_factory=list)
 
     @property
+    def busy(self) -> bool:
+        """Whether one of the jobs shown is waiting or running (the page then refreshes itself)."""
+        return any(j.status in ACTIVE for j in self.jobs)
+
+    @property
     def newest_point(self) -> PointLine | None:
         return self.points[0] if self.points else None
 

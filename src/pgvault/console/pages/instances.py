@@ -81,8 +81,9 @@ def validation_errors(exc: ValidationError, port_typed: str) -> dict[str, list[s
     for err in exc.errors():
         loc = [str(p) for p in err.get("loc", ())]
         words = describe_validation([{**err, "loc": ()}]).removeprefix("body: ")
-        if err.get("type") == "missing":
-            words = "this field is required"
+        if err.get("type") == "missing" or (err.get("type") in ("too_short", "string_too_short")
+                                            and err.get("input") in ("", None)):
+            words = "this field is required"  # (the API: "at least 1 item after validation, not 0")
         key = next((k for k in reversed(loc) if k in _BY_KEY or k == "port"), "")
         where = port_or_host(words, port_typed) if key == "port" else _BY_KEY.get(key, "")
         if where == "password" and err.get("type") == "string_too_long":
