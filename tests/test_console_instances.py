@@ -194,12 +194,21 @@ def test_a_wrong_password_shows_postgresqls_reason_next_to_it_and_registers_noth
     assert values["name"] not in instance_names(api)
 
 
-def test_a_role_that_does_not_exist_is_said_next_to_the_login(service, pg, web):
+def test_an_unknown_login_is_refused_as_postgresql_refuses_it(service, pg, web):
+    """PostgreSQL tells a client no more about an unknown role than about a wrong password (its log does),
+    so the page says what it was told, next to the password."""
     before = catalog_counts(service.home)
     r = web.post("/instances/new", fields(pg, user="nobody_here"))
     assert r.status_code == 400
-    assert "nobody_here" in field_error(r.text, "user") or "password authentication failed" in field_error(
-        r.text, "password")  # (PostgreSQL does not tell an unknown role from a wrong password to a client)
+    assert 'password authentication failed for user "nobody_here"' in field_error(r.text, "password")
+    assert catalog_counts(service.home) == before
+
+
+def test_an_unknown_maintenance_database_is_said_next_to_it(service, pg, web):
+    before = catalog_counts(service.home)
+    r = web.post("/instances/new", fields(pg, maintenance_db="no_such_db"))
+    assert r.status_code == 400
+    assert 'database "no_such_db" does not exist' in field_error(r.text, "maintenance_db")
     assert catalog_counts(service.home) == before
 
 

@@ -28,8 +28,8 @@ from ...api.errors import describe_validation
 from ...catalog.types import utcnow
 from ...context import Context
 from ...errors import ConnectionFailed, PgvaultError
-from ...schemas.instance import CreateInstanceRequest, UpdateInstanceRequest
-from ...services import instance_view
+from ...schemas.instance import CreateInstanceRequest, InstanceRow, UpdateInstanceRequest
+from ...services import instance_view, instances
 from ..render import env, page
 from ..session import FormDep, ViewerDep
 
@@ -227,6 +227,11 @@ async def instance(request: Request, viewer: ViewerDep, instance_id: int, done: 
     return await _instance_page(request, viewer, instance_id, done=done)
 
 
+def _row(ctx: Context, instance_id: int) -> InstanceRow:
+    with ctx.catalog.transaction(write=False) as s:
+        return instances.live_row(s, instance_id)
+
+
 def _job_page(answer: dict[str, Any]) -> Response:
     return RedirectResponse(f"/jobs/{answer['jobIds'][0]}", status_code=303)
 
@@ -234,12 +239,12 @@ def _job_page(answer: dict[str, Any]) -> Response:
 @router.post("/instances/{instance_id:int}/backup")
 async def back_up_now(request: Request, viewer: ViewerDep, _: FormDep, instance_id: int) -> Response:
     ctx: Context = request.app.state.context
-    view = await run_read(ctx, _read_page, ctx, instance_id, short=False)
-    if view.row.subclient_id is None:
+    row = await run_read(ctx, _row, ctx, instance_id)
+    if row.subclient_id is None:
         return await _instance_page(request, viewer, instance_id, status_code=409,
                                     errors={"backup": "this instance has no subclient to back up"})
-    try:
-        answer = await _call(api_subclients.backup_now, ctx, viewer.user, view.row.subclient_id, "full")
+    try:  # cvpysdk's Subclient.backup: the instance's default subclient, every database
+        answer = await _call(api_subclients.backup_now, ctx, viewer.user, row.subclient_id, "full")
     except PgvaultError as exc:
         return await _instance_page(request, viewer, instance_id, status_code=exc.http_status,
                                     errors={"backup": exc.message})
