@@ -274,6 +274,29 @@ def test_test_connection_says_what_it_found_and_saves_nothing(service, pg, web):
     assert catalog_counts(service.home) == before
 
 
+def test_ssl_with_a_ca_file_through_the_form(service, api, pg_ssl, test_ca, other_ca, web):
+    """An SSL-only server: the CA file verifies it; another CA's file, or no SSL, is refused where it
+    belongs, in PostgreSQL's (or libpq's) words."""
+    before = catalog_counts(service.home)
+    ssl = fields(pg_ssl, port=str(pg_ssl.port), password=pg_ssl.password, version="15", ssl="on",
+                 ssl_ca=str(test_ca.ca_cert))
+    r = web.post("/instances/test", ssl)
+    assert re.search(r"Connected: PostgreSQL \d+\.\d+\. Nothing was saved\.", r.text), r.text[-2000:]
+    wrong = web.post("/instances/test", {**ssl, "ssl_ca": str(other_ca.ca_cert)})
+    assert "certificate verify failed" in field_error(wrong.text, "ssl_ca")
+    plain = web.post("/instances/test", {**ssl, "ssl": "", "ssl_ca": ""})
+    assert "no encryption" in field_error(plain.text, "host")
+    assert catalog_counts(service.home) == before
+    r = web.post("/instances/new", ssl)
+    assert r.status_code == 303, r.text[-2000:]
+    iid = instance_id_of(r.headers["location"])
+    page = web.get(f"/instances/{iid}").text
+    assert f"<dt>SSL</dt><dd>on, verified with {test_ca.ca_cert}</dd>" in page
+    assert api.get(f"/Instance/{iid}").json()["instanceProperties"][0]["postGreSQLInstance"]["sslOpt"] == {
+        "sslEnabled": True, "sslCa": str(test_ca.ca_cert)}
+    api.delete(f"/Instance/{iid}")
+
+
 # -- the instance page and its actions -------------------------------------------------------------------
 
 
@@ -466,7 +489,13 @@ def test_register_in_the_browser_and_land_on_the_instance_page(chromium, service
     # a wrong password: PostgreSQL's reason next to the password field, and the field left empty
     name = unique("browser")
     fill(fields(pg, name=name, password="Wrong-Pa55word-xyz"))
-    page.get_by_role("button", name="Register and back up").click()
+    page.get_by_role("button", name="Test connection").click()  # (htmx: the report and the errors only)
+    page.wait_for_selector("#err-password")
+    assert "Test failed, nothing was saved" in page.locator("#probe-result").inner_text()
+    assert 'password authentication failed for user "postgres"' in page.locator("#err-password").inner_text()
+    assert page.get_by_label("Password", exact=True).input_value() == "Wrong-Pa55word-xyz"  # still as typed
+    with page.expect_navigation():  # a plain form post: the whole page comes back, refused
+        page.get_by_role("button", name="Register and back up").click()
     page.wait_for_selector("#err-password")
     reason = page.locator("#err-password").inner_text()
     assert 'password authentication failed for user "postgres"' in reason
