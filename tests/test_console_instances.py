@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from tests.support.console import Console
 from tests.support.flows import register
-from tests.support.service import seed_body
+from tests.support.service import b64, seed_body
 
 from pgvault.console.pages.instances import change, sparkline
 
@@ -126,6 +126,26 @@ def test_the_connection_test_names_a_server_registered_already(api, pg):
     body = seed_body(host="127.0.0.1", port=pg.port, user="postgres", password=pg.password)
     answer = api.post("/Instance/action/testConnection", json=body).json()
     assert answer["warningCode"] == 1 and repr(name) in answer["warningMessage"]
+
+
+def test_the_connection_test_takes_cvpysdks_body_too_and_refuses_it_as_an_error(service, api, pg):
+    """Either body POST /Instance takes: cvpysdk's names a credential, whose login is tested. Its refusals
+    are the ordinary envelope (a 400), not the HTTP 200 that only POST /Instance gives the SDK."""
+    cred = unique("cred")
+    r = api.post("/V4/Credential", json={"name": cred, "username": "postgres", "password": b64(pg.password)})
+    assert r.status_code == 200, r.text
+    sdk = {"instanceProperties": {
+        "instance": {"clientName": "default", "instanceName": unique("sdk"), "appName": "PostgreSQL"},
+        "version": "18",
+        "postGreSQLInstance": {"MaintainenceDB": "postgres", "port": f"127.0.0.1:{pg.port}",
+                               "credentialEntity": {"credentialName": cred}}}}
+    before = catalog_counts(service.home)
+    r = api.post("/Instance/action/testConnection", json=sdk)
+    assert r.status_code == 200 and r.json()["serverVersion"].startswith("18"), r.text
+    sdk["instanceProperties"]["postGreSQLInstance"]["port"] = 5432  # cvpysdk's on-premises port alone
+    r = api.post("/Instance/action/testConnection", json=sdk)
+    assert r.status_code == 400 and r.json()["errorCode"] == 2 and "hostname:port" in r.json()["errorMessage"]
+    assert catalog_counts(service.home) == before
 
 
 # -- the register form -----------------------------------------------------------------------------------

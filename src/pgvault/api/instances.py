@@ -23,7 +23,6 @@ from ..schemas.common import JobIdsResponse
 from ..schemas.instance import (
     AnyCreateInstanceRequest,
     CreateInstanceAnswer,
-    CreateInstanceRequest,
     DeleteInstanceResponse,
     InstanceList,
     InstanceRow,
@@ -104,10 +103,15 @@ def _warnings(reg: instances.Registration, info: ServerInfo, twins: list[str], t
              summary="Test a connection: log in with the Create Instance body's server, login and SSL, and say what "
                      "was found (the PostgreSQL version, or PostgreSQL's reason); nothing is saved",
              responses=answers(TestConnectionResponse, "connected: the server's version, and warnings"))
-def test_connection(ctx: ContextDep, _: UserDep, body: Annotated[CreateInstanceRequest, Body()]) -> dict:
+def test_connection(ctx: ContextDep, _: UserDep, body: Annotated[AnyCreateInstanceRequest, Body()]) -> dict:
     """The checks of ``POST /Instance`` that concern the server (its body's rules, PGVAULT_ALLOWED_TARGETS,
     the CA file, the version's form), then the same probe; not the name, plan or cloud account, and
-    nothing written. A refused login is ``ConnectionFailed`` (400, errorCode 4444) with PostgreSQL's reason."""
+    nothing written. A refused login is ``ConnectionFailed`` (400, errorCode 4444) with PostgreSQL's reason.
+    Either body ``POST /Instance`` takes (cvpysdk's names a credential, whose login is tested); refusals
+    are the ordinary error envelope, whatever the shape."""
+    if isinstance(body, SdkCreateInstanceRequest):
+        with ctx.catalog.transaction(write=False) as s:
+            body = instances.from_sdk_request(s, body, ctx.sealer)
     reg = instances.check_request(body, ctx.settings.connect_timeout_seconds, ctx.settings.target_policy)
     info = probe(reg.address)
     with ctx.catalog.transaction(write=False) as s:
