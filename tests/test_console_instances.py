@@ -425,8 +425,14 @@ def test_delete_without_a_choice_changes_nothing(api, web, backed_up):
 
 
 def test_an_unknown_instance_is_a_404_page(web):
-    for path in ("/instances/999999", "/instances/999999/delete", "/instances/999999/deleted"):
+    huge = "9" * 30  # (beyond any id the catalog can hold)
+    for path in ("/instances/999999", "/instances/999999/delete", "/instances/999999/deleted", f"/instances/{huge}",
+                 f"/instances/{huge}/delete", f"/instances/{huge}/deleted"):
         r = web.get(path)
+        assert r.status_code == 404 and r.headers["content-type"].startswith("text/html"), path
+    for path, data in ((f"/instances/{huge}/backup", {}), (f"/instances/{huge}/plan", {"plan": "default"}),
+                       (f"/instances/{huge}/delete", {"backups": "keep"}), ("/instances/1/drill", {"point": huge})):
+        r = web.post(path, data)
         assert r.status_code == 404 and r.headers["content-type"].startswith("text/html"), path
     assert web.get("/instances/abc").status_code == 404
 

@@ -27,7 +27,7 @@ from ...api.deps import run_read
 from ...api.errors import describe_validation
 from ...catalog.types import utcnow
 from ...context import Context
-from ...errors import ConnectionFailed, PgvaultError
+from ...errors import ConnectionFailed, NotFound, PgvaultError
 from ...schemas.instance import CreateInstanceRequest, InstanceRow, UpdateInstanceRequest
 from ...services import instance_view, instances
 from ..render import env, page
@@ -209,6 +209,15 @@ DONE = {"registered": "Registered: its first backup is queued (below, under Rece
         "moved": "Moved: its next backups follow the plan shown here."}
 
 
+MAX_ID = 2**63 - 1  # (a larger number in the path names nothing: the catalog could not even look it up)
+
+
+def known(number: int, what: str = "instance") -> int:
+    if number > MAX_ID:
+        raise NotFound(f"{what} {number} does not exist")
+    return number
+
+
 def _read_page(ctx: Context, instance_id: int) -> instance_view.InstancePage:
     with ctx.catalog.transaction(write=False) as s:
         return instance_view.instance_page(s, instance_id, utcnow())
@@ -224,6 +233,7 @@ async def _instance_page(request: Request, viewer: Any, instance_id: int, *, sta
 
 @router.get("/instances/{instance_id:int}")
 async def instance(request: Request, viewer: ViewerDep, instance_id: int, done: str = "") -> Response:
+    known(instance_id)
     return await _instance_page(request, viewer, instance_id, done=done)
 
 
@@ -238,6 +248,7 @@ def _job_page(answer: dict[str, Any]) -> Response:
 
 @router.post("/instances/{instance_id:int}/backup")
 async def back_up_now(request: Request, viewer: ViewerDep, _: FormDep, instance_id: int) -> Response:
+    known(instance_id)
     ctx: Context = request.app.state.context
     row = await run_read(ctx, _row, ctx, instance_id)
     if row.subclient_id is None:
@@ -253,9 +264,10 @@ async def back_up_now(request: Request, viewer: ViewerDep, _: FormDep, instance_
 
 @router.post("/instances/{instance_id:int}/drill")
 async def drill(request: Request, viewer: ViewerDep, form: FormDep, instance_id: int) -> Response:
+    known(instance_id)
     ctx: Context = request.app.state.context
     try:
-        point_id = int(_text(form, "point"))
+        point_id = known(int(_text(form, "point")), "restore point")
     except ValueError:
         return await _instance_page(request, viewer, instance_id, status_code=400,
                                     errors={"drill": "no restore point was chosen: back it up first"})
@@ -276,6 +288,7 @@ def _check_point(ctx: Context, instance_id: int, point_id: int) -> None:
 
 @router.post("/instances/{instance_id:int}/plan")
 async def move_plan(request: Request, viewer: ViewerDep, form: FormDep, instance_id: int) -> Response:
+    known(instance_id)
     ctx: Context = request.app.state.context
     try:
         body = UpdateInstanceRequest.model_validate(
@@ -314,11 +327,13 @@ async def _delete_page(request: Request, viewer: Any, instance_id: int, *, statu
 
 @router.get("/instances/{instance_id:int}/delete")
 async def delete_form(request: Request, viewer: ViewerDep, instance_id: int) -> Response:
+    known(instance_id)
     return await _delete_page(request, viewer, instance_id)
 
 
 @router.post("/instances/{instance_id:int}/delete")
 async def delete(request: Request, viewer: ViewerDep, form: FormDep, instance_id: int) -> Response:
+    known(instance_id)
     ctx: Context = request.app.state.context
     choice = _text(form, "backups")
     if choice not in ("keep", "delete"):
@@ -340,6 +355,7 @@ def _deleted(ctx: Context, instance_id: int) -> instance_view.Deleted:
 
 @router.get("/instances/{instance_id:int}/deleted")
 async def deleted(request: Request, viewer: ViewerDep, instance_id: int) -> Response:
+    known(instance_id)
     ctx: Context = request.app.state.context
     gone = await run_read(ctx, _deleted, ctx, instance_id, short=False)
     return page(request, "instance_deleted.html", viewer, section="/", gone=gone)
