@@ -3,6 +3,9 @@ that stops answering."""
 
 from __future__ import annotations
 
+import datetime as dt
+import os
+import re
 import time
 
 from psycopg import sql
@@ -110,3 +113,104 @@ def test_a_destination_that_stops_answering(api, pg, s3, tmp_path):
     finally:
         again.stop()
         _drop(pg, "postgres_copy")
+
+
+def _stranded(s3, bucket: str, key: str) -> str:
+    """An unfinished multipart upload with one part, as a backup killed mid-upload leaves it."""
+    client = s3.client()
+    upload_id = client.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+    client.upload_part(Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=1, Body=b"x" * (5 << 20))
+    return upload_id
+
+
+def _uploads(s3, bucket: str) -> set[str]:
+    return {u["Key"] for u in s3.client().list_multipart_uploads(Bucket=bucket).get("Uploads", [])}
+
+
+def _initiated_when_told(monkeypatch, told: dict[str, dt.datetime]) -> None:
+    """Moto's ListMultipartUploads says every upload was initiated on 2010-11-10 (a constant in
+    moto/s3/responses.py), which would make every upload look ancient: the uploads in ``told`` are
+    reported with the time given there instead (the server is in this process)."""
+    from moto.s3.responses import S3Response
+
+    original = S3Response.list_multipart_uploads
+
+    def listing(self):
+        status, headers, body = original(self)
+        text = body.decode() if isinstance(body, bytes) else body
+
+        def one(m: re.Match) -> str:
+            upload_id = re.search(r"<UploadId>([^<]+)</UploadId>", m.group(0))
+            when = told.get(upload_id.group(1)) if upload_id else None
+            if when is None:
+                return m.group(0)
+            stamp = when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+            return re.sub(r"<Initiated>[^<]+</Initiated>", f"<Initiated>{stamp}</Initiated>", m.group(0))
+
+        return status, headers, re.sub(r"<Upload>.*?</Upload>", one, text, flags=re.S)
+
+    monkeypatch.setattr(S3Response, "list_multipart_uploads", listing)
+
+
+def test_data_aging_aborts_the_uploads_ended_runs_stranded_and_nothing_else(s3, tmp_path, monkeypatch):
+    """A killed backup's multipart upload is no object, so only ListMultipartUploads finds it. Data Aging
+    aborts one whose run folder the catalog proves dead (the job ended longer than the grace ago) and that
+    was started longer than the grace ago; it leaves a live job's, a young one, and everything outside the
+    destination's prefix or the instance's folder."""
+    import logging
+
+    from pgvault.catalog.db import Catalog
+    from pgvault.catalog.models import Backupset, CloudAccount, Instance, Job, Plan, PlanDestination, Subclient
+    from pgvault.crypto import Sealer
+    from pgvault.retention import backup_prefix
+    from pgvault.services.aging import Aging
+    from pgvault.services.destinations import seal_secret
+
+    bucket, sealer = s3.new_bucket(), Sealer(os.urandom(32))
+    cat = Catalog(f"sqlite:///{tmp_path / 'catalog.db'}")
+    cat.migrate()
+    now = dt.datetime.now(dt.UTC)
+    hour = dt.timedelta(hours=1)
+    with cat.transaction(write=True) as s:
+        dest = PlanDestination(name="s3", kind="s3", config=s3.config(bucket, prefix="team"),
+                               secret_sealed=seal_secret(sealer, s3.secret()))
+        inst = Instance(cloud_account=CloudAccount(name="a", name_key="a"),
+                        plan=Plan(name="p", name_key="p", destinations=[dest]),
+                        name="i", name_key="i", host="h", port=1, maintenance_db="postgres", username="u",
+                        password_sealed=b"x", declared_version="18", server_version="18", server_version_num=180000)
+        sub = Subclient(instance=inst, backupset=Backupset(instance=inst))
+        s.add(sub)
+        s.flush()
+        dead = Job(job_type="Backup", status="Failed", instance_id=inst.id, subclient_id=sub.id,
+                   started_at=now - 3 * hour, ended_at=now - 2 * hour)
+        live = Job(job_type="Backup", status="Running", instance_id=inst.id, subclient_id=sub.id,
+                   started_at=now - 3 * hour, lease_owner="elsewhere:1", lease_expires_at=now + hour)
+        s.add_all([dead, live])
+        s.flush()
+        iid, dead_id, live_id = inst.id, dead.id, live.id
+    dead_run = backup_prefix(iid, dead_id, now - 2.5 * hour)
+    live_run = backup_prefix(iid, live_id, now - 2.5 * hour)
+    aborted = f"team/{dead_run}/databases/a.dump.zst"
+    young = f"team/{dead_run}/databases/b.dump.zst"
+    kept = {
+        young,
+        f"team/{live_run}/databases/c.dump.zst",  # a live job's run
+        f"{dead_run}/databases/d.dump.zst",  # outside the destination's prefix
+        f"other/team/{dead_run}/d.dump.zst",
+        f"team/instance-{iid}/loose.dump.zst",  # in the instance's folder, but in no run's
+        f"team/{backup_prefix(iid + 1, dead_id, now - 2.5 * hour)}/e.dump.zst",  # another instance's folder
+    }
+    ids = {key: _stranded(s3, bucket, key) for key in [aborted, *sorted(kept)]}
+    _initiated_when_told(monkeypatch, {ids[young]: now - dt.timedelta(minutes=5)})
+
+    report = Aging(cat, sealer, iid, logging.getLogger("test"), grace_seconds=900).run()
+    assert report.errors == [], report.errors
+    assert report.uploads == [(dead_id, f"s3://{bucket}/{aborted}")]
+    assert "1 unfinished uploads of ended backup runs aborted" in report.message
+    assert _uploads(s3, bucket) == kept
+    assert report.leftovers == [] and report.strays == []  # an upload makes no folder
+
+    later = Aging(cat, sealer, iid, logging.getLogger("test"), now=now + hour, grace_seconds=900).run()
+    assert later.uploads == [(dead_id, f"s3://{bucket}/{young}")]  # its grace is over too
+    assert _uploads(s3, bucket) == kept - {young}
+    cat.dispose()
