@@ -19,7 +19,7 @@ from ..catalog.models import Instance, Job, RestorePoint, RestorePointCopy
 from ..crypto import Sealer
 from ..domain.jobs import ACTIVE, QUEUED, READERS, JobStatus, JobType
 from ..retention import FolderJob, PointFacts, Rules, expired, folder_job_id, leftover, stale_upload, upload_folder
-from ..storage import Storage, StorageError, Upload
+from ..storage import Storage, StorageDenied, StorageError, Upload
 from .destinations import forget_point, open_copy, open_destination
 
 
@@ -30,6 +30,7 @@ class AgingReport:
     strays: list[str] = field(default_factory=list)
     leftovers: list[tuple[int, str]] = field(default_factory=list)  # (job id, location) removed
     uploads: list[tuple[int, str]] = field(default_factory=list)  # (job id, object) whose unfinished upload was aborted
+    notices: list[str] = field(default_factory=list)  # warnings that are no failure (keys without a right)
     errors: list[str] = field(default_factory=list)
 
     @property
@@ -77,6 +78,10 @@ def queue_periodic(session: Session, now: dt.datetime, every: dt.timedelta) -> l
             if new:
                 queued.append(job.id)
     return queued
+
+
+_UPLOAD_RIGHTS = ("unfinished uploads are left to the bucket's lifecycle rule; to have Data Aging abort them, "
+                  "allow s3:ListBucketMultipartUploads and s3:AbortMultipartUpload")
 
 
 def _key(copy: RestorePointCopy) -> str:
@@ -191,6 +196,8 @@ class Aging:
             try:
                 listed += [(storage, f) for f in storage.folders(f"instance-{self.instance_id}")]
                 unfinished += [(storage, u) for u in storage.incomplete_uploads(f"instance-{self.instance_id}")]
+            except StorageDenied as exc:  # keys that may write but not list uploads: the lifecycle rule's job
+                self.report.notices.append(f"{exc} ({_UPLOAD_RIGHTS})")
             except StorageError as exc:
                 self.report.errors.append(str(exc))
         # The catalog is read after the listing: a job that ends meanwhile is seen with its restore point.
@@ -230,6 +237,9 @@ class Aging:
                 continue  # a live run's, or one that may still be stopping
             try:
                 storage.abort_upload(upload)
+            except StorageDenied as exc:
+                self.report.notices.append(f"{exc} ({_UPLOAD_RIGHTS})")
+                continue
             except StorageError as exc:  # the next run tries again
                 self.report.errors.append(str(exc))
                 continue

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from ..errors import StorageError
 
-__all__ = ["ObjectWriter", "Storage", "StorageError", "Upload", "check_key"]
+__all__ = ["ObjectWriter", "Storage", "StorageDenied", "StorageError", "Upload", "check_key"]
 
 
 _KEY = re.compile(r"^[A-Za-z0-9._%+=~-]+(/[A-Za-z0-9._%+=~-]+)*$")
@@ -25,6 +25,10 @@ def check_key(key: str) -> str:
     if not _KEY.match(key) or any(part in (".", "..") for part in key.split("/")):
         raise StorageError(f"invalid object key {key!r}")
     return key
+
+
+class StorageDenied(StorageError):
+    """The store refused a request the destination's keys have no right to make."""
 
 
 @dataclass(frozen=True)

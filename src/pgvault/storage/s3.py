@@ -35,7 +35,7 @@ from obstore.exceptions import BaseError as ObstoreError
 from obstore.exceptions import PermissionDeniedError, UnauthenticatedError
 from obstore.store import S3Store
 
-from .base import ObjectWriter, Storage, StorageError, Upload, check_key
+from .base import ObjectWriter, Storage, StorageDenied, StorageError, Upload, check_key
 
 if TYPE_CHECKING:
     from obstore import GetOptions, ObjectMeta
@@ -410,7 +410,8 @@ class S3Storage(Storage):
             reason = f"cannot reach {self.endpoint_url}" + (f" ({cause.group(0).lower()})" if cause else "")
         else:
             raise exc  # a bug, not an answer of the endpoint
-        return StorageError(self._scrub(f"cannot {action} {self.location}/{key}: {reason}"))
+        kind = StorageDenied if code == "AccessDenied" else StorageError
+        return kind(self._scrub(f"cannot {action} {self.location}/{key}: {reason}"))
 
     def _error(self, action: str, key: str, exc: BaseException) -> StorageError:
         """The one place an obstore error becomes a StorageError: what failed, where, and why in words
