@@ -24,6 +24,7 @@ import builtins
 import datetime as dt
 import ipaddress
 import logging
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -222,6 +223,7 @@ class S3Storage(Storage):
         try:
             self.store = S3Store(
                 bucket, prefix=self.prefix or None, endpoint=self.endpoint_url, region=self.region,
+                aws_endpoint_url_s3=self.endpoint_url,  # else AWS_ENDPOINT_URL_S3 would override `endpoint`
                 virtual_hosted_style_request=virtual_hosted, skip_signature=False, unsigned_payload=False,
                 request_payer=False, credential_provider=keys, client_options=client,
                 retry_config={"max_retries": t.max_retries, "retry_timeout": dt.timedelta(seconds=t.retry_timeout)},
@@ -357,10 +359,16 @@ class S3Storage(Storage):
                 proxies={"http": self._proxy_url, "https": self._proxy_url} if self._proxy_url else None,
                 user_agent_extra="pgvault",
             )
-            session = botocore.session.Session()
+            # (config name, environment variables, default, conversion): the default trust roots whatever
+            # AWS_CA_BUNDLE says; with keys, nothing from the node's AWS profiles either
+            isolated: dict[str, tuple[str | None, str | None, str | None, None]] = {
+                "ca_bundle": (None, None, None, None)}
             keys: dict[str, str] = {}
             if self._access_key_id and self._secret:
                 keys = {"aws_access_key_id": self._access_key_id, "aws_secret_access_key": self._secret}
+                isolated |= {"profile": (None, None, None, None), "config_file": (None, None, os.devnull, None),
+                             "credentials_file": (None, None, os.devnull, None)}
+            session = botocore.session.Session(session_vars=isolated)
             self._botocore = session.create_client("s3", endpoint_url=service, region_name=self.region,
                                                    use_ssl=service.startswith("https://"), verify=True,
                                                    config=config, **keys)
