@@ -180,8 +180,9 @@ class _S3Writer(ObjectWriter):
             # obstore aborts the multipart upload only when its context manager sees an exception.
             self._file.__exit__(StorageError, StorageError("aborted"), None)
         except _ERRORS as exc:
-            log.warning("%s (an incomplete multipart upload may remain until the bucket's lifecycle rule "
-                        "removes it)", self._storage._error("abort the upload of", self._key, exc))
+            log.warning("%s (an incomplete multipart upload may remain until Data Aging aborts it or the "
+                        "bucket's lifecycle rule removes it)",
+                        self._storage._error("abort the upload of", self._key, exc))
 
 
 class S3Storage(Storage):
