@@ -1,7 +1,8 @@
-"""Crash hygiene: a real ``pgvault serve`` SIGKILLed during a dump (twice in a row), while writing a manifest
-and during a restore; a manifest that cannot be written (a full disk, a full bucket). After each: the job's
-state and its items' agree, the node that comes back takes its jobs back at once (not after the lease),
-and nothing is left in the destinations (local and S3) or in PGVAULT_HOME/run.
+"""Crash hygiene: a real ``pgvault serve`` SIGKILLed during a dump (twice in a row), while writing a manifest,
+in the middle of an S3 multipart upload and during a restore; a manifest that cannot be written (a full
+disk, a full bucket). After each: the job's state and its items' agree, the node that comes back takes its
+jobs back at once (not after the lease), and nothing is left in the destinations (local and S3, unfinished
+multipart uploads included) or in PGVAULT_HOME/run.
 
 Timings (kill to reclaim) are printed: run with ``-s`` to see them."""
 
@@ -247,6 +248,57 @@ def test_a_node_killed_while_writing_the_manifest(crash_pg, s3, tmp_path):
         api.close()
         svc.stop()
         relay.close()
+
+
+def test_a_node_killed_during_a_multipart_upload_leaves_no_unfinished_upload(crash_pg, s3, tmp_path):
+    """A dump larger than one part (32 MiB) goes to S3 as a multipart upload; a relay holds its first part
+    and the node is killed: the bucket keeps an unfinished upload, which is no object. Back at once, the
+    job runs again and completes, and the Data Aging that follows the backup aborts the killed run's
+    upload (a warning of the job) and removes its folder: no upload and no object of that run remains."""
+    bucket, relay = s3.new_bucket(), Relay(s3.url)
+    recreate_database(crash_pg, "crash_big")
+    with crash_pg.connect("crash_big") as conn:  # ~40 MB of random bytes: 40+ MB even compressed
+        conn.execute("create table blob as select decode(string_agg(md5(random()::text || g::text || i::text), ''),"
+                     " 'hex') b from generate_series(1, 80000) g, generate_series(1, 32) i group by g")
+    svc = Service(tmp_path / "home", PGVAULT_LEFTOVER_GRACE_SECONDS="0").start()
+    api = svc.login()
+    try:
+        name = _plan(api, "multipart", [{"name": "s3", "kind": "s3", **s3.config(bucket, endpoint=relay.endpoint),
+                                         **s3.secret()}])
+        relay.hold_part = "crash_big.dump.zst"
+        entity, job = register(api, crash_pg, "multipart", plan=name)
+        assert relay.held.wait(120), "the big dump never uploaded a part"
+        [stranded] = _wait(lambda: _uploads(s3, bucket), "the multipart upload")
+        assert stranded.endswith("crash_big.dump.zst") and stranded not in _objects(s3, bucket)
+        first = _row(svc, job)
+
+        relay.hold_part = None
+        assert _restart(svc, "multipart upload") < FAST
+        _reclaimed(_row(svc, job), first)
+        done = api.wait_job(job, timeout=300)
+        assert done["status"] == "Completed", done
+        _agree(done)
+        iid = entity["instanceId"]
+        aging = _wait(lambda: _newest(svc, iid, "DataAging"), "the Data Aging queued by the backup")
+        aged = api.wait_job(aging)
+        assert aged["status"] == "Completed", aged
+        run1 = stranded.split("/")[1]
+        assert any(f"aborted the unfinished upload a run of backup job {job} left" in w and run1 in w
+                   for w in aged["warnings"]), aged
+        assert _uploads(s3, bucket) == []
+        assert {k.split("/")[1] for k in _objects(s3, bucket)} == {stored_run(done)} != {run1}
+    finally:
+        api.close()
+        svc.stop()
+        relay.close()
+        with crash_pg.connect() as conn:
+            conn.execute("drop database if exists crash_big with (force)")
+
+
+def stored_run(summary: dict[str, Any]) -> str:
+    """The run folder a completed backup's items point at (``s3://bucket/instance-N/<run>/...``)."""
+    [run] = {d["location"].split("/")[4] for d in summary["databases"] if d["location"]}
+    return run
 
 
 def _newest(svc: Service, instance_id: int, job_type: str) -> int | None:

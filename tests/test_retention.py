@@ -10,7 +10,18 @@ import pytest
 from tests.support.data import recreate_database, stored_path
 from tests.support.flows import backup_now, register
 
-from pgvault.retention import FolderJob, PointFacts, Rules, backup_prefix, expired, folder_job_id, keep_set, leftover
+from pgvault.retention import (
+    FolderJob,
+    PointFacts,
+    Rules,
+    backup_prefix,
+    expired,
+    folder_job_id,
+    keep_set,
+    leftover,
+    stale_upload,
+    upload_folder,
+)
 
 NOW = dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.UTC)
 
@@ -109,6 +120,28 @@ def test_a_backup_runs_folder_is_removable_only_when_no_run_can_write_it():
     for folder in ("instance-3/20261128T101459Z-job-12", "instance-3/20261128T104501Z-job-12",  # outside its life
                    "instance-4/20261128T101500Z-job-12", "instance-3/20261128T101500Z-job-12/databases", "x"):
         assert not leftover(folder, job, later, grace), folder
+
+
+def test_an_unfinished_upload_is_stale_only_in_a_dead_runs_folder_and_after_the_grace():
+    """An S3 multipart upload a killed run stranded may be aborted when its run folder is one no run can
+    write (the proof ``leftover`` uses, a restore point's folder included: its run ended) and, whatever
+    the folder, it was started at least the grace ago."""
+    started = dt.datetime(2026, 11, 28, 10, 15, 0, tzinfo=dt.UTC)
+    ended = started + dt.timedelta(minutes=30)
+    run = backup_prefix(3, 12, started)
+    job = FolderJob(instance_id=3, is_backup=True, finished=True, started_at=started, ended_at=ended,
+                    restore_point_prefix=run)
+    grace, later = dt.timedelta(minutes=15), ended + dt.timedelta(minutes=16)
+    key, old = f"{run}/databases/db.dump.zst", started + dt.timedelta(minutes=1)
+    assert upload_folder(key) == run
+    assert stale_upload(key, old, job, later, grace)
+    assert stale_upload(f"{run}/manifest.json", old, job, later, grace)
+    assert not stale_upload(key, later - dt.timedelta(minutes=14), job, later, grace)  # started within the grace
+    assert not stale_upload(key, old, job, ended + dt.timedelta(minutes=14), grace)  # a lost run may be stopping
+    assert not stale_upload(key, old, FolderJob(3, True, False, started, None, None), later, grace)  # running
+    assert not stale_upload(key, old, None, later, grace)  # a job this catalog does not know
+    for other in ("instance-3/loose.zst", run, f"instance-4/{run.split('/')[1]}/x", "x/y/z"):
+        assert not stale_upload(other, old, job, later, grace), other
 
 
 # -- against real backups ----------------------------------------------------------------------------

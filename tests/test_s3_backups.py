@@ -1,13 +1,20 @@
-"""Backups and restores through a real S3 endpoint on loopback (moto's server mode), and a destination
-that stops answering."""
+"""Backups and restores through a real S3 endpoint on loopback (moto's server mode), a destination
+that stops answering, and the unfinished multipart uploads Data Aging aborts (and those it must not)."""
 
 from __future__ import annotations
 
+import datetime as dt
+import json
+import logging
+import os
+import re
 import time
 
 from psycopg import sql
 from tests.support.data import fill, fingerprint, recreate_database
 from tests.support.flows import backup_now, register, restore, restore_body
+
+LOG = logging.getLogger(__name__)
 
 
 def _objects(s3, bucket: str) -> list[str]:
@@ -110,3 +117,140 @@ def test_a_destination_that_stops_answering(api, pg, s3, tmp_path):
     finally:
         again.stop()
         _drop(pg, "postgres_copy")
+
+
+def _stranded(s3, bucket: str, key: str) -> str:
+    """An unfinished multipart upload with one part, as a backup killed mid-upload leaves it."""
+    client = s3.client()
+    upload_id = client.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+    client.upload_part(Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=1, Body=b"x" * (5 << 20))
+    return upload_id
+
+
+def _uploads(s3, bucket: str) -> set[str]:
+    return {u["Key"] for u in s3.client().list_multipart_uploads(Bucket=bucket).get("Uploads", [])}
+
+
+def _initiated_when_told(monkeypatch, told: dict[str, dt.datetime]) -> None:
+    """Moto's ListMultipartUploads says every upload was initiated on 2010-11-10 (a constant in
+    moto/s3/responses.py), which would make every upload look ancient: the uploads in ``told`` are
+    reported with the time given there instead (the server is in this process)."""
+    from moto.s3.responses import S3Response
+
+    original = S3Response.list_multipart_uploads
+
+    def listing(self):
+        status, headers, body = original(self)
+        text = body.decode() if isinstance(body, bytes) else body
+
+        def one(m: re.Match) -> str:
+            upload_id = re.search(r"<UploadId>([^<]+)</UploadId>", m.group(0))
+            when = told.get(upload_id.group(1)) if upload_id else None
+            if when is None:
+                return m.group(0)
+            stamp = when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+            return re.sub(r"<Initiated>[^<]+</Initiated>", f"<Initiated>{stamp}</Initiated>", m.group(0))
+
+        return status, headers, re.sub(r"<Upload>.*?</Upload>", one, text, flags=re.S)
+
+    monkeypatch.setattr(S3Response, "list_multipart_uploads", listing)
+
+
+def _aging_catalog(cat, sealer, config: dict, secret: dict, now: dt.datetime) -> tuple[int, int, int]:
+    """An instance whose plan writes to one S3 destination, with a backup job that ended two hours ago
+    (Failed: no restore point) and one still running under another node's lease; their ids."""
+    from pgvault.catalog.models import Backupset, CloudAccount, Instance, Job, Plan, PlanDestination, Subclient
+    from pgvault.services.destinations import seal_secret
+
+    hour = dt.timedelta(hours=1)
+    with cat.transaction(write=True) as s:
+        dest = PlanDestination(name="s3", kind="s3", config=config, secret_sealed=seal_secret(sealer, secret))
+        inst = Instance(cloud_account=CloudAccount(name="a", name_key="a"),
+                        plan=Plan(name="p", name_key="p", destinations=[dest]),
+                        name="i", name_key="i", host="h", port=1, maintenance_db="postgres", username="u",
+                        password_sealed=b"x", declared_version="18", server_version="18", server_version_num=180000)
+        sub = Subclient(instance=inst, backupset=Backupset(instance=inst))
+        s.add(sub)
+        s.flush()
+        dead = Job(job_type="Backup", status="Failed", instance_id=inst.id, subclient_id=sub.id,
+                   started_at=now - 3 * hour, ended_at=now - 2 * hour)
+        live = Job(job_type="Backup", status="Running", instance_id=inst.id, subclient_id=sub.id,
+                   started_at=now - 3 * hour, lease_owner="elsewhere:1", lease_expires_at=now + hour)
+        s.add_all([dead, live])
+        s.flush()
+        return inst.id, dead.id, live.id
+
+
+def test_data_aging_aborts_the_uploads_ended_runs_stranded_and_nothing_else(s3, tmp_path, monkeypatch):
+    """A killed backup's multipart upload is no object, so only ListMultipartUploads finds it. Data Aging
+    aborts one whose run folder the catalog proves dead (the job ended longer than the grace ago) and that
+    was started longer than the grace ago; it leaves a live job's, a young one, and everything outside the
+    destination's prefix or the instance's folder."""
+    from pgvault.catalog.db import Catalog
+    from pgvault.crypto import Sealer
+    from pgvault.retention import backup_prefix
+    from pgvault.services.aging import Aging
+
+    bucket, sealer = s3.new_bucket(), Sealer(os.urandom(32))
+    cat = Catalog(f"sqlite:///{tmp_path / 'catalog.db'}")
+    cat.migrate()
+    now, hour = dt.datetime.now(dt.UTC), dt.timedelta(hours=1)
+    iid, dead_id, live_id = _aging_catalog(cat, sealer, s3.config(bucket, prefix="team"), s3.secret(), now)
+    dead_run = backup_prefix(iid, dead_id, now - 2.5 * hour)
+    live_run = backup_prefix(iid, live_id, now - 2.5 * hour)
+    aborted = f"team/{dead_run}/databases/a.dump.zst"
+    young = f"team/{dead_run}/databases/b.dump.zst"
+    kept = {
+        young,
+        f"team/{live_run}/databases/c.dump.zst",  # a live job's run
+        f"{dead_run}/databases/d.dump.zst",  # outside the destination's prefix
+        f"other/team/{dead_run}/d.dump.zst",
+        f"team/instance-{iid}/loose.dump.zst",  # in the instance's folder, but in no run's
+        f"team/{backup_prefix(iid + 1, dead_id, now - 2.5 * hour)}/e.dump.zst",  # another instance's folder
+    }
+    ids = {key: _stranded(s3, bucket, key) for key in [aborted, *sorted(kept)]}
+    _initiated_when_told(monkeypatch, {ids[young]: now - dt.timedelta(minutes=5)})
+
+    report = Aging(cat, sealer, iid, LOG, grace_seconds=900).run()
+    assert report.errors == [], report.errors
+    assert report.uploads == [(dead_id, f"s3://{bucket}/{aborted}")]
+    assert "1 unfinished uploads of ended backup runs aborted" in report.message
+    assert _uploads(s3, bucket) == kept
+    assert report.leftovers == [] and report.strays == []  # an upload makes no folder
+
+    later = Aging(cat, sealer, iid, LOG, now=now + hour, grace_seconds=900).run()
+    assert later.uploads == [(dead_id, f"s3://{bucket}/{young}")]  # its grace is over too
+    assert _uploads(s3, bucket) == kept - {young}
+    cat.dispose()
+
+
+def test_keys_that_may_not_list_uploads_leave_them_to_the_lifecycle_rule(s3, tmp_path):
+    """Keys that may write and delete objects but not list multipart uploads (a common least-privilege
+    policy): Data Aging still ends Completed, saying which rights would let it abort them."""
+    from pgvault.catalog.db import Catalog
+    from pgvault.crypto import Sealer
+    from pgvault.retention import backup_prefix
+    from pgvault.services.aging import Aging
+
+    iam, bucket, user = s3.client("iam"), s3.new_bucket(), f"no-uploads-{tmp_path.name}"[:60]
+    iam.create_user(UserName=user)
+    iam.put_user_policy(UserName=user, PolicyName="objects", PolicyDocument=json.dumps({"Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"},
+                      {"Effect": "Deny", "Action": "s3:ListBucketMultipartUploads", "Resource": "*"}]}))
+    key = iam.create_access_key(UserName=user)["AccessKey"]
+    sealer = Sealer(os.urandom(32))
+    cat = Catalog(f"sqlite:///{tmp_path / 'catalog.db'}")
+    cat.migrate()
+    now = dt.datetime.now(dt.UTC)
+    secret = {"accessKeyId": key["AccessKeyId"], "secretAccessKey": key["SecretAccessKey"]}
+    iid, dead_id, _ = _aging_catalog(cat, sealer, s3.config(bucket, prefix="team"), secret, now)
+    stranded = f"team/{backup_prefix(iid, dead_id, now - dt.timedelta(hours=2.5))}/databases/a.dump.zst"
+    _stranded(s3, bucket, stranded)
+
+    report = Aging(cat, sealer, iid, LOG, grace_seconds=900).run()
+    assert report.errors == [] and report.uploads == []
+    [notice] = report.notices
+    assert "access denied" in notice and "s3:ListBucketMultipartUploads" in notice, notice
+    assert key["SecretAccessKey"] not in notice
+    assert _uploads(s3, bucket) == {stranded}
+    cat.dispose()

@@ -209,16 +209,57 @@ def test_reads_come_in_windows_of_one_version_of_the_object(s3):
 
 def test_the_aws_environment_cannot_redirect_or_unsign_a_configured_destination(s3, monkeypatch):
     bucket = s3.new_bucket()
+    stranded = _stranded(s3, bucket, f"{PREFIX}/env/big")  # (the test's own boto3 client reads the environment)
     for name, value in {"AWS_ENDPOINT": "http://127.0.0.1:9", "AWS_ENDPOINT_URL": "http://127.0.0.1:9",
                         "AWS_SKIP_SIGNATURE": "true", "AWS_UNSIGNED_PAYLOAD": "true", "AWS_REGION": "eu-west-3",
                         "AWS_VIRTUAL_HOSTED_STYLE_REQUEST": "true", "AWS_ACCESS_KEY_ID": "AKIAFROMENV",
-                        "AWS_SECRET_ACCESS_KEY": "from-env", "AWS_SESSION_TOKEN": "from-env"}.items():
+                        "AWS_SECRET_ACCESS_KEY": "from-env", "AWS_SESSION_TOKEN": "from-env",
+                        "AWS_PROFILE": "nowhere", "AWS_ENDPOINT_URL_S3": "http://127.0.0.1:9",
+                        "AWS_S3_ADDRESSING_STYLE": "virtual", "AWS_CA_BUNDLE": "/nonexistent"}.items():
         monkeypatch.setenv(name, value)
     storage = _s3_storage(s3, bucket)
     with storage.writer("env/obj") as w:
         w.write(b"signed")
         w.commit()
     assert b"".join(storage.read("env/obj")) == b"signed"
+    # botocore (the sweep of unfinished uploads) is not redirected or re-keyed either
+    [upload] = storage.incomplete_uploads("env")
+    assert (upload.key, upload.upload_id) == ("env/big", stranded)
+    storage.abort_upload(upload)
+    assert storage.incomplete_uploads("env") == []
+
+
+def _stranded(s3, bucket: str, key: str) -> str:
+    """An unfinished multipart upload with one part, as a killed writer leaves it; its upload id."""
+    client = s3.client()
+    upload_id = client.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+    client.upload_part(Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=1, Body=b"x" * (5 << 20))
+    return upload_id
+
+
+def test_unfinished_uploads_are_listed_under_the_storage_prefix_only_and_aborted(s3):
+    bucket = s3.new_bucket()
+    storage = _s3_storage(s3, bucket)
+    mine = _stranded(s3, bucket, f"{PREFIX}/run/databases/a.dump.zst")
+    _stranded(s3, bucket, f"{PREFIX}/run-2/b.dump.zst")  # a sibling folder whose name starts the same
+    _stranded(s3, bucket, "run/databases/a.dump.zst")  # outside the storage's prefix
+    _stranded(s3, bucket, f"{PREFIX}-other/run/a.dump.zst")
+    with storage.writer("run/done.json") as w:  # a finished object is no upload
+        w.write(b"{}")
+        w.commit()
+    [upload] = storage.incomplete_uploads("run")
+    assert (upload.key, upload.upload_id) == ("run/databases/a.dump.zst", mine)
+    assert upload.initiated.tzinfo is not None
+    storage.abort_upload(upload)
+    storage.abort_upload(upload)  # gone already: not an error
+    assert storage.incomplete_uploads("run") == []
+    assert sorted(_uploads(s3, bucket)) == sorted([f"{PREFIX}/run-2/b.dump.zst", "run/databases/a.dump.zst",
+                                                   f"{PREFIX}-other/run/a.dump.zst"])
+    assert storage.list("run") == ["run/done.json"]
+    whole = _s3_storage(s3, bucket, prefix="")  # a destination at the bucket's root
+    assert [u.key for u in whole.incomplete_uploads("run")] == ["run/databases/a.dump.zst"]
+    with pytest.raises(StorageError, match="invalid object key"):
+        storage.incomplete_uploads("../x")
 
 
 def test_an_endpoint_that_goes_away_midway_fails_the_write_and_leaves_no_object(s3, caplog):
@@ -249,9 +290,12 @@ def test_an_endpoint_that_goes_away_midway_fails_the_write_and_leaves_no_object(
     assert s3.secret_access_key not in message
     survivor = _s3_storage(s3, bucket)  # the same bucket through the endpoint that stayed
     assert not survivor.exists("gone/db.dump.zst") and survivor.list("gone") == []
-    # The abort could not reach the endpoint either: the parts wait for the bucket's lifecycle rule.
+    # The abort could not reach the endpoint either: the parts wait for Data Aging (or a lifecycle rule).
     assert "incomplete multipart upload may remain" in caplog.text
     assert _uploads(s3, bucket) == [f"{PREFIX}/gone/db.dump.zst"]
+    [upload] = survivor.incomplete_uploads("gone")
+    survivor.abort_upload(upload)
+    assert _uploads(s3, bucket) == []
 
 
 def _closed_port() -> int:
@@ -293,6 +337,7 @@ def test_refusals_are_storage_errors_without_the_secret(s3, case, reason):
         lambda: b"".join(storage.read("x/obj")),
         lambda: storage.list("x"),
         lambda: storage.delete_prefix("x"),
+        lambda: storage.incomplete_uploads("x"),  # through botocore
     ]
     for attempt in attempts:
         with pytest.raises(StorageError) as caught:
@@ -322,6 +367,11 @@ def test_virtual_hosted_addressing_puts_the_bucket_in_the_host_name(s3):
     assert path_style.endpoint_url == s3.url
     assert b"".join(path_style.read("v/obj")) == b"virtual"
     assert storage.delete_prefix("v") == 1 and path_style.list("v") == []
+    stranded = _stranded(s3, bucket, f"{PREFIX}/v/big")  # botocore addresses the bucket the same way
+    [upload] = storage.incomplete_uploads("v")
+    assert upload.upload_id == stranded
+    storage.abort_upload(upload)
+    assert _uploads(s3, bucket) == []
 
 
 def test_a_bucket_without_prefix_and_open_location(s3):

@@ -102,10 +102,17 @@ class FolderJob:
 
 def leftover(folder: str, job: FolderJob | None, now: dt.datetime, grace: dt.timedelta) -> bool:
     """Whether a backup folder is what a run of ``job`` left without a restore point, and no run of it can
-    write there any more, so it may go: the folder's name gives this instance, the job and a start within
-    the job's life (so it is this catalog's job, not another's in a shared bucket); the job is a backup that
-    finished at least ``grace`` ago (a worker stops a job whose lease it could not renew, so none of its runs
-    writes past its end); and its restore point, if any, is another folder (an earlier run's)."""
+    write there any more, so it may go: ``written_out`` holds, and its restore point, if any, is another
+    folder (an earlier run's)."""
+    return written_out(folder, job, now, grace) and job is not None and folder != job.restore_point_prefix
+
+
+def written_out(folder: str, job: FolderJob | None, now: dt.datetime, grace: dt.timedelta) -> bool:
+    """Whether no run can write into a backup folder any more: the folder's name gives this instance, the
+    job and a start within the job's life (so it is this catalog's job, not another's in a shared bucket);
+    the job is a backup that finished at least ``grace`` ago (a worker stops a job whose lease it could not
+    renew, so none of its runs writes past its end). Whatever is still unfinished in such a folder (an S3
+    multipart upload of a killed run) is dead, even in a restore point's folder."""
     m = _BACKUP_FOLDER.match(folder)
     if m is None or job is None or not job.is_backup or not job.finished:
         return False
@@ -114,7 +121,21 @@ def leftover(folder: str, job: FolderJob | None, now: dt.datetime, grace: dt.tim
     started = dt.datetime.strptime(m.group(2), STAMP).replace(tzinfo=dt.UTC)
     if not job.started_at.replace(microsecond=0) <= started <= job.ended_at:
         return False
-    return folder != job.restore_point_prefix and job.ended_at + grace <= now
+    return job.ended_at + grace <= now
+
+
+def stale_upload(key: str, initiated: dt.datetime, job: FolderJob | None, now: dt.datetime,
+                 grace: dt.timedelta) -> bool:
+    """Whether an unfinished upload (``key`` under the backup prefix, ``instance-<id>/<run>/...``) may be
+    aborted: its run folder is ``written_out`` and, whatever the folder says, the upload was started at
+    least ``grace`` ago (a clock between node and store that disagree, or a job id reused by another
+    catalog, never costs a live upload more than the grace)."""
+    return key.count("/") >= 2 and written_out(upload_folder(key), job, now, grace) and initiated + grace <= now
+
+
+def upload_folder(key: str) -> str:
+    """The run folder an upload's key is in (``instance-<id>/<run>``)."""
+    return "/".join(key.split("/")[:2])
 
 
 def folder_job_id(folder: str) -> int | None:

@@ -1,6 +1,6 @@
 """A TCP relay in front of an S3 endpoint (moto on loopback) that can hold or refuse the upload of one object,
-so a test catches a backup at a chosen moment: writing its manifest. Bytes pass unchanged (the Host header
-too, so SigV4 signatures still verify at the endpoint)."""
+so a test catches a backup at a chosen moment: writing its manifest, or in the middle of a multipart
+upload. Bytes pass unchanged (the Host header too, so SigV4 signatures still verify at the endpoint)."""
 
 from __future__ import annotations
 
@@ -16,12 +16,15 @@ _REQUEST = re.compile(rb"^(PUT|POST) /[^ ]*?(?P<key>[^ /?]+)(\?[^ ]*)? HTTP/1\.1
 class Relay:
     """``endpoint`` is the relay's own URL. ``hold = "manifest.json"``: a PUT of an object so named is never
     forwarded (``held`` is set); ``refuse = ("manifest.json", status, code)``: it is answered with that S3
-    error, as a full MinIO answers (``507``, ``XMinioStorageFull``)."""
+    error, as a full MinIO answers (``507``, ``XMinioStorageFull``); ``hold_part = "app.dump.zst"``: the
+    upload of a part of a multipart upload whose key ends so is never forwarded (the upload itself was
+    created, so the store keeps it, unfinished)."""
 
     def __init__(self, upstream_url: str) -> None:
         up = urlsplit(upstream_url)
         self.upstream = (up.hostname or "127.0.0.1", up.port or 80)
         self.hold: str | None = None
+        self.hold_part: str | None = None
         self.refuse: tuple[str, int, str] | None = None
         self.held = threading.Event()
         self.refused = 0
@@ -53,7 +56,9 @@ class Relay:
             while data := client.recv(1 << 16):
                 m = _REQUEST.search(data)
                 key = m.group("key").decode() if m else None
-                if key is not None and key == self.hold:
+                part = m is not None and b"partNumber=" in (m.group(3) or b"")
+                held_part = part and self.hold_part is not None and key is not None and key.endswith(self.hold_part)
+                if key is not None and (key == self.hold or held_part):
                     self.held.set()
                     while not self._closed and client.recv(1 << 16):  # until the client goes away
                         pass

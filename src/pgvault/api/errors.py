@@ -121,8 +121,8 @@ def install(app: FastAPI, public_paths: frozenset[str],
             except NotAuthenticated as denied:
                 return envelope(denied.http_status, denied.error_code, denied.message, _default_entity(request))
         errors = list(exc.errors())
-        if any(tuple(e.get("loc", ()))[:2] == ("body", SDK_SHAPE) for e in errors):
-            reply_errors_in_body(request)
+        if _default_entity(request) and any(tuple(e.get("loc", ()))[:2] == ("body", SDK_SHAPE) for e in errors):
+            reply_errors_in_body(request)  # (POST /Instance only: what cvpysdk's add_postgresql_instance reads)
         return _refusal(request, 400, 2, describe_validation(errors), _default_entity(request))
 
     @app.exception_handler(StarletteHTTPException)

@@ -18,7 +18,7 @@ from ..context import Context
 from ..domain.jobs import ACTIVE, JobStatus
 from ..domain.schedule import next_backup_times
 from ..errors import Conflict, PgvaultError
-from ..pgtools.connection import probe
+from ..pgtools.connection import ServerInfo, probe
 from ..schemas.common import JobIdsResponse
 from ..schemas.instance import (
     AnyCreateInstanceRequest,
@@ -27,6 +27,7 @@ from ..schemas.instance import (
     InstanceList,
     InstanceRow,
     SdkCreateInstanceRequest,
+    TestConnectionResponse,
     UpdateInstanceRequest,
     UpdateInstanceResponse,
     instance_entity,
@@ -71,6 +72,20 @@ def create_instance(
         exc.entity = entity
         raise
     ctx.pool.wake()
+    warnings = _warnings(reg, info, twins, "is now backed up once per registration")
+    warning_code, warning = (1 if warnings else 0), "; ".join(warnings)
+    log.info("instance %s (%s) registered; backup job %s queued", result["instanceId"], reg.address, job_id)
+    return {
+        "processinginstructioninfo": {
+            "attributes": [{"name": "exitval", "value": "0"}, {"name": "jobId", "value": str(job_id)}]
+        },
+        "response": {"warningCode": warning_code, "errorCode": 0, "warningMessage": warning, "entity": result},
+    }
+
+
+def _warnings(reg: instances.Registration, info: ServerInfo, twins: list[str], twin_consequence: str) -> list[str]:
+    """What a registration (or a connection test) of ``reg`` should know: a declared version that is not
+    the server's, and the same server registered already."""
     warnings = []
     declared = instances.declared_major(reg.declared_version)
     actual = instances.server_major(info)
@@ -80,15 +95,30 @@ def create_instance(
     if twins:
         names = ", ".join(repr(n) for n in twins)
         warnings.append(f"{reg.address.host}:{reg.address.port} is already registered as {names}: that server "
-                        "is now backed up once per registration")
-    warning_code, warning = (1 if warnings else 0), "; ".join(warnings)
-    log.info("instance %s (%s) registered; backup job %s queued", result["instanceId"], reg.address, job_id)
-    return {
-        "processinginstructioninfo": {
-            "attributes": [{"name": "exitval", "value": "0"}, {"name": "jobId", "value": str(job_id)}]
-        },
-        "response": {"warningCode": warning_code, "errorCode": 0, "warningMessage": warning, "entity": result},
-    }
+                        + twin_consequence)
+    return warnings
+
+
+@router.post("/Instance/action/testConnection",
+             summary="Test a connection: log in with the Create Instance body's server, login and SSL, and say what "
+                     "was found (the PostgreSQL version, or PostgreSQL's reason); nothing is saved",
+             responses=answers(TestConnectionResponse, "connected: the server's version, and warnings"))
+def test_connection(ctx: ContextDep, _: UserDep, body: Annotated[AnyCreateInstanceRequest, Body()]) -> dict:
+    """The checks of ``POST /Instance`` that concern the server (its body's rules, PGVAULT_ALLOWED_TARGETS,
+    the CA file, the version's form), then the same probe; not the name, plan or cloud account, and
+    nothing written. A refused login is ``ConnectionFailed`` (400, errorCode 4444) with PostgreSQL's reason.
+    Either body ``POST /Instance`` takes (cvpysdk's names a credential, whose login is tested); refusals
+    are the ordinary error envelope, whatever the shape."""
+    if isinstance(body, SdkCreateInstanceRequest):
+        with ctx.catalog.transaction(write=False) as s:
+            body = instances.from_sdk_request(s, body, ctx.sealer)
+    reg = instances.check_request(body, ctx.settings.connect_timeout_seconds, ctx.settings.target_policy)
+    info = probe(reg.address)
+    with ctx.catalog.transaction(write=False) as s:
+        twins = instances.registered_as(s, reg.address.host, reg.address.port)
+    warnings = _warnings(reg, info, twins, "would be backed up once per registration")
+    return {"errorCode": 0, "serverVersion": info.version, "serverVersionNum": info.version_num,
+            "warningCode": 1 if warnings else 0, "warningMessage": "; ".join(warnings)}
 
 
 # A page up to this size is a short read (run_read: ~3-5 ms of CPU for 100 rows, on the event loop); a

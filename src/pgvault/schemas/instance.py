@@ -407,6 +407,16 @@ class CreateInstanceAnswer(RootModel[CreateInstanceResponse | InstanceRefusal]):
     """``POST /Instance``'s HTTP 200: the instance registered, or (a body in cvpysdk's shape) refused."""
 
 
+class TestConnectionResponse(Answer):
+    """``POST /Instance/action/testConnection``: the server answered the login (nothing was saved)."""
+
+    errorCode: Literal[0]
+    serverVersion: str  # as the server reports it ("18.1")
+    serverVersionNum: int  # server_version_num (180001)
+    warningCode: Literal[0, 1]
+    warningMessage: str  # a declared version that is not the server's; the server registered already
+
+
 class UpdateInstanceResult(Answer):
     errorCode: Literal[0]
     errorString: str

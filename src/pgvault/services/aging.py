@@ -1,6 +1,7 @@
 """The Data Aging job of one instance: drop restore point copies past their destination's retention
 (rules in ``pgvault.retention``), crash-safely; remove the folders that crashed or failed runs of its
-backups left (``retention.leftover``); report other stray backup folders."""
+backups left (``retention.leftover``) and abort the S3 multipart uploads they left unfinished
+(``retention.stale_upload``); report other stray backup folders."""
 
 from __future__ import annotations
 
@@ -17,8 +18,8 @@ from ..catalog.db import Catalog
 from ..catalog.models import Instance, Job, RestorePoint, RestorePointCopy
 from ..crypto import Sealer
 from ..domain.jobs import ACTIVE, QUEUED, READERS, JobStatus, JobType
-from ..retention import FolderJob, PointFacts, Rules, expired, folder_job_id, leftover
-from ..storage import Storage, StorageError
+from ..retention import FolderJob, PointFacts, Rules, expired, folder_job_id, leftover, stale_upload, upload_folder
+from ..storage import Storage, StorageDenied, StorageError, Upload
 from . import audit
 from .destinations import forget_point, open_copy, open_destination
 
@@ -29,6 +30,8 @@ class AgingReport:
     deleted_points: int = 0
     strays: list[str] = field(default_factory=list)
     leftovers: list[tuple[int, str]] = field(default_factory=list)  # (job id, location) removed
+    uploads: list[tuple[int, str]] = field(default_factory=list)  # (job id, object) whose unfinished upload was aborted
+    notices: list[str] = field(default_factory=list)  # warnings that are no failure (keys without a right)
     errors: list[str] = field(default_factory=list)
 
     @property
@@ -36,6 +39,8 @@ class AgingReport:
         parts = [f"{self.deleted_copies} restore point copies deleted ({self.deleted_points} restore points gone)"]
         if self.leftovers:
             parts.append(f"{len(self.leftovers)} folders left by unfinished backup runs removed")
+        if self.uploads:
+            parts.append(f"{len(self.uploads)} unfinished uploads of ended backup runs aborted")
         if self.strays:
             parts.append(f"{len(self.strays)} stray backup folders without a catalog entry: {', '.join(self.strays)}")
         if self.errors:
@@ -80,6 +85,10 @@ def queue_periodic(session: Session, now: dt.datetime, every: dt.timedelta) -> l
             if new:
                 queued.append(job.id)
     return queued
+
+
+_UPLOAD_RIGHTS = ("unfinished uploads are left to the bucket's lifecycle rule; to have Data Aging abort them, "
+                  "allow s3:ListBucketMultipartUploads and s3:AbortMultipartUpload")
 
 
 def _key(copy: RestorePointCopy) -> str:
@@ -189,13 +198,18 @@ class Aging:
                 if _key(copy) not in places:
                     places[_key(copy)] = open_copy(copy, self.sealer)
         listed: list[tuple[Storage, str]] = []
+        unfinished: list[tuple[Storage, Upload]] = []
         for storage in places.values():
             try:
                 listed += [(storage, f) for f in storage.folders(f"instance-{self.instance_id}")]
+                unfinished += [(storage, u) for u in storage.incomplete_uploads(f"instance-{self.instance_id}")]
+            except StorageDenied as exc:  # keys that may write but not list uploads: the lifecycle rule's job
+                self.report.notices.append(f"{exc} ({_UPLOAD_RIGHTS})")
             except StorageError as exc:
                 self.report.errors.append(str(exc))
         # The catalog is read after the listing: a job that ends meanwhile is seen with its restore point.
         ids = {i for _, f in listed if (i := folder_job_id(f)) is not None}
+        ids |= {i for _, u in unfinished if (i := folder_job_id(upload_folder(u.key))) is not None}
         with self.catalog.transaction(write=False) as s:
             known = set(s.scalars(select(RestorePoint.prefix).where(RestorePoint.instance_id == self.instance_id)))
             rows = s.execute(select(Job.id, Job.instance_id, Job.job_type, Job.status, Job.started_at, Job.ended_at,
@@ -221,3 +235,22 @@ class Aging:
                 self.log.info("removed %s, left by a run of backup job %s", storage.uri(folder), job_id)
             elif job is None or job.ended_at is None or job.ended_at + grace <= self.now:
                 self.report.strays.append(storage.uri(folder))
+        for storage, upload in unfinished:
+            job_id = folder_job_id(upload_folder(upload.key))
+            job = facts.get(job_id) if job_id is not None else None
+            if job is None or job.instance_id != self.instance_id:
+                continue  # not a run of this instance's backups that this catalog knows: never touched
+            if not stale_upload(upload.key, upload.initiated, job, self.now, grace):
+                continue  # a live run's, or one that may still be stopping
+            try:
+                storage.abort_upload(upload)
+            except StorageDenied as exc:
+                self.report.notices.append(f"{exc} ({_UPLOAD_RIGHTS})")
+                continue
+            except StorageError as exc:  # the next run tries again
+                self.report.errors.append(str(exc))
+                continue
+            assert job_id is not None
+            self.report.uploads.append((job_id, storage.uri(upload.key)))
+            self.log.info("aborted the unfinished upload of %s, left by a run of backup job %s",
+                          storage.uri(upload.key), job_id)

@@ -115,9 +115,16 @@ def ensure_name_free(session: Session, account: CloudAccount, name: str) -> None
 def same_server(session: Session, inst: Instance) -> list[str]:
     """The names of the other live instances registered for the same ``host:port`` (host names compared
     without case), in any cloud account."""
-    return list(session.scalars(
-        select(Instance.name).where(func.lower(Instance.host) == inst.host.lower(), Instance.port == inst.port,
-                                    Instance.id != inst.id, Instance.deleted_at.is_(None)).order_by(Instance.id)))
+    return registered_as(session, inst.host, inst.port, inst.id)
+
+
+def registered_as(session: Session, host: str, port: int, except_id: int | None = None) -> list[str]:
+    """The names of the live instances registered for ``host:port`` (but ``except_id``), in id order."""
+    q = select(Instance.name).where(func.lower(Instance.host) == host.lower(), Instance.port == port,
+                                    Instance.deleted_at.is_(None))
+    if except_id is not None:
+        q = q.where(Instance.id != except_id)
+    return list(session.scalars(q.order_by(Instance.id)))
 
 
 def create(session: Session, reg: Registration, info: ServerInfo, sealer: Sealer) -> tuple[Instance, Job]:

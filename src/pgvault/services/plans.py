@@ -181,6 +181,8 @@ NAMED_USERS = 20  # a refusal names this many of the instances on a plan, then s
 
 def delete(session: Session, plan_id: int) -> None:
     plan = get(session, plan_id)
+    if plan.name_key == "default":  # (whoever uses it: it is where new instances go by default)
+        raise Conflict("the default plan cannot be deleted")
     named, total = users(session, plan.id, NAMED_USERS)
     if total:
         names = ", ".join(f"{shown(u.name)} (cloud account {shown(u.cloud_account)}, id {u.id})" for u in named)
@@ -188,8 +190,6 @@ def delete(session: Session, plan_id: int) -> None:
         them = "them" if total != 1 else "it"
         raise Conflict(f"plan {plan.name!r} is used by {total} instance{'s' if total != 1 else ''}: {names}{more}; "
                        f"move {them} to another plan or delete {them} first")
-    if plan.name_key == "default":
-        raise Conflict("the default plan cannot be deleted")
     deleted_users = session.scalars(select(Instance).where(Instance.plan_id == plan.id)).all()
     if deleted_users:
         raise Conflict(f"plan {plan.name!r} is still referenced by {len(deleted_users)} deleted instances "

@@ -230,6 +230,10 @@ def _aging(session: Session, job: Job, ctx: RunContext) -> Run:
         reporter = CatalogReporter(ctx.catalog, job_id, lease)
         for left_by, location in report.leftovers:
             reporter.warn(f"removed the folder an unfinished run of backup job {left_by} left: {location}")
+        for left_by, location in report.uploads:
+            reporter.warn(f"aborted the unfinished upload a run of backup job {left_by} left: {location}")
+        for notice in report.notices:
+            reporter.warn(notice)
         for stray in report.strays:
             reporter.warn(f"stray backup folder (no catalog entry): {stray}")
         status = JobStatus.COMPLETED_WITH_ERRORS if report.errors else JobStatus.COMPLETED

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import ObjectWriter, Storage, StorageError
+from .base import ObjectWriter, Storage, StorageDenied, StorageError, Upload
 from .fanout import FanOutStorage
 from .local import LocalStorage
 
-__all__ = ["FanOutStorage", "LocalStorage", "ObjectWriter", "Storage", "StorageError", "open_location"]
+__all__ = ["FanOutStorage", "LocalStorage", "ObjectWriter", "Storage", "StorageDenied", "StorageError", "Upload",
+           "open_location"]
 
 
 def open_location(kind: str, config: dict[str, Any], secret: dict[str, Any] | None = None) -> Storage:

@@ -7,12 +7,15 @@ aborted or crashed write never leaves a readable half object under the final key
 from __future__ import annotations
 
 import abc
+import builtins
+import datetime as dt
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 from ..errors import StorageError
 
-__all__ = ["ObjectWriter", "Storage", "StorageError", "check_key"]
+__all__ = ["ObjectWriter", "Storage", "StorageDenied", "StorageError", "Upload", "check_key"]
 
 
 _KEY = re.compile(r"^[A-Za-z0-9._%+=~-]+(/[A-Za-z0-9._%+=~-]+)*$")
@@ -22,6 +25,20 @@ def check_key(key: str) -> str:
     if not _KEY.match(key) or any(part in (".", "..") for part in key.split("/")):
         raise StorageError(f"invalid object key {key!r}")
     return key
+
+
+class StorageDenied(StorageError):
+    """The store refused a request the destination's keys have no right to make."""
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A write that was started and neither committed nor aborted, kept (and billed) by the store although
+    it is no object: an S3 multipart upload whose process died."""
+
+    key: str  # relative to the storage's location, like every other key
+    upload_id: str
+    initiated: dt.datetime  # aware, UTC
 
 
 class ObjectWriter(abc.ABC):
@@ -76,3 +93,14 @@ class Storage(abc.ABC):
 
     @abc.abstractmethod
     def uri(self, key: str) -> str: ...
+
+    def incomplete_uploads(self, prefix: str) -> builtins.list[Upload]:
+        """The unfinished writes under ``prefix/`` that the store keeps apart from its objects (S3's
+        multipart uploads). Where an unfinished write is a file of its own (a local ``.partial``), it is
+        in ``folders`` and ``list`` instead, and this is empty."""
+        check_key(prefix)
+        return []
+
+    def abort_upload(self, upload: Upload) -> None:
+        """Drop an unfinished write ``incomplete_uploads`` listed; one already gone is not an error."""
+        raise StorageError(f"{self.uri(upload.key)}: this storage keeps no unfinished writes apart")

@@ -3,8 +3,12 @@
 Writes stream through obstore's buffered writer: nothing is staged on disk, at most ``part_size`` bytes
 wait in memory plus ``max_concurrency`` parts in flight, and an object larger than one part becomes a
 multipart upload that S3 shows under its key only once completed, which is the contract's commit. Abort
-aborts the multipart upload, so no hidden parts are left to bill (only a crash or an endpoint that is
-gone can strand parts: buckets need a lifecycle rule for incomplete uploads). Reads fetch bounded byte ranges rather
+aborts the multipart upload, so no hidden parts are left to bill. Only a crash or an endpoint that is gone
+can strand parts; obstore has no call to list or abort an upload it did not start, so ``incomplete_uploads``
+and ``abort_upload`` use botocore for just those two requests (ListMultipartUploads, AbortMultipartUpload),
+configured like the obstore store (same URL, region, addressing, keys, proxy, TLS verification); Data Aging
+decides which to abort (``services/aging.py``). A bucket lifecycle rule for incomplete uploads remains the
+second line (a destination removed from every plan is never swept). Reads fetch bounded byte ranges rather
 than holding one GET open for the whole object: pg_restore may stop reading for minutes while it builds
 an index, and a long-lived response would hit the request timeout or a dropped connection midway.
 
@@ -16,9 +20,11 @@ credentials (environment, instance profile).
 
 from __future__ import annotations
 
+import builtins
 import datetime as dt
 import ipaddress
 import logging
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,7 +36,7 @@ from obstore.exceptions import BaseError as ObstoreError
 from obstore.exceptions import PermissionDeniedError, UnauthenticatedError
 from obstore.store import S3Store
 
-from .base import ObjectWriter, Storage, StorageError, check_key
+from .base import ObjectWriter, Storage, StorageDenied, StorageError, Upload, check_key
 
 if TYPE_CHECKING:
     from obstore import GetOptions, ObjectMeta
@@ -174,8 +180,9 @@ class _S3Writer(ObjectWriter):
             # obstore aborts the multipart upload only when its context manager sees an exception.
             self._file.__exit__(StorageError, StorageError("aborted"), None)
         except _ERRORS as exc:
-            log.warning("%s (an incomplete multipart upload may remain until the bucket's lifecycle rule "
-                        "removes it)", self._storage._error("abort the upload of", self._key, exc))
+            log.warning("%s (an incomplete multipart upload may remain until Data Aging aborts it or the "
+                        "bucket's lifecycle rule removes it)",
+                        self._storage._error("abort the upload of", self._key, exc))
 
 
 class S3Storage(Storage):
@@ -200,7 +207,11 @@ class S3Storage(Storage):
         self.endpoint_url = endpoint_url(endpoint, self.region, bucket, virtual_hosted)
         if self.endpoint_url.startswith("http://") and not allow_http:
             raise StorageError(f"S3 endpoint {self.endpoint_url} is plain HTTP; allow it explicitly or use HTTPS")
+        self.virtual_hosted = virtual_hosted
+        self._access_key_id = access_key_id
         self._secret = secret_access_key
+        self._proxy_url = proxy_url
+        self._botocore: Any = None  # built on first use: only the sweep of unfinished uploads needs it
         t = self.tuning
         client: ClientConfig = {
             "allow_http": allow_http,
@@ -213,6 +224,7 @@ class S3Storage(Storage):
         try:
             self.store = S3Store(
                 bucket, prefix=self.prefix or None, endpoint=self.endpoint_url, region=self.region,
+                aws_endpoint_url_s3=self.endpoint_url,  # else AWS_ENDPOINT_URL_S3 would override `endpoint`
                 virtual_hosted_style_request=virtual_hosted, skip_signature=False, unsigned_payload=False,
                 request_payer=False, credential_provider=keys, client_options=client,
                 retry_config={"max_retries": t.max_retries, "retry_timeout": dt.timedelta(seconds=t.retry_timeout)},
@@ -325,6 +337,91 @@ class S3Storage(Storage):
                 raise self._error("delete", prefix, exc) from exc
         return len(keys)
 
+    # -- unfinished multipart uploads, through botocore (obstore has no call for them) ---------------
+    def _api(self) -> Any:
+        """A botocore S3 client that sends its requests where the obstore store sends its own: the same
+        URL (virtual-hosted: botocore puts the bucket in front of the service host, as ``endpoint_url``
+        did), region, SigV4 keys, proxy and certificate checks; an explicit endpoint, region and
+        addressing, so ``AWS_*`` variables and config files cannot redirect it."""
+        if self._botocore is None:
+            import botocore.session
+            from botocore.config import Config
+
+            host = urlsplit(self.endpoint_url)
+            service = self.endpoint_url
+            if self.virtual_hosted and (host.hostname or "").startswith(f"{self.bucket}."):
+                service = f"{host.scheme}://{host.netloc.removeprefix(f'{self.bucket}.')}"
+            t = self.tuning
+            config = Config(
+                region_name=self.region, signature_version="s3v4",
+                s3={"addressing_style": "virtual" if self.virtual_hosted else "path"},
+                connect_timeout=t.connect_timeout, read_timeout=t.request_timeout,
+                retries={"total_max_attempts": t.max_retries + 1, "mode": "standard"},
+                proxies={"http": self._proxy_url, "https": self._proxy_url} if self._proxy_url else None,
+                user_agent_extra="pgvault",
+            )
+            # (config name, environment variables, default, conversion): the default trust roots whatever
+            # AWS_CA_BUNDLE says; with keys, nothing from the node's AWS profiles either
+            isolated: dict[str, tuple[str | None, str | None, str | None, None]] = {
+                "ca_bundle": (None, None, None, None)}
+            keys: dict[str, str] = {}
+            if self._access_key_id and self._secret:
+                keys = {"aws_access_key_id": self._access_key_id, "aws_secret_access_key": self._secret}
+                isolated |= {"profile": (None, None, None, None), "config_file": (None, None, os.devnull, None),
+                             "credentials_file": (None, None, os.devnull, None)}
+            session = botocore.session.Session(session_vars=isolated)
+            self._botocore = session.create_client("s3", endpoint_url=service, region_name=self.region,
+                                                   use_ssl=service.startswith("https://"), verify=True,
+                                                   config=config, **keys)
+        return self._botocore
+
+    def incomplete_uploads(self, prefix: str) -> builtins.list[Upload]:
+        check_key(prefix)
+        under = f"{self.prefix}/{prefix}/" if self.prefix else f"{prefix}/"
+        uploads: builtins.list[Upload] = []
+        try:
+            pages = self._api().get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket, Prefix=under)
+            for page in pages:
+                for u in page.get("Uploads", []):
+                    key = u["Key"]
+                    if not key.startswith(under):  # the endpoint's filter, trusted only this far
+                        continue
+                    uploads.append(Upload(key=key.removeprefix(f"{self.prefix}/") if self.prefix else key,
+                                          upload_id=u["UploadId"],
+                                          initiated=u["Initiated"].astimezone(dt.UTC)))
+        except Exception as exc:  # botocore's, imported lazily: _boto_error re-raises any other
+            raise self._boto_error("list the unfinished uploads under", prefix, exc) from None
+        return uploads
+
+    def abort_upload(self, upload: Upload) -> None:
+        check_key(upload.key)
+        key = f"{self.prefix}/{upload.key}" if self.prefix else upload.key
+        try:
+            self._api().abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload.upload_id)
+        except Exception as exc:  # as in incomplete_uploads
+            if _boto_code(exc) == "NoSuchUpload":
+                return  # aborted or completed meanwhile
+            raise self._boto_error("abort the unfinished upload of", upload.key, exc) from None
+
+    def _boto_error(self, action: str, key: str, exc: BaseException) -> StorageError:
+        from botocore.exceptions import BotoCoreError, NoCredentialsError
+
+        code = _boto_code(exc)
+        if code is not None:
+            known = _REASONS.get(code)
+            message = getattr(exc, "response", {}).get("Error", {}).get("Message")
+            reason = (known.format(bucket=self.bucket, endpoint=self.endpoint_url) if known
+                      else f"{code}: {message}" if message else code)
+        elif isinstance(exc, NoCredentialsError):
+            reason = "no keys are configured and the node has no AWS credentials"
+        elif isinstance(exc, BotoCoreError):
+            cause = _CAUSES.search(str(exc))
+            reason = f"cannot reach {self.endpoint_url}" + (f" ({cause.group(0).lower()})" if cause else "")
+        else:
+            raise exc  # a bug, not an answer of the endpoint
+        kind = StorageDenied if code == "AccessDenied" else StorageError
+        return kind(self._scrub(f"cannot {action} {self.location}/{key}: {reason}"))
+
     def _error(self, action: str, key: str, exc: BaseException) -> StorageError:
         """The one place an obstore error becomes a StorageError: what failed, where, and why in words
         an operator can act on, never with the secret key in it."""
@@ -351,3 +448,10 @@ class S3Storage(Storage):
 
     def _scrub(self, text: str) -> str:
         return text.replace(self._secret, "***") if self._secret else text
+
+
+def _boto_code(exc: BaseException) -> str | None:
+    """The S3 error code of a botocore ClientError (None for any other exception)."""
+    response = getattr(exc, "response", None)
+    code = response.get("Error", {}).get("Code") if isinstance(response, dict) else None
+    return str(code) if code else None
