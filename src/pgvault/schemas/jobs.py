@@ -56,6 +56,9 @@ class JobItemRow(NamedTuple):
     error: str | None
     target: str | None
     details: list[dict[str, Any]] | None
+    phase: str | None  # while it runs
+    started_at: dt.datetime | None
+    progress_at: dt.datetime | None  # when ``bytes`` was last reported (its end, once it ended)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +116,14 @@ def _item(i: JobItemRow) -> dict[str, Any]:
         out["target"] = i.target
     if i.details:
         out["details"] = i.details
+    if i.phase is not None and i.status == ItemStatus.RUNNING:  # (a job's end ends its items, phase and all)
+        out["phase"] = i.phase
+    if i.started_at is not None:
+        out["startTime"] = epoch(i.started_at)
+        if i.progress_at is not None:
+            out["lastUpdateTime"] = epoch(i.progress_at)
+            seconds = (i.progress_at - i.started_at).total_seconds()
+            out["bytesPerSecond"] = int(i.bytes / seconds) if seconds > 0 else 0
     return out
 
 
@@ -221,6 +232,12 @@ class JobItem(Answer):
     error: str | None
     target: str | Absent = None  # a restore's target database
     details: list[ItemDetail] | Absent = None  # a restore's refused objects
+    # Live progress: while it runs, ``bytes`` is what it has streamed so far (a backup: stored, after
+    # compression; a restore: of the archive read), reported about once a second.
+    phase: str | Absent = None  # what it is doing while it runs (a backup's "Dump", a restore's "Restore")
+    startTime: int | Absent = None  # when it started (Unix seconds)
+    lastUpdateTime: int | Absent = None  # when ``bytes`` was last reported; its end once it ended
+    bytesPerSecond: int | Absent = None  # bytes / (lastUpdateTime - startTime), to the microsecond
 
 
 class JobSummary(Answer):

@@ -23,6 +23,7 @@ from ..backup.encryption import new_data_key
 from ..backup.engine import BackupRequest, BackupRun
 from ..catalog.db import Catalog
 from ..catalog.models import Instance, Job, RestorePoint
+from ..catalog.types import utcnow
 from ..crypto import Sealer
 from ..domain.jobs import ItemStatus, JobStatus, JobType
 from ..errors import PgvaultError
@@ -52,14 +53,21 @@ class CatalogReporter:
         with self.catalog.transaction(write=True) as s:
             return jobs.add_items(s, self.job_id, names, lease=self.lease)
 
-    def item_running(self, item_id: int) -> None:
-        self.item_update(item_id, status=ItemStatus.RUNNING)
+    def item_running(self, item_id: int, phase: str | None = None) -> None:
+        self.item_update(item_id, status=ItemStatus.RUNNING, phase=phase, started_at=utcnow())
 
     def item_done(self, item_id: int, nbytes: int, sha256: str, location: str) -> None:
-        self.item_update(item_id, status=ItemStatus.COMPLETED, bytes=nbytes, sha256=sha256, location=location)
+        self.item_update(item_id, status=ItemStatus.COMPLETED, bytes=nbytes, sha256=sha256, location=location,
+                         phase=None, progress_at=utcnow())
 
     def item_failed(self, item_id: int, error: str, status: ItemStatus = ItemStatus.FAILED) -> None:
-        self.item_update(item_id, status=status, error=error)
+        self.item_update(item_id, status=status, error=error, phase=None)
+
+    def progress(self, items: dict[int, int], phase: str, percent: int | None) -> None:
+        """The bytes so far of the items in flight and the job's percent, in one transaction (about once a
+        second per job: ``backup.progress.LiveProgress``)."""
+        with self.catalog.transaction(write=True) as s:
+            jobs.record_progress(s, self.job_id, items, phase, percent, lease=self.lease)
 
     def item_update(self, item_id: int, **values: object) -> None:
         with self.catalog.transaction(write=True) as s:
