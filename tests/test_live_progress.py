@@ -173,8 +173,7 @@ def test_backup_reports_the_bytes_of_a_database_while_it_is_dumped(api, pg, live
             assert job["status"] == "Running" and job["currentPhaseName"] == "Backup"
             assert 2 <= job["percentComplete"] < 99
             assert item["phase"] == "Dump" and item["sha256"] is None and item["location"] is None
-            assert item["startTime"] > 0 and item["lastUpdateTime"] >= item["startTime"]
-            assert item["bytesPerSecond"] > 0
+            assert item["elapsedSeconds"] > 0 and item["bytesPerSecond"] > 0
             live_bytes = item["bytes"]
 
             line = follower.wait_for(PROGRESS)
@@ -191,7 +190,7 @@ def test_backup_reports_the_bytes_of_a_database_while_it_is_dumped(api, pg, live
     assert done["status"] == "Completed"
     final = _item(done)
     assert final["status"] == "Completed" and final["bytes"] >= live_bytes
-    assert "phase" not in final and final["lastUpdateTime"] >= final["startTime"]
+    assert "phase" not in final and final["elapsedSeconds"] > 0 and final["bytesPerSecond"] > 0
     assert re.search(r"^  live_db: Completed [\d.]+ MiB$", out, re.M), out
     assert re.search(r"^DATABASE +TARGET +STATUS +SIZE +RATE +ERROR$", out, re.M), out
     assert re.search(r"^live_db +Completed +[\d.]+ MiB +[\d.]+ [KMG]?i?B/s$", out, re.M), out
@@ -216,7 +215,7 @@ def test_restore_reports_the_bytes_of_the_archive_read_while_it_restores(api, pg
             job, item = _wait_streaming(api, pg, job_id, 1)
             assert job["status"] == "Running" and job["currentPhaseName"] == "Restore"
             assert item["phase"] == "Restore" and 0 < item["bytes"] < stored
-            assert item["startTime"] > 0 and "bytesPerSecond" in item
+            assert item["elapsedSeconds"] > 0 and "bytesPerSecond" in item
 
             line = follower.wait_for(PROGRESS)
             while _size(line["size"]) == 0:
@@ -233,3 +232,41 @@ def test_restore_reports_the_bytes_of_the_archive_read_while_it_restores(api, pg
     with pg.connect("live_db") as conn:
         assert conn.execute("select count(*), sum(length(payload)) from big").fetchone() == (ROWS, ROWS * 64)
     api.delete(f"/Instance/{entity['instanceId']}", params={"deleteBackups": "true"})
+
+
+def test_progress_lands_only_on_running_items_of_the_runs_lease(catalog):
+    """``services.jobs.record_progress`` on both dialects: a report changes the bytes of items still
+    Running under the run's lease, never an item that ended (a report that raced the item's end) nor one
+    of a run that lost its job; the percent only rises; both read paths show the live fields alike."""
+    from sqlalchemy import update as sql_update
+    from tests.support.readpaths import seed
+
+    from pgvault.catalog.models import Job, JobItem
+    from pgvault.schemas.jobs import job_summary
+    from pgvault.services import jobs
+
+    seed(catalog)
+    lease = "node-a:1.ab:1"
+    with catalog.transaction(write=True) as s:  # job 902 of the seed is a running backup at 40%
+        s.execute(sql_update(Job).where(Job.id == 902).values(lease_owner=lease))
+        s.add_all([JobItem(id=2001, job_id=902, kind="database", name="live", status="Running", bytes=0,
+                           phase="Dump", elapsed_ms=0),
+                   JobItem(id=2002, job_id=902, kind="database", name="ended", status="Completed", bytes=500,
+                           elapsed_ms=5000)])
+    with catalog.transaction(write=True) as s:
+        jobs.record_progress(s, 902, {2001: (1000, 8000), 2002: (7, 9000)}, "Backup", 50, lease=lease)
+    with catalog.transaction(write=True) as s:
+        jobs.record_progress(s, 902, {2001: (1500, 10_000)}, "Backup", 45, lease=lease)  # an estimate made earlier
+        jobs.record_progress(s, 902, {2001: (99_999, 11_000)}, "Backup", 90, lease="node-b:2.cd:1")  # not its run
+
+    answers = []
+    for reader in ("rows", "session"):
+        with catalog.rows() if reader == "rows" else catalog.transaction(write=False) as conn:
+            answers.append(job_summary(jobs.job_view(conn, 902)))
+    assert answers[0] == answers[1]
+    job = answers[0]
+    assert job["percentComplete"] == 50 and job["currentPhaseName"] == "Backup"
+    live, ended = (next(d for d in job["databases"] if d["name"] == n) for n in ("live", "ended"))
+    assert live == {"name": "live", "status": "Running", "bytes": 1500, "sha256": None, "location": None,
+                    "error": None, "phase": "Dump", "elapsedSeconds": 10.0, "bytesPerSecond": 150}
+    assert ended["bytes"] == 500 and ended["bytesPerSecond"] == 100 and "phase" not in ended

@@ -14,7 +14,6 @@ Guarantees:
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import logging
 import os
 import re
@@ -309,7 +308,7 @@ class RestoreRun:
         except (ToolError, ConnectionFailed, psycopg.Error, StorageError, ArchiveIntegrityError) as exc:
             status, note, details = FAILED, f"{item.source}: {_text(exc)}", []
         self.reporter.item_update(item_id, status=status, error=note or None, details=details,
-                                  bytes=entry.file.bytes, phase=None, progress_at=dt.datetime.now(dt.UTC))
+                                  bytes=entry.file.bytes)
         return status, note
 
     def _restore_database(self, index: int, item: RestoreItem, entry: DatabaseEntry, tools: Toolset,

@@ -57,8 +57,7 @@ class JobItemRow(NamedTuple):
     target: str | None
     details: list[dict[str, Any]] | None
     phase: str | None  # while it runs
-    started_at: dt.datetime | None
-    progress_at: dt.datetime | None  # when ``bytes`` was last reported (its end, once it ended)
+    elapsed_ms: int | None  # from its start to the last report of ``bytes`` (to its end, once it ended)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,12 +117,9 @@ def _item(i: JobItemRow) -> dict[str, Any]:
         out["details"] = i.details
     if i.phase is not None and i.status == ItemStatus.RUNNING:  # (a job's end ends its items, phase and all)
         out["phase"] = i.phase
-    if i.started_at is not None:
-        out["startTime"] = epoch(i.started_at)
-        if i.progress_at is not None:
-            out["lastUpdateTime"] = epoch(i.progress_at)
-            seconds = (i.progress_at - i.started_at).total_seconds()
-            out["bytesPerSecond"] = int(i.bytes / seconds) if seconds > 0 else 0
+    if i.elapsed_ms is not None:
+        out["elapsedSeconds"] = i.elapsed_ms / 1000
+        out["bytesPerSecond"] = i.bytes * 1000 // i.elapsed_ms if i.elapsed_ms > 0 else 0
     return out
 
 
@@ -235,9 +231,8 @@ class JobItem(Answer):
     # Live progress: while it runs, ``bytes`` is what it has streamed so far (a backup: stored, after
     # compression; a restore: of the archive read), reported about once a second.
     phase: str | Absent = None  # what it is doing while it runs (a backup's "Dump", a restore's "Restore")
-    startTime: int | Absent = None  # when it started (Unix seconds)
-    lastUpdateTime: int | Absent = None  # when ``bytes`` was last reported; its end once it ended
-    bytesPerSecond: int | Absent = None  # bytes / (lastUpdateTime - startTime), to the microsecond
+    elapsedSeconds: float | Absent = None  # from its start to the last report of ``bytes``; to its end once ended
+    bytesPerSecond: int | Absent = None  # bytes / elapsedSeconds (0 before the first report)
 
 
 class JobSummary(Answer):

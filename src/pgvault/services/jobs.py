@@ -71,7 +71,7 @@ _JOB_COLUMNS = (
 _JOB_FROM = (_j.join(_i, _i.c.id == _j.c.instance_id).join(_ca, _ca.c.id == _i.c.cloud_account_id)
              .join(_sc, _sc.c.id == _j.c.subclient_id).join(_bs, _bs.c.id == _sc.c.backupset_id))
 _ITEM_COLUMNS = (_ji.c.job_id, _ji.c.kind, _ji.c.name, _ji.c.status, _ji.c.bytes, _ji.c.sha256, _ji.c.location,
-                 _ji.c.error, _ji.c.target, _ji.c.details, _ji.c.phase, _ji.c.started_at, _ji.c.progress_at)
+                 _ji.c.error, _ji.c.target, _ji.c.details, _ji.c.phase, _ji.c.elapsed_ms)
 # Built once: building these statements costs more than running them. The two of GET /Job/{id} are
 # prepared (catalog.prepared): run on the driver's cursor when the caller has one.
 _ONE_JOB = Prepared(select(*_JOB_COLUMNS).select_from(_JOB_FROM).where(_j.c.id == bindparam("job_id", type_=Integer)),
@@ -287,7 +287,7 @@ def set_progress(session: Session, job_id: int, phase: str, percent: int | None,
 _ITEM_PROGRESS = (update(cast(Table, _ji))
                   .where(_ji.c.id == bindparam("item_id", type_=Integer),
                          _ji.c.status == lifecycle.ItemStatus.RUNNING.value)
-                  .values(bytes=bindparam("nbytes"), progress_at=bindparam("at")))
+                  .values(bytes=bindparam("nbytes"), elapsed_ms=bindparam("elapsed_ms")))
 _HELD_ITEM_PROGRESS = _ITEM_PROGRESS.where(_held(bindparam("lease")))
 _JOB_PROGRESS = _SET_PROGRESS.values(
     phase=bindparam("phase"), updated_at=bindparam("at"),
@@ -296,15 +296,15 @@ _JOB_PROGRESS = _SET_PROGRESS.values(
 _HELD_JOB_PROGRESS = _JOB_PROGRESS.where(_j.c.lease_owner == bindparam("lease"))
 
 
-def record_progress(session: Session, job_id: int, items: dict[int, int], phase: str, percent: int | None, *,
-                    lease: str | None = None) -> None:
-    """The bytes streamed so far of a running job's items in flight (``items``: id to bytes), and its phase
-    and percent (None: as it was)."""
+def record_progress(session: Session, job_id: int, items: dict[int, tuple[int, int | None]], phase: str,
+                    percent: int | None, *, lease: str | None = None) -> None:
+    """The bytes streamed so far of a running job's items in flight (``items``: id to bytes and the
+    milliseconds since the item started), and the job's phase and percent (None: as it was)."""
     now = utcnow()
     held = {} if lease is None else {"lease": lease}
     if items:
         session.execute(_ITEM_PROGRESS if lease is None else _HELD_ITEM_PROGRESS,
-                        [{"item_id": i, "nbytes": n, "at": now, **held} for i, n in items.items()])
+                        [{"item_id": i, "nbytes": n, "elapsed_ms": t, **held} for i, (n, t) in items.items()])
     if percent is None:
         set_progress(session, job_id, phase, None, lease=lease)
     else:
