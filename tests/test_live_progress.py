@@ -191,6 +191,8 @@ def test_backup_reports_the_bytes_of_a_database_while_it_is_dumped(api, pg, live
     final = _item(done)
     assert final["status"] == "Completed" and final["bytes"] >= live_bytes
     assert "phase" not in final and final["elapsedSeconds"] > 0 and final["bytesPerSecond"] > 0
+    percents = [int(p) for p in re.findall(rf"^job {job_id} Backup: \w+ (\d+)%", out, re.M)]
+    assert percents == sorted(percents) and percents[-1] == 100, out  # a percent never goes back
     assert re.search(r"^  live_db: Completed [\d.]+ MiB$", out, re.M), out
     assert re.search(r"^DATABASE +TARGET +STATUS +SIZE +RATE +ERROR$", out, re.M), out
     assert re.search(r"^live_db +Completed +[\d.]+ MiB +[\d.]+ [KMG]?i?B/s$", out, re.M), out

@@ -235,8 +235,9 @@ class BackupRun:
         with self._lock:
             self._dumping.pop(item_id, None)
             self._done_weight += weight
-            percent = 2 + int(96 * self._done_weight / self._total_weight)
-        self.reporter.phase("Backup", min(percent, 98))
+        # (the estimate with the databases still in flight, through the write that only raises the percent:
+        # what the progress thread last wrote may be more than the ended databases alone)
+        self.reporter.progress({}, "Backup", self._estimate({}))
 
     def _estimate(self, _stored: dict[int, int]) -> int:
         """The job's percent while databases are being dumped: the ended ones by their size at discovery,
