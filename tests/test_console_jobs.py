@@ -1,0 +1,246 @@
+"""The console's jobs (GET /jobs, GET /jobs/{id}, its live part, POST /jobs/{id}/kill) over real HTTP against
+the session's real `pgvault serve` and a real PostgreSQL: a backup seen in the list and on its page with its
+databases and bytes, the filters, a running backup (pg_dump waiting on a lock a test transaction holds)
+killed from its page, refusals without a session or with a forged form that change nothing, and the two
+pages in Chromium."""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+import pytest
+from tests.support.console import Console
+from tests.support.data import fill, recreate_database
+from tests.support.flows import register
+
+from pgvault.console.pages.jobs import node_of, parse_sample, status_class
+
+DB = "cj_app"
+LOCKED = "cj_locked"
+
+
+def text_of(r: Any) -> str:
+    """The page's (or a piece of HTML's) text, tags dropped, entities decoded, spaces collapsed."""
+    source = r if isinstance(r, str) else r.text
+    return re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", " ", source))).strip()
+
+
+@pytest.fixture(scope="module")
+def backed(pg, service):  # type: ignore[no-untyped-def]
+    """An instance on `pg` with one filled database, backed up once (its registration's backup)."""
+    recreate_database(pg, DB)
+    fill(pg, DB, rows=100)
+    api = service.login()
+    entity, job_id = register(api, pg, "cj-source")
+    done = api.wait_job(job_id)
+    assert done["status"] == "Completed", done
+    yield {"id": entity["instanceId"], "job": job_id, "summary": done}
+    api.delete(f"/Instance/{entity['instanceId']}")
+    api.close()
+    with pg.connect() as conn:
+        conn.execute(f"drop database if exists {DB} with (force)")
+
+
+@pytest.fixture()
+def console(service):  # type: ignore[no-untyped-def]
+    c = Console(service.url)
+    assert c.login("admin", service.admin_password).status_code == 303
+    yield c
+    c.close()
+
+
+def job_ids(r: Any) -> set[str]:
+    return set(re.findall(r'<a href="/jobs/(\d+)">', r.text))
+
+
+def test_the_backup_in_the_list_and_on_its_page(console, backed):
+    job, summary = backed["job"], backed["summary"]
+    r = console.get("/jobs")
+    assert r.status_code == 200, r.text
+    assert job in job_ids(r)
+    assert "<h1>Jobs</h1>" in r.text
+    assert f'href="/instances/{backed["id"]}"' in r.text
+
+    r = console.get(f"/jobs/{job}")
+    assert r.status_code == 200, r.text
+    page = text_of(r)
+    assert f"Job {job}: Backup of cj-source" in page
+    assert "Status: Completed (completed)" in page
+    assert f'href="/instances/{backed["id"]}"' in r.text
+    assert f"Started by {summary['userName']['userName']} ({summary['trigger']})" in page
+    app = next(d for d in summary["databases"] if d["name"] == DB)
+    assert app["bytes"] > 0
+    row = re.search(rf"<tr>\s*<td>{DB} .*?</tr>", r.text, re.S)
+    assert row, r.text
+    assert f"{app['bytes']:,} B" in row.group(0) and "Completed" in row.group(0)
+    log = text_of(re.search(r'<ol class="joblog".*?</ol>', r.text, re.S).group(0))  # type: ignore[union-attr]
+    assert "queued" in log and "started" in log and "ended Completed" in log
+    assert f"database {DB}: Completed, {app['bytes']:,} bytes" in log
+    assert "Kill this job" not in page  # ended: nothing to kill
+    # The live part of an ended job stops polling (no hx-trigger left in it).
+    live = console.get(f"/jobs/{job}/live")
+    assert live.status_code == 200 and 'id="job-live"' in live.text
+    assert "hx-trigger" not in live.text and "<html" not in live.text
+
+
+def test_the_filters(console, backed):
+    job = backed["job"]
+    queued = dt.datetime.now(dt.UTC)
+    assert job in job_ids(console.get("/jobs", params={"type": "Backup", "status": "Completed",
+                                                      "instance": "cj-sou"}))
+    assert job not in job_ids(console.get("/jobs", params={"type": "Restore"}))
+    assert job not in job_ids(console.get("/jobs", params={"status": "Failed"}))
+    assert job not in job_ids(console.get("/jobs", params={"instance": "no-such-instance"}))
+    later = (queued + dt.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M")
+    earlier = (queued - dt.timedelta(days=1)).strftime("%Y-%m-%dT%H:%M")
+    assert job not in job_ids(console.get("/jobs", params={"from": later}))
+    assert job in job_ids(console.get("/jobs", params={"from": earlier, "to": later}))
+    assert job not in job_ids(console.get("/jobs", params={"to": earlier}))
+    # Bad filters: said in words, next to the filter, and no list.
+    r = console.get("/jobs", params={"from": "yesterday"})
+    assert r.status_code == 400 and "not a date and time: 'yesterday'" in text_of(r)
+    r = console.get("/jobs", params={"from": later, "to": earlier})
+    assert r.status_code == 400 and "must come after its start" in text_of(r)
+    r = console.get("/jobs", params={"status": "Exploded"})
+    assert r.status_code == 400 and "no job status 'Exploded'" in text_of(r)
+    r = console.get("/jobs", params={"page": "0"})
+    assert r.status_code == 400 and "<html" in r.text  # the console's error page, not the API's JSON
+
+
+def test_a_job_that_does_not_exist(console):
+    r = console.get("/jobs/987654321")
+    assert r.status_code == 404 and "job 987654321 does not exist" in text_of(r)
+    r = console.post("/jobs/987654321/kill")
+    assert r.status_code == 404 and "job 987654321 does not exist" in text_of(r)
+
+
+def test_logged_out_sees_nothing(service, backed):
+    anonymous = Console(service.url)
+    for path in ("/jobs", f"/jobs/{backed['job']}", f"/jobs/{backed['job']}/live"):
+        r = anonymous.get(path)
+        assert r.status_code == 303 and r.headers["location"].startswith("/login?next="), path
+    r = anonymous.get(f"/jobs/{backed['job']}/live", headers={"HX-Request": "true"})
+    assert r.status_code == 204 and r.headers["hx-redirect"] == "/login"
+    anonymous.close()
+
+
+def _pg_dump_waiting(pg) -> bool:  # type: ignore[no-untyped-def]
+    with pg.connect() as conn:
+        return bool(conn.execute("select count(*) from pg_stat_activity where datname = %s "
+                                 "and application_name = 'pgvault'", (LOCKED,)).fetchone()[0])
+
+
+def test_kill_from_the_job_page(service, pg, console):
+    recreate_database(pg, LOCKED)
+    with pg.connect(LOCKED) as conn:
+        conn.execute("create table t as select generate_series(1, 1000) x")
+    holder = pg.connect(LOCKED)
+    api = service.login()
+    anonymous = Console(service.url)
+    instance = None
+    try:
+        holder.execute("begin")
+        holder.execute("lock table t in access exclusive mode")  # pg_dump waits for this lock
+        entity, job = register(api, pg, "cj-kill")
+        instance = entity["instanceId"]
+        deadline = time.monotonic() + 60
+        while True:
+            summary = api.job(job)
+            locked = [d for d in summary["databases"] if d["name"] == LOCKED]
+            if locked and locked[0]["status"] == "Running" and _pg_dump_waiting(pg):
+                break
+            assert time.monotonic() < deadline, summary
+            time.sleep(0.2)
+
+        # Running: in the list of running jobs, live on its page, with a kill button.
+        assert job in job_ids(console.get("/jobs", params={"status": "Running"}))
+        listed = console.get("/jobs")
+        assert 'hx-trigger="every 2s"' in listed.text
+        r = console.get(f"/jobs/{job}")
+        page = text_of(r)
+        assert "Status: Running (running, refreshed every 2 seconds)" in page
+        assert f'hx-get="/jobs/{job}/live?' in r.text and 'hx-trigger="every 2s"' in r.text
+        assert "Kill this job" in page and "on node " in page
+        assert re.search(rf"{LOCKED} database Running [\d.]+ \w+ (\([\d,]+ B\) )?being written", page), page
+        # The live part, given the sample of an earlier poll, says how fast each running item grew.
+        earlier = len(summary["databases"]) * ["0"]
+        live = console.get(f"/jobs/{job}/live", params={"t": f"{time.time() - 4:.3f}", "s": ",".join(earlier)})
+        assert live.status_code == 200 and 'hx-trigger="every 2s"' in live.text
+        assert "/s since the last refresh" in text_of(live)
+        nxt = re.search(r'hx-get="/jobs/\d+/live\?t=([\d.]+)&amp;s=([^"]*)"', live.text)
+        now = api.job(job)  # (the sample: every item's bytes, the globals' too)
+        assert nxt and len(unquote(nxt.group(2)).split(",")) == len(now["databases"]) + (now["globals"] is not None)
+        assert console.get(f"/jobs/{job}/live", params={"t": "junk", "s": "1,x"}).status_code == 200
+
+        # Refused, and the job still runs: no session, no CSRF value, a wrong one, another site's form.
+        r = anonymous.post(f"/jobs/{job}/kill", csrf="")
+        assert r.status_code == 303 and r.headers["location"].startswith("/login")
+        assert console.post(f"/jobs/{job}/kill", csrf="").status_code == 403
+        assert console.post(f"/jobs/{job}/kill", csrf="forged").status_code == 403
+        assert console.post(f"/jobs/{job}/kill", headers={"Origin": "http://evil.example"}).status_code == 403
+        assert api.job(job)["status"] == "Running" and _pg_dump_waiting(pg)
+
+        r = console.post(f"/jobs/{job}/kill")
+        assert r.status_code == 303 and r.headers["location"] == f"/jobs/{job}?done=kill"
+        assert "Kill requested" in text_of(console.get(r.headers["location"]))
+        done = api.wait_job(job, timeout=30)
+        assert done["status"] == "Killed", done
+        r = console.get(f"/jobs/{job}")
+        page = text_of(r)
+        assert "Status: Killed (killed)" in page and "Kill this job" not in page
+        assert "ended Killed" in page and f"{LOCKED} database Killed" in page
+        assert 'hx-trigger' not in r.text  # ended: no more polling
+        # Killing it again: the API's refusal, in words, on the page.
+        r = console.post(f"/jobs/{job}/kill")
+        assert r.status_code == 400 and "has already finished (Killed)" in text_of(r)
+    finally:
+        holder.execute("rollback")
+        holder.close()
+        if instance is not None:
+            api.delete(f"/Instance/{instance}")
+        api.close()
+        anonymous.close()
+        with pg.connect() as conn:
+            conn.execute(f"drop database if exists {LOCKED} with (force)")
+
+
+def test_the_jobs_pages_in_a_browser(chromium, service, backed, tmp_path: Path):
+    shots = Path(os.environ.get("PGVAULT_SCREENSHOTS") or tmp_path)
+    shots.mkdir(parents=True, exist_ok=True)
+    context = chromium.new_context(viewport={"width": 1280, "height": 800})
+    page = context.new_page()
+    page.goto(service.url + "/jobs")
+    page.get_by_label("User name").fill("admin")
+    page.get_by_label("Password").fill(service.admin_password)
+    page.get_by_label("Password").press("Enter")
+    page.wait_for_url("**/jobs")
+    assert page.get_by_role("heading", name="Jobs").is_visible()
+    page.get_by_label("Instance").fill("cj-source")
+    page.get_by_role("button", name="Filter").click()
+    page.wait_for_url(re.compile(r".*instance=cj-source.*"))
+    page.screenshot(path=shots / "jobs.png", full_page=True)
+    page.get_by_role("link", name=backed["job"], exact=True).click()
+    page.wait_for_url(f"**/jobs/{backed['job']}")
+    assert page.get_by_role("heading", name=re.compile(f"Job {backed['job']}")).is_visible()
+    assert page.locator("#job-items td", has_text=DB).first.is_visible()
+    page.screenshot(path=shots / "job.png", full_page=True)
+    page.set_viewport_size({"width": 375, "height": 740})  # phone width: only the tables scroll sideways
+    assert page.evaluate("document.documentElement.scrollWidth") <= 376
+    context.close()
+
+
+def test_small_parts():
+    assert status_class("Completed w/ one or more errors") == "status-completed-w-one-or-more-errors"
+    assert status_class("Killed") == "status-killed"
+    assert node_of("node-a:123.abcd1234:ef567890") == "node-a"
+    assert node_of("host:with:colons:1.a:b") == "host:with:colons"
+    assert node_of(None) is None
+    assert parse_sample("12.5", "1,2,3") == (12.5, [1, 2, 3])
+    assert parse_sample("x", "1") is None and parse_sample("1", "a") is None
