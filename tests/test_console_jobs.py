@@ -18,11 +18,12 @@ from urllib.parse import unquote
 import pytest
 from tests.support.console import Console
 from tests.support.data import fill, recreate_database
-from tests.support.flows import register
+from tests.support.flows import register, restore, restore_body
 
 from pgvault.console.pages.jobs import node_of, parse_sample, status_class
 
 DB = "cj_app"
+EXT = "cj_ext"  # a database with an extension only a superuser may create (a restore's per-object error)
 LOCKED = "cj_locked"
 
 
@@ -37,6 +38,11 @@ def backed(pg, service):  # type: ignore[no-untyped-def]
     """An instance on `pg` with one filled database, backed up once (its registration's backup)."""
     recreate_database(pg, DB)
     fill(pg, DB, rows=100)
+    recreate_database(pg, EXT)
+    with pg.connect(EXT) as conn:
+        conn.execute("create extension pg_buffercache")  # untrusted: needs a superuser
+        conn.execute("create table kv (id int primary key, v text)")
+        conn.execute("insert into kv select i, i::text from generate_series(1, 50) i")
     api = service.login()
     entity, job_id = register(api, pg, "cj-source")
     done = api.wait_job(job_id)
@@ -46,6 +52,7 @@ def backed(pg, service):  # type: ignore[no-untyped-def]
     api.close()
     with pg.connect() as conn:
         conn.execute(f"drop database if exists {DB} with (force)")
+        conn.execute(f"drop database if exists {EXT} with (force)")
 
 
 @pytest.fixture()
@@ -112,6 +119,44 @@ def test_the_filters(console, backed):
     assert r.status_code == 400 and "no job status 'Exploded'" in text_of(r)
     r = console.get("/jobs", params={"page": "0"})
     assert r.status_code == 400 and "<html" in r.text  # the console's error page, not the API's JSON
+
+
+def test_a_restore_shows_pg_restores_per_object_errors(service, pg_target, console, backed):
+    """Restored by a login that is not a superuser: the extension it may not create is the item's detail."""
+    with pg_target.connect() as conn:
+        conn.execute("drop role if exists cj_tenant")
+        conn.execute("create role cj_tenant login createdb password 'cj-tenant-pw-1'")
+    api = service.login()
+    managed, first = register(api, pg_target, "cj-managed", user="cj_tenant", password="cj-tenant-pw-1")
+    try:
+        api.wait_job(first)
+        source = {"instanceId": backed["id"], "instanceName": "cj-source"}
+        dest = {"clientName": "default", "instanceName": managed["instanceName"]}
+        job = restore(api, restore_body(source, [f"/{EXT}"], dest=dest, job_id=backed["job"]))
+        done = api.wait_job(job)
+        assert done["status"] == "Completed w/ one or more errors", done
+        r = console.get(f"/jobs/{job}")
+        assert r.status_code == 200
+        page = text_of(r)
+        assert f"Job {job}: Restore into cj-managed" in page
+        assert "Status: Completed w/ one or more errors (completed, with errors)" in page
+        row = re.search(rf"<tr>\s*<td>{EXT} .*?</tr>", r.text, re.S)
+        assert row, r.text
+        cells = text_of(row.group(0))
+        assert "Completed w/ one or more errors" in cells and "pg_buffercache" in cells
+        item = done["databases"][0]
+        assert item["target"] in cells and item["details"]
+        for d in item["details"]:  # every object pg_restore named, with its error
+            said = (f"{d['object']}: " if d["object"] else "") + d["error"]
+            assert " ".join(said.split()) in cells, (d, cells)
+        assert job in job_ids(console.get("/jobs", params={"type": "Restore",
+                                                          "status": "Completed w/ one or more errors"}))
+    finally:
+        api.delete(f"/Instance/{managed['instanceId']}")
+        api.close()
+        with pg_target.connect() as conn:
+            conn.execute(f"drop database if exists {EXT} with (force)")
+            conn.execute("drop role if exists cj_tenant")
 
 
 def test_a_job_that_does_not_exist(console):
