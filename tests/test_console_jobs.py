@@ -6,21 +6,27 @@ pages in Chromium."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import html
 import os
 import re
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
 import pytest
+from sqlalchemy import insert, select
 from tests.support.console import Console
 from tests.support.data import fill, recreate_database
 from tests.support.flows import register, restore, restore_body
 
+from pgvault.catalog.models import Backupset, CloudAccount, Instance, Job, Plan, Subclient
 from pgvault.console.pages.jobs import node_of, parse_sample, status_class
+from pgvault.services import jobs as job_service
+from pgvault.services.bootstrap import bootstrap
 
 DB = "cj_app"
 EXT = "cj_ext"  # a database with an extension only a superuser may create (a restore's per-object error)
@@ -182,18 +188,20 @@ def _pg_dump_waiting(pg) -> bool:  # type: ignore[no-untyped-def]
                                  "and application_name = 'pgvault'", (LOCKED,)).fetchone()[0])
 
 
-def test_kill_from_the_job_page(service, pg, console):
+@contextlib.contextmanager
+def a_running_backup(service, pg, name: str) -> Iterator[tuple[Any, str, dict]]:  # type: ignore[no-untyped-def]
+    """A backup of `pg` that runs until it is killed: its pg_dump waits for a lock a test transaction
+    holds on a table of LOCKED. Yields an API client, the job's id and its summary once pg_dump waits."""
     recreate_database(pg, LOCKED)
     with pg.connect(LOCKED) as conn:
         conn.execute("create table t as select generate_series(1, 1000) x")
     holder = pg.connect(LOCKED)
     api = service.login()
-    anonymous = Console(service.url)
     instance = None
     try:
         holder.execute("begin")
         holder.execute("lock table t in access exclusive mode")  # pg_dump waits for this lock
-        entity, job = register(api, pg, "cj-kill")
+        entity, job = register(api, pg, name)
         instance = entity["instanceId"]
         deadline = time.monotonic() + 60
         while True:
@@ -203,7 +211,21 @@ def test_kill_from_the_job_page(service, pg, console):
                 break
             assert time.monotonic() < deadline, summary
             time.sleep(0.2)
+        yield api, job, summary
+    finally:
+        holder.execute("rollback")
+        holder.close()
+        if instance is not None:
+            api.wait_job(job, timeout=60)  # (ended, whatever the test did, before it goes)
+            api.delete(f"/Instance/{instance}")
+        api.close()
+        with pg.connect() as conn:
+            conn.execute(f"drop database if exists {LOCKED} with (force)")
 
+
+def test_kill_from_the_job_page(service, pg, console):
+    anonymous = Console(service.url)
+    with a_running_backup(service, pg, "cj-kill") as (api, job, summary):
         # Running: in the list of running jobs, live on its page, with a kill button.
         assert job in job_ids(console.get("/jobs", params={"status": "Running"}))
         listed = console.get("/jobs")
@@ -245,15 +267,7 @@ def test_kill_from_the_job_page(service, pg, console):
         # Killing it again: the API's refusal, in words, on the page.
         r = console.post(f"/jobs/{job}/kill")
         assert r.status_code == 400 and "has already finished (Killed)" in text_of(r)
-    finally:
-        holder.execute("rollback")
-        holder.close()
-        if instance is not None:
-            api.delete(f"/Instance/{instance}")
-        api.close()
-        anonymous.close()
-        with pg.connect() as conn:
-            conn.execute(f"drop database if exists {LOCKED} with (force)")
+    anonymous.close()
 
 
 def test_the_jobs_pages_in_a_browser(chromium, service, backed, tmp_path: Path):
@@ -281,6 +295,32 @@ def test_the_jobs_pages_in_a_browser(chromium, service, backed, tmp_path: Path):
     context.close()
 
 
+def test_kill_in_a_browser(chromium, service, pg, tmp_path: Path):
+    """The kill button of a running job's page, confirmed in the browser's dialog: the page comes back and,
+    by its own refresh, shows the job Killed."""
+    from playwright.sync_api import expect
+
+    with a_running_backup(service, pg, "cj-kill-browser") as (api, job, _):
+        context = chromium.new_context(viewport={"width": 1280, "height": 800})
+        page = context.new_page()
+        page.goto(f"{service.url}/jobs/{job}")
+        page.get_by_label("User name").fill("admin")
+        page.get_by_label("Password").fill(service.admin_password)
+        page.get_by_label("Password").press("Enter")
+        page.wait_for_url(f"**/jobs/{job}")
+        expect(page.locator("#job-state")).to_contain_text("Running")
+        asked: list[str] = []
+        page.on("dialog", lambda d: (asked.append(d.message), d.accept()))
+        page.get_by_role("button", name="Kill this job").click()
+        page.wait_for_url(f"**/jobs/{job}?done=kill")
+        assert asked and f"Kill job {job}?" in asked[0]
+        expect(page.locator("#job-state")).to_contain_text("Killed", timeout=30_000)
+        expect(page.get_by_role("button", name="Kill this job")).to_have_count(0)
+        page.screenshot(path=tmp_path / "job-killed.png", full_page=True)
+        context.close()
+        assert api.job(job)["status"] == "Killed"
+
+
 def test_small_parts():
     assert status_class("Completed w/ one or more errors") == "status-completed-w-one-or-more-errors"
     assert status_class("Killed") == "status-killed"
@@ -289,3 +329,45 @@ def test_small_parts():
     assert node_of(None) is None
     assert parse_sample("12.5", "1,2,3") == (12.5, [1, 2, 3])
     assert parse_sample("x", "1") is None and parse_sample("1", "a") is None
+
+
+def test_the_lists_filters_on_both_catalog_dialects(catalog, tmp_path):
+    """services.jobs.list_jobs' console filters: status, a part of the instance's name in any case (LIKE's
+    characters taken literally), the time queued (from inclusive, to exclusive); POST /Jobs' call (none of
+    them) still lists everything."""
+    t0 = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
+    with catalog.transaction(write=True) as s:
+        bootstrap(s, home=tmp_path, backups_dir=tmp_path / "backups", admin_password="x" * 16)
+    with catalog.transaction(write=True) as s:
+        account, plan = s.scalar(select(CloudAccount.id)), s.scalar(select(Plan.id))
+        for iid, name in {20: "Prod_1", 21: "prod%2", 22: "other"}.items():
+            s.execute(insert(Instance).values(
+                id=iid, cloud_account_id=account, plan_id=plan, name=name, name_key=name.lower(), host="h",
+                port=5432, maintenance_db="postgres", username="u", password_sealed=b"x", ssl_enabled=False,
+                declared_version="16", server_version="16.4", server_version_num=160004))
+            s.execute(insert(Backupset).values(id=iid, instance_id=iid))
+            s.execute(insert(Subclient).values(id=iid, instance_id=iid, backupset_id=iid))
+        jobs = [(1, 20, "Backup", "Completed", 0), (2, 20, "Backup", "Failed", 1), (3, 21, "Restore", "Running", 2),
+                (4, 22, "Backup", "Waiting", 3), (5, 22, "Backup", "Completed w/ one or more errors", 4)]
+        for jid, iid, kind, status, hours in jobs:
+            s.execute(insert(Job).values(id=jid, job_type=kind, status=status, instance_id=iid, subclient_id=iid,
+                                         created_at=t0 + dt.timedelta(hours=hours), updated_at=t0))
+
+    def ids(**filters: Any) -> list[int]:
+        with catalog.transaction(write=False) as s:
+            views, total = job_service.list_jobs(s, **filters)
+        assert total == len(views)
+        return [v.job.id for v in views]
+
+    assert ids() == [5, 4, 3, 2, 1]
+    assert ids(statuses=["Completed"]) == [1]
+    assert ids(statuses=["Completed w/ one or more errors"]) == [5]
+    assert ids(statuses=["Running"], job_types=["Restore"]) == [3]
+    assert ids(instance_name="PROD_") == [2, 1]  # '_' is a character, not "any one"
+    assert ids(instance_name="d%") == [3]
+    assert ids(instance_name="prod") == [3, 2, 1]
+    assert ids(queued_from=t0 + dt.timedelta(hours=2)) == [5, 4, 3]
+    assert ids(queued_to=t0 + dt.timedelta(hours=2)) == [2, 1]
+    assert ids(queued_from=t0 + dt.timedelta(hours=1), queued_to=t0 + dt.timedelta(hours=4),
+               statuses=["Failed", "Waiting"]) == [4, 2]
+    assert ids(category="active") == [4, 3]

@@ -306,7 +306,7 @@ def list_jobs(conn: Session | Connection, *, category: str = "all", finished_wit
               offset: int = 0, limit: int = 20, newest_first: bool = True) -> tuple[list[JobView], int]:
     """Jobs for ``POST /Jobs``: ``active`` (waiting, running), ``finished`` (ended within the look-up
     time, 0 for no limit) or ``all`` (both). Returns one page and the total without paging. The console's
-    job list also filters by status (``statuses``, exact), a part of the instance's name, and the time
+    job list also filters by status (``statuses``, exact), a part of the instance's name (in any case), and the time
     the job was queued (``queued_from`` inclusive, ``queued_to`` exclusive, UTC)."""
     active: ColumnElement[bool] = _j.c.status.in_(ACTIVE)
     finished: ColumnElement[bool] = ~active
@@ -325,7 +325,7 @@ def list_jobs(conn: Session | Connection, *, category: str = "all", finished_wit
     if statuses:
         where.append(_j.c.status.in_(statuses))
     if instance_name:
-        where.append(_i.c.name.contains(instance_name, autoescape=True))
+        where.append(_i.c.name_key.contains(instance_name.lower(), autoescape=True))  # (any case, LIKE literal)
     if queued_from is not None:
         where.append(_j.c.created_at >= queued_from)
     if queued_to is not None:
