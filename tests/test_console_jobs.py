@@ -23,7 +23,7 @@ import pytest
 from sqlalchemy import insert, select
 from tests.support.console import Console
 from tests.support.data import fill, recreate_database
-from tests.support.flows import register, restore, restore_body
+from tests.support.flows import backup_now, register, restore, restore_body
 
 from pgvault.catalog.models import Backupset, CloudAccount, Instance, Job, Plan, Subclient
 from pgvault.console.pages.jobs import node_of, parse_sample, status_class
@@ -255,6 +255,17 @@ def test_kill_from_the_job_page(service, pg, console):
         assert console.post(f"/jobs/{job}/kill", csrf="forged").status_code == 403
         assert console.post(f"/jobs/{job}/kill", headers={"Origin": "http://evil.example"}).status_code == 403
         assert api.job(job)["status"] == "Running" and _pg_dump_waiting(pg)
+
+        # A second backup of the instance waits for the first: killed from its page, it ends at once.
+        waiting = backup_now(api, summary["subclient"]["subclientId"])
+        page = text_of(console.get(f"/jobs/{waiting}"))
+        assert "Status: Waiting (waiting to start, refreshed every 2 seconds)" in page
+        assert "Nothing yet: the job has not started." in page and "Kill this job" in page
+        r = console.post(f"/jobs/{waiting}/kill")
+        assert r.status_code == 303 and r.headers["location"] == f"/jobs/{waiting}?done=kill"
+        page = text_of(console.get(r.headers["location"]))
+        assert "Status: Killed (killed)" in page and "ended Killed: killed before it started" in page
+        assert api.job(waiting)["status"] == "Killed" and api.job(job)["status"] == "Running"
 
         r = console.post(f"/jobs/{job}/kill")
         assert r.status_code == 303 and r.headers["location"] == f"/jobs/{job}?done=kill"
