@@ -113,6 +113,11 @@ def test_the_filters(console, backed):
     assert job not in job_ids(console.get("/jobs", params={"type": "Restore"}))
     assert job not in job_ids(console.get("/jobs", params={"status": "Failed"}))
     assert job not in job_ids(console.get("/jobs", params={"instance": "no-such-instance"}))
+    mine = console.get("/jobs", params={"instance_id": backed["id"]})  # the job page's "jobs of this instance"
+    assert job in job_ids(mine) and "Only the jobs of one instance ( cj-source )" in text_of(mine)
+    assert f'href="/jobs?instance_id={backed["id"]}"' in console.get(f"/jobs/{job}").text
+    assert job not in job_ids(console.get("/jobs", params={"instance_id": backed["id"] + 1000}))
+    assert console.get("/jobs", params={"instance_id": "x"}).status_code == 400
     later = (queued + dt.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M")
     earlier = (queued - dt.timedelta(days=1)).strftime("%Y-%m-%dT%H:%M")
     assert job not in job_ids(console.get("/jobs", params={"from": later}))

@@ -78,6 +78,7 @@ async def job_list(
     request: Request, viewer: ViewerDep,
     type: Annotated[str, Query(max_length=32)] = "", status: Annotated[str, Query(max_length=40)] = "",
     instance: Annotated[str, Query(max_length=255)] = "",
+    instance_id: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
     since: Annotated[str, Query(alias="from", max_length=40)] = "",
     until: Annotated[str, Query(alias="to", max_length=40)] = "",
     page_no: Annotated[int, Query(alias="page", ge=1, le=100_000)] = 1,
@@ -91,13 +92,14 @@ async def job_list(
     queued_from, queued_to = _moment(since, "from", errors), _moment(until, "to", errors)
     if queued_from and queued_to and queued_to <= queued_from:
         errors["to"] = "the end of the time range must come after its start"
-    filters = {"type": type, "status": status, "instance": instance, "from": since, "to": until}
+    filters = {"type": type, "status": status, "instance": instance, "from": since, "to": until,
+               "instance_id": str(instance_id or "")}
     offset = (page_no - 1) * PAGE
     rows: list[JobView] = []
     total = 0
     if not errors:
-        rows, total = await run_read(ctx, _read_list, ctx, type, status, instance, queued_from, queued_to, offset,
-                                     short=False)
+        rows, total = await run_read(ctx, _read_list, ctx, type, status, instance, instance_id, queued_from,
+                                     queued_to, offset, short=False)
 
     def url(n: int) -> str:
         return "/jobs?" + urlencode({**{k: v for k, v in filters.items() if v}, "page": n})
@@ -111,11 +113,13 @@ async def job_list(
                 status_code=400 if errors else 200)
 
 
-def _read_list(ctx: Context, job_type: str, status: str, instance: str, queued_from: dt.datetime | None,
-               queued_to: dt.datetime | None, offset: int) -> tuple[list[JobView], int]:
+def _read_list(ctx: Context, job_type: str, status: str, instance: str, instance_id: int | None,
+               queued_from: dt.datetime | None, queued_to: dt.datetime | None,
+               offset: int) -> tuple[list[JobView], int]:
     with ctx.catalog.transaction(write=False) as s:
         return job_service.list_jobs(s, job_types=[job_type] if job_type else None,
                                      statuses=[status] if status else None, instance_name=instance,
+                                     instance_id=instance_id,
                                      queued_from=queued_from, queued_to=queued_to, offset=offset, limit=PAGE)
 
 
