@@ -111,6 +111,18 @@ def job_view(conn: DriverReader | Session | Connection, job_id: int) -> JobView:
     return JobView(row, _ITEMS_OF.all(conn, job_id=job_id))
 
 
+_RUNNER = select(_j.c.lease_owner, _j.c.kill_requested).where(_j.c.id == bindparam("job_id", type_=Integer))
+
+
+def job_runner(conn: Session | Connection, job_id: int) -> tuple[str | None, bool]:
+    """Who holds a job's lease (``<node>:<incarnation>:<claim>``, None when it is not running) and whether
+    a kill was asked: what the console's job log says besides ``job_view``."""
+    row = conn.execute(_RUNNER, {"job_id": job_id}).first()
+    if row is None:
+        raise NotFound(f"job {job_id} does not exist")
+    return row[0], bool(row[1])
+
+
 _busy = aliased(Job)  # built once: every worker thread polls with it
 _WAITING_AND_FREE = select(Job).where(
     Job.status == JobStatus.WAITING,
@@ -321,9 +333,13 @@ def add_warning(session: Session, job_id: int, message: str, *, lease: str | Non
 def list_jobs(conn: Session | Connection, *, category: str = "all", finished_within_seconds: int = 0,
               client_ids: list[int] | None = None, job_types: list[str] | None = None,
               subclient_id: int | None = None, instance_id: int | None = None,
+              statuses: list[str] | None = None, instance_name: str = "",
+              queued_from: dt.datetime | None = None, queued_to: dt.datetime | None = None,
               offset: int = 0, limit: int = 20, newest_first: bool = True) -> tuple[list[JobView], int]:
     """Jobs for ``POST /Jobs``: ``active`` (waiting, running), ``finished`` (ended within the look-up
-    time, 0 for no limit) or ``all`` (both). Returns one page and the total without paging."""
+    time, 0 for no limit) or ``all`` (both). Returns one page and the total without paging. The console's
+    job list also filters by status (``statuses``, exact), a part of the instance's name (in any case), and the time
+    the job was queued (``queued_from`` inclusive, ``queued_to`` exclusive, UTC)."""
     active: ColumnElement[bool] = _j.c.status.in_(ACTIVE)
     finished: ColumnElement[bool] = ~active
     if finished_within_seconds > 0:
@@ -338,6 +354,14 @@ def list_jobs(conn: Session | Connection, *, category: str = "all", finished_wit
         where.append(_j.c.subclient_id == subclient_id)
     if instance_id is not None:
         where.append(_j.c.instance_id == instance_id)
+    if statuses:
+        where.append(_j.c.status.in_(statuses))
+    if instance_name:
+        where.append(_i.c.name_key.contains(instance_name.lower(), autoescape=True))  # (any case, LIKE literal)
+    if queued_from is not None:
+        where.append(_j.c.created_at >= queued_from)
+    if queued_to is not None:
+        where.append(_j.c.created_at < queued_to)
     q = select(*_JOB_COLUMNS).select_from(_JOB_FROM).where(*where)
     total = conn.execute(select(func.count()).select_from(q.subquery())).scalar() or 0
     order = _j.c.id.desc() if newest_first else _j.c.id.asc()
