@@ -26,21 +26,23 @@ from ..domain.jobs import ItemStatus, JobStatus
 from ..errors import ConnectionFailed, PgvaultError, ToolError
 from ..pgtools.binaries import Toolset, toolset_for_server
 from ..pgtools.connection import ServerAddress, server_info
-from ..pgtools.runner import Cancelled, CancelToken, client_env, run_program
+from ..pgtools.runner import Cancelled, CancelToken, Pipeline, client_env, run_program
 from ..storage import Storage, StorageError
 from .compressor import compressor_argv, compressor_env
 from .discovery import Database, connection_budget, discover
 from .encryption import DATA_KEY_OBJECT, FILE_SUFFIX, FORMAT_SUFFIX, ChunkEncryptor, data_key_document
 from .manifest import DatabaseEntry, FileEntry, Manifest
+from .progress import LiveProgress
 
 
 class Reporter(Protocol):
     def phase(self, name: str, percent: int | None = None) -> None: ...
     def items(self, names: list[tuple[str, str]]) -> list[int]: ...
-    def item_running(self, item_id: int) -> None: ...
+    def item_running(self, item_id: int, phase: str | None = None) -> None: ...
     def item_done(self, item_id: int, nbytes: int, sha256: str, location: str) -> None: ...
     def item_failed(self, item_id: int, error: str, status: ItemStatus = ItemStatus.FAILED) -> None: ...
     def warn(self, message: str) -> None: ...
+    def progress(self, items: dict[int, int], phase: str, percent: int | None) -> None: ...
 
 
 @dataclass
@@ -115,6 +117,8 @@ class BackupRun:
         self._compressor: tuple[list[str], dict[str, str]] | None = None  # argv and env, chosen in _run
         self._done_weight = 0
         self._total_weight = 1
+        self._dumping: dict[int, tuple[Pipeline, int]] = {}  # item id: pg_dump's pipeline and the size
+        self._live: LiveProgress | None = None
 
     def run(self) -> BackupOutcome:
         started = dt.datetime.now(dt.UTC)
@@ -172,7 +176,9 @@ class BackupRun:
         if req.data_key_sealed is not None:
             manifest.encryption = self._write_data_key(req.data_key_sealed)
         self.reporter.phase("Backup", 2)
-        with client_env(req.address, req.runtime_dir) as env:
+        with client_env(req.address, req.runtime_dir) as env, \
+                LiveProgress(self.reporter, "Backup", self.log, percent=self._estimate,
+                             name=f"job{req.job_id}-progress") as self._live:
             manifest.globals = self._dump_globals(globals_id, tools, env, manifest)
             with ThreadPoolExecutor(max_workers=parallelism, thread_name_prefix=f"job{req.job_id}") as pool:
                 futures = [
@@ -225,16 +231,31 @@ class BackupRun:
             return name, fmt
         return name + FILE_SUFFIX, f"{fmt}+{FORMAT_SUFFIX}"
 
-    def _advance(self, weight: int) -> None:
+    def _advance(self, item_id: int, weight: int) -> None:
         with self._lock:
+            self._dumping.pop(item_id, None)
             self._done_weight += weight
-            percent = 2 + int(96 * self._done_weight / self._total_weight)
-        self.reporter.phase("Backup", min(percent, 98))
+        # (the estimate with the databases still in flight, through the write that only raises the percent:
+        # what the progress thread last wrote may be more than the ended databases alone)
+        self.reporter.progress({}, "Backup", self._estimate({}))
+
+    def _estimate(self, _stored: dict[int, int]) -> int:
+        """The job's percent while databases are being dumped: the ended ones by their size at discovery,
+        and each one in flight by what pg_dump has written so far against that size (at most 90% of it:
+        a dump is often smaller than the database's files, sometimes larger)."""
+        with self._lock:
+            done, dumping = self._done_weight, list(self._dumping.values())
+        flight = sum(min(0.9 * size, pipeline.written()) for pipeline, size in dumping)
+        return min(98, 2 + int(96 * (done + flight) / self._total_weight))
+
+    def _track(self, item_id: int, sink: _HashingWriter) -> contextlib.AbstractContextManager[None]:
+        assert self._live is not None
+        return self._live.track(item_id, lambda: sink.bytes)
 
     def _dump_globals(self, item_id: int, tools: Toolset, env: dict[str, str], manifest: Manifest) -> FileEntry | None:
         """Roles and tablespaces, without role passwords. Managed services often deny even that; the job
         records a warning and goes on, since the databases matter more."""
-        self.reporter.item_running(item_id)
+        self.reporter.item_running(item_id, "Dump")
         name, fmt = self._suffixes("globals.sql", "sql")
         key = f"{self.req.prefix}/{name}"
         argv = [tools.path("pg_dumpall"), "--globals-only", "--no-role-passwords", "--no-password",
@@ -242,7 +263,8 @@ class BackupRun:
         try:
             with self.req.storage.writer(key) as w:
                 sink = _HashingWriter(w, self.req.data_key)
-                run_program(argv, env, log=self.log, cancel=self.cancel, stdout_sink=sink)
+                with self._track(item_id, sink):
+                    run_program(argv, env, log=self.log, cancel=self.cancel, stdout_sink=sink)
                 sha = sink.finish()
                 w.commit()
         except ToolError as exc:
@@ -266,7 +288,7 @@ class BackupRun:
         """
         if self.cancel.cancelled:
             return "cancelled"
-        self.reporter.item_running(item_id)
+        self.reporter.item_running(item_id, "Dump")
         name, fmt = self._suffixes(f"{object_name(index, db.name)}.dump.zst", "custom+zstd")
         key = f"{self.req.prefix}/databases/{name}"
         try:
@@ -283,8 +305,10 @@ class BackupRun:
                         f"--snapshot={row[0]}", f"--lock-wait-timeout={self.req.lock_wait_timeout * 1000}"]
                 with self.req.storage.writer(key) as w:
                     sink = _HashingWriter(w, self.req.data_key)
-                    run_program(argv, {**env, "PGDATABASE": db.name}, log=self.log, cancel=self.cancel,
-                                stdout_sink=sink, stdout_through=self._compressor)
+                    with self._track(item_id, sink):
+                        run_program(argv, {**env, "PGDATABASE": db.name}, log=self.log, cancel=self.cancel,
+                                    stdout_sink=sink, stdout_through=self._compressor,
+                                    on_start=lambda p: self._started(item_id, p, db.size))
                     sha = sink.finish()
                     w.commit()
                 with contextlib.suppress(psycopg.Error):  # the dump is stored: the snapshot has served
@@ -301,12 +325,16 @@ class BackupRun:
                               encoding=db.encoding, collate=db.collate, ctype=db.ctype,
                               snapshot_time=snapshot_time.astimezone(dt.UTC).isoformat())
         self.reporter.item_done(item_id, sink.bytes, sha, self.req.storage.uri(key))
-        self._advance(max(db.size, 1))
+        self._advance(item_id, max(db.size, 1))
         return entry
+
+    def _started(self, item_id: int, pipeline: Pipeline, size: int) -> None:
+        with self._lock:
+            self._dumping[item_id] = (pipeline, max(size, 1))
 
     def _db_failed(self, item_id: int, db: Database, error: str) -> str:
         self.reporter.item_failed(item_id, error)
-        self._advance(max(db.size, 1))
+        self._advance(item_id, max(db.size, 1))
         return error
 
 

@@ -228,6 +228,10 @@ class JobItem(Base):
     error: Mapped[str | None] = mapped_column(Text)
     target: Mapped[str | None] = mapped_column(Text)  # restores: the database or table written
     details: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list, server_default="[]")
+    # Live progress (migration 0010): what a running item is doing, and the milliseconds from its start to
+    # the last report of ``bytes`` (about once a second while a dump or a restore streams), then to its end.
+    phase: Mapped[str | None] = mapped_column(String(40))
+    elapsed_ms: Mapped[int | None] = mapped_column(Integer)
     job: Mapped[Job] = relationship(back_populates="items")
 
 

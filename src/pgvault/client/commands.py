@@ -215,18 +215,31 @@ def instances_remove(
 # --- jobs ------------------------------------------------------------------------------------------
 
 def _db_rows(job: dict[str, Any]) -> list[list[Any]]:
-    rows = [[d["name"], d.get("target") or "", d["status"], _size(d.get("bytes")), d.get("error") or ""]
+    rows = [[d["name"], d.get("target") or "", d["status"], _size(d.get("bytes")), _rate(d), d.get("error") or ""]
             for d in job.get("databases") or []]
     g = job.get("globals")
     if g:
-        rows.append(["(roles)", "", g["status"], _size(g.get("bytes")), g.get("error") or ""])
+        rows.append(["(roles)", "", g["status"], _size(g.get("bytes")), _rate(g), g.get("error") or ""])
     return rows
 
 
+def _rate(d: dict[str, Any]) -> str:
+    rate = d.get("bytesPerSecond")
+    return f"{_size(rate)}/s" if rate else "-"
+
+
+def _progress_line(d: dict[str, Any]) -> str:
+    """A database while it runs: what it does, the bytes so far (a backup's stored, a restore's read of
+    the archive) and the rate since it started."""
+    phase = f" {d['phase']}" if d.get("phase") else ""
+    return f"  {d['name']}: {d['status']}{phase} {_size(d.get('bytes'))} at {_rate(d)}"
+
+
 def follow(api: Client, job_id: str, as_json: bool) -> dict[str, Any]:
-    """Poll GET /Job until it ends: a line when the percent or the phase changes and one per database as
-    it ends (on stderr with --json, so stdout stays one document)."""
-    seen: dict[str, str] = {}
+    """Poll GET /Job until it ends: a line when the percent or the phase changes, a progress line per
+    database whose bytes moved while it runs, and one per database as it ends (on stderr with --json, so
+    stdout stays one document)."""
+    seen: dict[str, tuple[str, int]] = {}
     last = None
     while True:
         job = api.job(job_id)
@@ -236,11 +249,16 @@ def follow(api: Client, job_id: str, as_json: bool) -> dict[str, Any]:
                        f"{job.get('currentPhaseName') or ''}".rstrip(), err=as_json)
             last = state
         for d in job.get("databases") or []:
-            if d["status"] != seen.get(d["name"]) and d["status"] not in ("Waiting",):
-                seen[d["name"]] = d["status"]
-                extra = f" {_size(d.get('bytes'))}" if d.get("bytes") else ""
-                typer.echo(f"  {d['name']}: {d['status']}{extra}" + (f" ({d['error']})" if d.get("error") else ""),
-                           err=as_json)
+            now = (d["status"], d.get("bytes") or 0)
+            if now == seen.get(d["name"]) or d["status"] == "Waiting":
+                continue
+            seen[d["name"]] = now
+            if d["status"] == "Running":
+                typer.echo(_progress_line(d), err=as_json)
+                continue
+            extra = f" {_size(d.get('bytes'))}" if d.get("bytes") else ""
+            typer.echo(f"  {d['name']}: {d['status']}{extra}" + (f" ({d['error']})" if d.get("error") else ""),
+                       err=as_json)
         if job["status"] in ENDED:
             return job
         time.sleep(1)
@@ -260,7 +278,7 @@ def show_job(job: dict[str, Any], as_json: bool) -> None:
         typer.echo(f"warning: {w}")
     rows = _db_rows(job)
     if rows:
-        table(["DATABASE", "TARGET", "STATUS", "SIZE", "ERROR"], rows)
+        table(["DATABASE", "TARGET", "STATUS", "SIZE", "RATE", "ERROR"], rows)
 
 
 def finish(api: Client, job_id: str, do_follow: bool, as_json: bool) -> None:

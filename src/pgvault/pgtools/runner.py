@@ -157,10 +157,13 @@ def run_program(
     check: bool = True,
     stdout_through: Filter | None = None,
     stdin_through: Filter | None = None,
+    on_start: Callable[[Pipeline], None] | None = None,
 ) -> ProgramResult:
-    """Run one program to its end (``Pipeline``'s docstring says how): the one call every caller makes."""
+    """Run one program to its end (``Pipeline``'s docstring says how): the one call every caller makes.
+    ``on_start`` is handed the pipeline once its processes run (to watch it: ``Pipeline.written``)."""
     pipeline = Pipeline(argv, env, log=log, cancel=cancel, stdout_filter=stdout_through, stdin_filter=stdin_through)
-    return pipeline.run(stdout_sink=stdout_sink, stdin_source=stdin_source, on_stderr=on_stderr, check=check)
+    return pipeline.run(stdout_sink=stdout_sink, stdin_source=stdin_source, on_stderr=on_stderr, check=check,
+                        on_start=on_start)
 
 
 class Pipeline:
@@ -193,10 +196,11 @@ class Pipeline:
         self.filter_name = Path(through[0][0]).name if through is not None else ""
         self._procs: list[subprocess.Popen[bytes]] = []  # the program first, then its filter
         self._source_failed: list[BaseException] = []
+        self._written = 0
 
     def run(self, *, stdout_sink: Callable[[bytes], None] | None = None,
             stdin_source: Iterator[bytes] | None = None, on_stderr: Callable[[str], None] | None = None,
-            check: bool = True) -> ProgramResult:
+            check: bool = True, on_start: Callable[[Pipeline], None] | None = None) -> ProgramResult:
         if self.cancel is not None:
             self.cancel.raise_if_cancelled()
         if self.stdout_filter is not None and stdout_sink is None:
@@ -218,6 +222,8 @@ class Pipeline:
                                             name=f"{self.name}-stdin"))
         for t in threads:
             t.start()
+        if on_start is not None:
+            on_start(self)
         try:
             with self.cancel.on_cancel(self._stop) if self.cancel is not None else contextlib.nullcontext():
                 if stdout_sink is not None:
@@ -235,6 +241,23 @@ class Pipeline:
             for p in self._procs:
                 _close(p)
         return self._outcome(tail, filter_tail, check)
+
+    def written(self) -> int:
+        """Bytes the program has written so far (stdout and stderr: Linux's ``/proc/<pid>/io`` ``wchar``),
+        read from another thread without touching the stream: pg_dump's output before its filter
+        compresses it. 0 before it starts or where there is no such file; its last value once it ended."""
+        procs = self._procs
+        if not procs or procs[0].returncode is not None:
+            return self._written
+        try:
+            with open(f"/proc/{procs[0].pid}/io", "rb") as fh:
+                for line in fh:
+                    if line.startswith(b"wchar:"):
+                        self._written = int(line.split()[1])
+                        break
+        except (OSError, ValueError):
+            pass
+        return self._written
 
     # -- the parts -------------------------------------------------------------------------------
     def _spawn(self, with_stdout: bool, with_stdin: bool) -> tuple[Any, Any]:

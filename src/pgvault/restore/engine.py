@@ -18,8 +18,6 @@ import logging
 import os
 import re
 import tempfile
-import threading
-import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -31,6 +29,7 @@ from psycopg import sql
 
 from ..backup.engine import Reporter
 from ..backup.manifest import DatabaseEntry, FileEntry, Manifest
+from ..backup.progress import LiveProgress
 from ..crypto import Sealer
 from ..domain.jobs import JobStatus, overall
 from ..errors import ArchiveIntegrityError, ConnectionFailed, PgvaultError, ToolError
@@ -146,12 +145,11 @@ class RestoreRun:
         self.reporter = reporter
         self.cancel = cancel
         self.log = log
-        self._lock = threading.Lock()
-        self._done = 0
+        self._read: dict[int, list[int]] = {}  # item id: [bytes of its archive read so far]
         self._total = 1
-        self._reported = 0.0
         self._key: bytes | None = None
         self._decompressor: Filter | None = None
+        self._live: LiveProgress | None = None
 
     def run(self) -> RestoreOutcome:
         try:
@@ -215,7 +213,9 @@ class RestoreRun:
         self._total = max(1, sum(e.file.bytes for e in entries))
         self.reporter.phase("Restore", 10)
         by_name = {e.name: e for e in entries}
-        with client_env(req.address, req.runtime_dir) as env:
+        with client_env(req.address, req.runtime_dir) as env, \
+                LiveProgress(self.reporter, "Restore", self.log, percent=self._percent,
+                             name=f"restore{req.job_id}-progress") as self._live:
             with ThreadPoolExecutor(max(1, req.parallelism), thread_name_prefix=f"restore{req.job_id}") as pool:
                 futures = [
                     pool.submit(self._restore_one, item_id, index, item, by_name[item.source], tools, env,
@@ -286,31 +286,36 @@ class RestoreRun:
                     raise _Failed(f"table {schema}.{table} exists in {item.target!r}; set commonOptions."
                                   "unconditionalOverwrite to replace it; nothing on the target was touched")
 
-    def _progress(self, nbytes: int) -> None:
-        """Counted per MiB read, written to the catalog at most once a second (each write is a catalog
-        transaction; a busy SQLite catalog must not slow the stream that feeds pg_restore)."""
-        with self._lock:
-            self._done += nbytes
-            percent = 10 + int(88 * self._done / self._total)
-            now = time.monotonic()
-            if now - self._reported < 1.0:
-                return
-            self._reported = now
-        with contextlib.suppress(Exception):
-            self.reporter.phase("Restore", min(percent, 98))
+    def _counter(self, item_id: int) -> tuple[Callable[[int], None], Callable[[], int]]:
+        """What the archive's reader calls per chunk read (it only adds: the catalog is written by
+        ``LiveProgress``'s thread, about once a second, so a busy catalog never slows the stream that feeds
+        pg_restore), and what reads the item's bytes so far."""
+        read = self._read.setdefault(item_id, [0])
+
+        def add(nbytes: int) -> None:
+            read[0] += nbytes  # (one reader thread per item)
+
+        return add, lambda: read[0]
+
+    def _percent(self, _values: dict[int, int]) -> int:
+        done = sum(r[0] for r in list(self._read.values()))
+        return min(98, 10 + int(88 * done / self._total))
 
     # -- one item ------------------------------------------------------------------------------
     def _restore_one(self, item_id: int, index: int, item: RestoreItem, entry: DatabaseEntry, tools: Toolset,
                      env: dict[str, str], version_num: int, existing: set[str]) -> tuple[JobStatus, str]:
         if self.cancel.cancelled:
             return KILLED, ""
-        self.reporter.item_running(item_id)
+        self.reporter.item_running(item_id, "Restore")
+        add, read = self._counter(item_id)
         try:
-            if item.tables is None:
-                status, note, details = self._restore_database(index, item, entry, tools, env, version_num,
-                                                               existing)
-            else:
-                status, note, details = self._restore_tables(item, entry, tools, env, version_num)
+            assert self._live is not None
+            with self._live.track(item_id, read):
+                if item.tables is None:
+                    status, note, details = self._restore_database(index, item, entry, tools, env, version_num,
+                                                                   existing, add)
+                else:
+                    status, note, details = self._restore_tables(item, entry, tools, env, version_num, add)
         except Cancelled:
             self.reporter.item_update(item_id, status=KILLED, error="killed")
             raise
@@ -321,7 +326,7 @@ class RestoreRun:
         return status, note
 
     def _restore_database(self, index: int, item: RestoreItem, entry: DatabaseEntry, tools: Toolset,
-                          env: dict[str, str], version_num: int, existing: set[str]
+                          env: dict[str, str], version_num: int, existing: set[str], progress: Callable[[int], None]
                           ) -> tuple[JobStatus, str, list[dict[str, str]]]:
         scratch = scratch_name(self.req.job_id, self.req.attempt, index)
         with self.req.address.connect() as conn:
@@ -333,7 +338,7 @@ class RestoreRun:
             argv += ["--no-owner", "--no-privileges"]
         try:
             result = run_program(argv, {**env, "PGDATABASE": scratch}, log=self.log, cancel=self.cancel,
-                                 **self._archive(entry, self._progress),
+                                 **self._archive(entry, progress),
                                  on_stderr=errors.feed, check=False)
         except BaseException:
             with contextlib.suppress(Exception), self.req.address.connect() as conn:
@@ -394,7 +399,8 @@ class RestoreRun:
                     raise
 
     def _restore_tables(self, item: RestoreItem, entry: DatabaseEntry, tools: Toolset, env: dict[str, str],
-                        version_num: int) -> tuple[JobStatus, str, list[dict[str, str]]]:
+                        version_num: int, progress: Callable[[int], None]
+                        ) -> tuple[JobStatus, str, list[dict[str, str]]]:
         # (read twice, but ``pg_restore --list`` stops after the archive's table of contents, its first
         # bytes: no local copy of a remote archive, unlike a drill's two full reads)
         assert item.tables is not None
@@ -418,7 +424,7 @@ class RestoreRun:
             if self.req.overwrite:
                 argv += ["--clean", "--if-exists"]
             psql = [tools.path("psql"), "--no-password", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", "-"]
-            result, dropped = restore_script(argv, env, self._archive(entry, self._progress), psql,
+            result, dropped = restore_script(argv, env, self._archive(entry, progress), psql,
                                              {**env, "PGDATABASE": item.target}, target=PgVersion(version_num),
                                              log=self.log, cancel=self.cancel, on_psql_stderr=errors.feed)
         if dropped:

@@ -56,6 +56,8 @@ class JobItemRow(NamedTuple):
     error: str | None
     target: str | None
     details: list[dict[str, Any]] | None
+    phase: str | None  # while it runs
+    elapsed_ms: int | None  # from its start to the last report of ``bytes`` (to its end, once it ended)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +115,11 @@ def _item(i: JobItemRow) -> dict[str, Any]:
         out["target"] = i.target
     if i.details:
         out["details"] = i.details
+    if i.phase is not None and i.status == ItemStatus.RUNNING:  # (a job's end ends its items, phase and all)
+        out["phase"] = i.phase
+    if i.elapsed_ms is not None:
+        out["elapsedSeconds"] = i.elapsed_ms / 1000
+        out["bytesPerSecond"] = i.bytes * 1000 // i.elapsed_ms if i.elapsed_ms > 0 else 0
     return out
 
 
@@ -221,6 +228,11 @@ class JobItem(Answer):
     error: str | None
     target: str | Absent = None  # a restore's target database
     details: list[ItemDetail] | Absent = None  # a restore's refused objects
+    # Live progress: while it runs, ``bytes`` is what it has streamed so far (a backup: stored, after
+    # compression; a restore: of the archive read), reported about once a second.
+    phase: str | Absent = None  # what it is doing while it runs (a backup's "Dump", a restore's "Restore")
+    elapsedSeconds: float | Absent = None  # from its start to the last report of ``bytes``; to its end once ended
+    bytesPerSecond: int | Absent = None  # bytes / elapsedSeconds (0 before the first report)
 
 
 class JobSummary(Answer):

@@ -19,6 +19,7 @@ from sqlalchemy import (
     Label,
     Table,
     bindparam,
+    case,
     func,
     or_,
     select,
@@ -70,7 +71,7 @@ _JOB_COLUMNS = (
 _JOB_FROM = (_j.join(_i, _i.c.id == _j.c.instance_id).join(_ca, _ca.c.id == _i.c.cloud_account_id)
              .join(_sc, _sc.c.id == _j.c.subclient_id).join(_bs, _bs.c.id == _sc.c.backupset_id))
 _ITEM_COLUMNS = (_ji.c.job_id, _ji.c.kind, _ji.c.name, _ji.c.status, _ji.c.bytes, _ji.c.sha256, _ji.c.location,
-                 _ji.c.error, _ji.c.target, _ji.c.details)
+                 _ji.c.error, _ji.c.target, _ji.c.details, _ji.c.phase, _ji.c.elapsed_ms)
 # Built once: building these statements costs more than running them. The two of GET /Job/{id} are
 # prepared (catalog.prepared): run on the driver's cursor when the caller has one.
 _ONE_JOB = Prepared(select(*_JOB_COLUMNS).select_from(_JOB_FROM).where(_j.c.id == bindparam("job_id", type_=Integer)),
@@ -108,6 +109,18 @@ def job_view(conn: DriverReader | Session | Connection, job_id: int) -> JobView:
     if row is None:
         raise NotFound(f"job {job_id} does not exist")
     return JobView(row, _ITEMS_OF.all(conn, job_id=job_id))
+
+
+_RUNNER = select(_j.c.lease_owner, _j.c.kill_requested).where(_j.c.id == bindparam("job_id", type_=Integer))
+
+
+def job_runner(conn: Session | Connection, job_id: int) -> tuple[str | None, bool]:
+    """Who holds a job's lease (``<node>:<incarnation>:<claim>``, None when it is not running) and whether
+    a kill was asked: what the console's job log says besides ``job_view``."""
+    row = conn.execute(_RUNNER, {"job_id": job_id}).first()
+    if row is None:
+        raise NotFound(f"job {job_id} does not exist")
+    return row[0], bool(row[1])
 
 
 _busy = aliased(Job)  # built once: every worker thread polls with it
@@ -280,6 +293,37 @@ def set_progress(session: Session, job_id: int, phase: str, percent: int | None,
         session.execute(_SET_HELD_PROGRESS, {**values, "lease": lease})
 
 
+# A running job's live progress (``record_progress``, about once a second): the bytes of its items in flight,
+# only while each is still Running (a report that lands after the item's end changes nothing), and the job's
+# percent, which only rises (a report computed before a database ended may land after the end's own).
+_ITEM_PROGRESS = (update(cast(Table, _ji))
+                  .where(_ji.c.id == bindparam("item_id", type_=Integer),
+                         _ji.c.status == lifecycle.ItemStatus.RUNNING.value)
+                  .values(bytes=bindparam("nbytes"), elapsed_ms=bindparam("elapsed_ms")))
+_HELD_ITEM_PROGRESS = _ITEM_PROGRESS.where(_held(bindparam("lease")))
+_JOB_PROGRESS = _SET_PROGRESS.values(
+    phase=bindparam("phase"), updated_at=bindparam("at"),
+    percent_complete=case((_j.c.percent_complete < bindparam("percent", type_=Integer), bindparam("percent")),
+                          else_=_j.c.percent_complete))
+_HELD_JOB_PROGRESS = _JOB_PROGRESS.where(_j.c.lease_owner == bindparam("lease"))
+
+
+def record_progress(session: Session, job_id: int, items: dict[int, tuple[int, int | None]], phase: str,
+                    percent: int | None, *, lease: str | None = None) -> None:
+    """The bytes streamed so far of a running job's items in flight (``items``: id to bytes and the
+    milliseconds since the item started), and the job's phase and percent (None: as it was)."""
+    now = utcnow()
+    held = {} if lease is None else {"lease": lease}
+    if items:
+        session.execute(_ITEM_PROGRESS if lease is None else _HELD_ITEM_PROGRESS,
+                        [{"item_id": i, "nbytes": n, "elapsed_ms": t, **held} for i, (n, t) in items.items()])
+    if percent is None:
+        set_progress(session, job_id, phase, None, lease=lease)
+    else:
+        session.execute(_JOB_PROGRESS if lease is None else _HELD_JOB_PROGRESS,
+                        {"job_id": job_id, "phase": phase, "at": now, "percent": percent, **held})
+
+
 def add_warning(session: Session, job_id: int, message: str, *, lease: str | None = None) -> None:
     job = session.get(Job, job_id)
     if job is not None and (lease is None or job.lease_owner == lease):
@@ -289,9 +333,13 @@ def add_warning(session: Session, job_id: int, message: str, *, lease: str | Non
 def list_jobs(conn: Session | Connection, *, category: str = "all", finished_within_seconds: int = 0,
               client_ids: list[int] | None = None, job_types: list[str] | None = None,
               subclient_id: int | None = None, instance_id: int | None = None,
+              statuses: list[str] | None = None, instance_name: str = "",
+              queued_from: dt.datetime | None = None, queued_to: dt.datetime | None = None,
               offset: int = 0, limit: int = 20, newest_first: bool = True) -> tuple[list[JobView], int]:
     """Jobs for ``POST /Jobs``: ``active`` (waiting, running), ``finished`` (ended within the look-up
-    time, 0 for no limit) or ``all`` (both). Returns one page and the total without paging."""
+    time, 0 for no limit) or ``all`` (both). Returns one page and the total without paging. The console's
+    job list also filters by status (``statuses``, exact), a part of the instance's name (in any case), and the time
+    the job was queued (``queued_from`` inclusive, ``queued_to`` exclusive, UTC)."""
     active: ColumnElement[bool] = _j.c.status.in_(ACTIVE)
     finished: ColumnElement[bool] = ~active
     if finished_within_seconds > 0:
@@ -306,6 +354,14 @@ def list_jobs(conn: Session | Connection, *, category: str = "all", finished_wit
         where.append(_j.c.subclient_id == subclient_id)
     if instance_id is not None:
         where.append(_j.c.instance_id == instance_id)
+    if statuses:
+        where.append(_j.c.status.in_(statuses))
+    if instance_name:
+        where.append(_i.c.name_key.contains(instance_name.lower(), autoescape=True))  # (any case, LIKE literal)
+    if queued_from is not None:
+        where.append(_j.c.created_at >= queued_from)
+    if queued_to is not None:
+        where.append(_j.c.created_at < queued_to)
     q = select(*_JOB_COLUMNS).select_from(_JOB_FROM).where(*where)
     total = conn.execute(select(func.count()).select_from(q.subquery())).scalar() or 0
     order = _j.c.id.desc() if newest_first else _j.c.id.asc()

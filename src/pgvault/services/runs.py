@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +44,7 @@ class CatalogReporter:
         self.catalog = catalog
         self.job_id = job_id
         self.lease = lease
+        self._started: dict[int, float] = {}  # item id: when it started (this run's clock)
 
     def phase(self, name: str, percent: int | None = None) -> None:
         with self.catalog.transaction(write=True) as s:
@@ -52,8 +54,9 @@ class CatalogReporter:
         with self.catalog.transaction(write=True) as s:
             return jobs.add_items(s, self.job_id, names, lease=self.lease)
 
-    def item_running(self, item_id: int) -> None:
-        self.item_update(item_id, status=ItemStatus.RUNNING)
+    def item_running(self, item_id: int, phase: str | None = None) -> None:
+        self._started[item_id] = time.monotonic()
+        self.item_update(item_id, status=ItemStatus.RUNNING, phase=phase, elapsed_ms=0)
 
     def item_done(self, item_id: int, nbytes: int, sha256: str, location: str) -> None:
         self.item_update(item_id, status=ItemStatus.COMPLETED, bytes=nbytes, sha256=sha256, location=location)
@@ -61,9 +64,26 @@ class CatalogReporter:
     def item_failed(self, item_id: int, error: str, status: ItemStatus = ItemStatus.FAILED) -> None:
         self.item_update(item_id, status=status, error=error)
 
+    def progress(self, items: dict[int, int], phase: str, percent: int | None) -> None:
+        """The bytes so far of the items in flight (with the milliseconds since each started) and the job's
+        percent, in one transaction (about once a second per job: ``backup.progress.LiveProgress``)."""
+        timed = {i: (n, self._elapsed_ms(i)) for i, n in items.items()}
+        with self.catalog.transaction(write=True) as s:
+            jobs.record_progress(s, self.job_id, timed, phase, percent, lease=self.lease)
+
     def item_update(self, item_id: int, **values: object) -> None:
+        """An item that ends (any status but Running) loses its phase and keeps the seconds it ran."""
+        if values.get("status", ItemStatus.RUNNING) != ItemStatus.RUNNING:
+            values.setdefault("phase", None)
+            if (elapsed := self._elapsed_ms(item_id)) is not None:
+                values["elapsed_ms"] = elapsed
+                self._started.pop(item_id, None)
         with self.catalog.transaction(write=True) as s:
             jobs.update_item(s, item_id, lease=self.lease, **values)
+
+    def _elapsed_ms(self, item_id: int) -> int | None:
+        started = self._started.get(item_id)
+        return None if started is None else int((time.monotonic() - started) * 1000)
 
     def warn(self, message: str) -> None:
         with self.catalog.transaction(write=True) as s:
