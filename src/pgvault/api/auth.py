@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Security
 from pydantic import StrictStr
 
+from ..domain.access import Capability, public, requires
 from ..errors import BadRequest
 from ..schemas.auth import LoginResponse, LogoutResponse, RenewLoginTokenResponse, WhoAmIResponse
 from ..schemas.common import WireModel, decode_base64_text
@@ -25,6 +26,7 @@ class LoginRequest(WireModel):
 
 @router.post("/Login", summary="Log in; returns the token for the Authtoken header",
              responses=answers(LoginResponse, "logged in: the token for the Authtoken header"))
+@public
 def login(ctx: ContextDep, body: Annotated[LoginRequest, Body()]) -> dict:
     try:
         password = decode_base64_text(body.password)
@@ -45,6 +47,7 @@ class RenewRequest(WireModel):
 
 @router.post("/RenewLoginToken", summary="Trade a live (or lately expired) token for a fresh one",
              responses=answers(RenewLoginTokenResponse, "a fresh token; the old one stops working"))
+@public
 def renew_login_token(
     ctx: ContextDep, token: Annotated[str | None, Security(authtoken_header)],
     body: Annotated[RenewRequest | None, Body()] = None,
@@ -59,6 +62,7 @@ def renew_login_token(
 
 @router.post("/Logout", summary="End the session of the Authtoken sent",
              responses=answers(LogoutResponse, "logged out; the token stops working"))
+@requires(Capability.OWN_SESSION)
 def logout(ctx: ContextDep, token: Annotated[str | None, Security(authtoken_header)]) -> dict:
     with ctx.catalog.transaction(write=True) as s:
         auth.logout(s, token)
@@ -68,5 +72,6 @@ def logout(ctx: ContextDep, token: Annotated[str | None, Security(authtoken_head
 
 @router.post("/WhoAmI", summary="The user the Authtoken belongs to",
              responses=answers(WhoAmIResponse, "the user of the token"))
+@requires(Capability.OWN_SESSION)
 def whoami(user: UserDep) -> dict:
     return {"user": {"userName": user.username, "userId": user.id}}
