@@ -125,7 +125,7 @@ class AuthUser:
 
     id: int
     username: str
-    role: Role
+    role: Role = Role.VIEWER  # (the least, where a caller builds one without saying)
     key_id: int | None = None  # the API key the request came with (None: a login token)
 
 
