@@ -1,6 +1,7 @@
 """Roles and capabilities: every route of the application's own route table, declared and checked.
 
-The matrix: every API route x every role x {no token, an expired token, a revoked API key}, against a real
+The matrix: every API route x every role (a login token and an API key of that role) x {no token, an
+expired token, a revoked API key}, against a real
 `pgvault serve`: the expected allow (anything but 401/403, never a 500) or deny (403 errorCode 11 for a
 role, 401 for the rest), and on every deny the whole catalog (every row of every table) is unchanged.
 Denials run first against real objects (a user, their session and key, the default plan and account, a
@@ -138,6 +139,8 @@ class World:
             conn.commit()
         finally:
             conn.close()
+        self.keys = {role: admin.post("/ApiKey", json={"name": f"{role.value} key", "role": role.value}).json()["key"]
+                     for role in Role}
         revoked = admin.post("/ApiKey", json={"name": "revoked", "role": "Administrator"}).json()
         assert admin.delete(f"/ApiKey/{revoked['id']}").status_code == 200
         admin.close()
@@ -173,6 +176,7 @@ def test_denials_change_nothing(svc: Service, world: World):
     for method, template, cap in routes:
         cases = [(why, token, 401) for why, token in world.bad.items()]
         cases += [(role.value, world.tokens[role], 403) for role in Role if cap not in CAPABILITIES[role]]
+        cases += [(f"{role.value} key", world.keys[role], 403) for role in Role if cap not in CAPABILITIES[role]]
         for why, token, status in cases:
             before = snapshot(svc.home)
             r = world.call(method, template, token)
@@ -183,7 +187,7 @@ def test_denials_change_nothing(svc: Service, world: World):
                 assert cap in body["errorMessage"], body
             assert snapshot(svc.home) == before, (method, template, why)
             checked += 1
-    assert checked > 250
+    assert checked > 350  # (362 with the routes of December 2026)
 
 
 def test_allowed_roles_pass_the_check(svc: Service, world: World):
@@ -195,5 +199,35 @@ def test_allowed_roles_pass_the_check(svc: Service, world: World):
             token = world.tokens[role]  # (public routes too: /metrics checks its own)
             r = world.call(method, template, token, real_ids=False)
             assert r.status_code not in (401, 403, 500), (method, template, role, r.status_code, r.text)
+            r = world.call(method, template, world.keys[role], real_ids=False)
+            assert r.status_code not in (401, 403, 500), (method, template, f"{role} key", r.status_code, r.text)
             if template.endswith(("/Logout", "/logoutEverywhere", "/RenewLoginToken")):  # it ended: log in again
                 world.tokens[role] = world.login(USERS[role])
+
+
+def test_the_migration_makes_the_existing_users_administrators(catalog) -> None:
+    """A catalog from before roles (revision 0009) with its admin: after the upgrade, an enabled
+    Administrator whose bootstrap password still stands; new rows say their own role (no default)."""
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import inspect, text
+    from sqlalchemy.exc import IntegrityError
+
+    from pgvault.catalog.db import MIGRATIONS
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    with catalog.engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0009")
+    with catalog.engine.begin() as conn:
+        assert "role" not in {c["name"] for c in inspect(conn).get_columns("users")}
+        conn.execute(text("insert into users (username, password_hash, created_at) "
+                          "values ('admin', 'scrypt$x', '2026-01-01 00:00:00+00:00')"))
+    catalog.migrate()
+    with catalog.engine.begin() as conn:
+        row = conn.execute(text("select role, enabled, updated_at, password_changed_at from users")).one()
+        assert row[0] == "Administrator" and bool(row[1]) and row[2] is not None and row[3] is None
+    with pytest.raises(IntegrityError), catalog.engine.begin() as conn:
+        conn.execute(text("insert into users (username, password_hash, created_at, updated_at) "
+                          "values ('x', 'y', '2026-01-01 00:00:00+00:00', '2026-01-01 00:00:00+00:00')"))
