@@ -19,7 +19,7 @@ from pgvault.schemas.instance import InstanceList
 from pgvault.schemas.jobs import JobDetailsResponse, JobList
 
 GOLDEN = json.loads((Path(__file__).parent / "data" / "read_paths.json").read_text())
-OPERATIONS = 75  # (+ POST /Instance/action/testConnection, the users' routes)
+OPERATIONS = 77  # (+ POST /Instance/action/testConnection, the users' routes)
 TEXT = {"/metrics"}  # Prometheus' text format, not JSON
 
 

@@ -26,7 +26,9 @@ from ..schemas.users import (
     SessionList,
     UpdateUserRequest,
     UserList,
+    UserSecurity,
     V4RoleList,
+    V4User,
     V4UserList,
 )
 from ..services import auth, users
@@ -90,8 +92,28 @@ def list_users(ctx: ContextDep, _: UserDep) -> dict:
 @requires(Capability.MANAGE_USERS)
 def list_users_v4(ctx: ContextDep, _: UserDep, additionalProperties: bool = False) -> dict:
     with ctx.catalog.transaction(write=False) as s:
-        return {"users": [{"id": u.id, "name": u.username, "fullName": u.full_name, "email": u.email,
-                           "enabled": u.enabled, "role": Role(u.role).value} for u in users.list_users(s)]}
+        return {"users": [v4_body(u) for u in users.list_users(s)]}
+
+
+def v4_body(u: User) -> dict[str, Any]:
+    return {"id": u.id, "name": u.username, "fullName": u.full_name, "email": u.email, "enabled": u.enabled,
+            "role": Role(u.role).value}
+
+
+@router.get("/V4/User/{user_id}", summary="One user (cvpysdk's users.get)", responses=answers(V4User, "the user"))
+@requires(Capability.MANAGE_USERS)
+def get_user_v4(ctx: ContextDep, _: UserDep, user_id: int) -> dict:
+    with ctx.catalog.transaction(write=False) as s:
+        return v4_body(users.user_by_id(s, user_id))
+
+
+@router.get("/User/{user_id}/Security", summary="A user's per-entity associations: none (roles apply to all)",
+            responses=answers(UserSecurity, "none"))
+@requires(Capability.MANAGE_USERS)
+def get_user_security(ctx: ContextDep, _: UserDep, user_id: int) -> dict:
+    with ctx.catalog.transaction(write=False) as s:
+        users.user_by_id(s, user_id)
+    return {}
 
 
 @router.post("/User", summary="Create a user (cvpysdk's users.add body; pgvault's role, Viewer by default)",

@@ -95,6 +95,11 @@ class V4User(Answer):
     role: str
 
 
+class UserSecurity(Answer):
+    """``GET /User/{id}/Security``: pgvault's roles apply to everything, so a user has no per-entity
+    associations (``{}``, which cvpysdk reads as none)."""
+
+
 class V4UserList(Answer):
     """``GET /V4/User`` (cvpysdk's ``commcell.users``)."""
 
