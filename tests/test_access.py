@@ -231,3 +231,24 @@ def test_the_migration_makes_the_existing_users_administrators(catalog) -> None:
     with pytest.raises(IntegrityError), catalog.engine.begin() as conn:
         conn.execute(text("insert into users (username, password_hash, created_at, updated_at) "
                           "values ('x', 'y', '2026-01-01 00:00:00+00:00', '2026-01-01 00:00:00+00:00')"))
+
+
+def test_an_api_key_is_never_stronger_than_its_creator(catalog) -> None:
+    """The rule in services/users.create_key, for any creator (the API lets only Administrators make keys,
+    so through it the rule is met by construction)."""
+    from pgvault.errors import BadRequest
+    from pgvault.services import auth, users
+    from pgvault.services.auth import AuthUser
+
+    with catalog.transaction(write=True) as s:
+        uid = users.add_user(s, "opal", "scrypt$x", Role.OPERATOR).id
+    operator = AuthUser(uid, "opal", Role.OPERATOR)
+    with catalog.transaction(write=True) as s:
+        with pytest.raises(BadRequest, match="cannot be stronger than yours"):
+            users.create_key(s, operator, "too strong", Role.ADMINISTRATOR)
+        key, secret = users.create_key(s, operator, "fine", Role.RESTORE_OPERATOR)
+        with pytest.raises(BadRequest, match="cannot make API keys"):
+            users.create_key(s, AuthUser(uid, "opal", Role.OPERATOR, key.id), "from a key", Role.VIEWER)
+    with catalog.transaction(write=False) as s:
+        me = auth.authenticate(s, secret)
+    assert me == AuthUser(uid, "opal", Role.RESTORE_OPERATOR, key.id)
