@@ -206,7 +206,7 @@ def test_allowed_roles_pass_the_check(svc: Service, world: World):
 
 
 def test_the_migration_makes_the_existing_users_administrators(catalog) -> None:
-    """A catalog from before roles (revision 0009) with its admin: after the upgrade, an enabled
+    """A catalog from before roles (revision 0010) with its admin: after the upgrade, an enabled
     Administrator whose bootstrap password still stands; new rows say their own role (no default)."""
     from alembic import command
     from alembic.config import Config
@@ -219,7 +219,7 @@ def test_the_migration_makes_the_existing_users_administrators(catalog) -> None:
     cfg.set_main_option("script_location", str(MIGRATIONS))
     with catalog.engine.begin() as conn:
         cfg.attributes["connection"] = conn
-        command.downgrade(cfg, "0009")
+        command.downgrade(cfg, "0010")
     with catalog.engine.begin() as conn:
         assert "role" not in {c["name"] for c in inspect(conn).get_columns("users")}
         conn.execute(text("insert into users (username, password_hash, created_at) "

@@ -105,6 +105,7 @@ def _warnings(reg: instances.Registration, info: ServerInfo, twins: list[str], t
              summary="Test a connection: log in with the Create Instance body's server, login and SSL, and say what "
                      "was found (the PostgreSQL version, or PostgreSQL's reason); nothing is saved",
              responses=answers(TestConnectionResponse, "connected: the server's version, and warnings"))
+@requires(Capability.MANAGE_INSTANCES)
 def test_connection(ctx: ContextDep, _: UserDep, body: Annotated[AnyCreateInstanceRequest, Body()]) -> dict:
     """The checks of ``POST /Instance`` that concern the server (its body's rules, PGVAULT_ALLOWED_TARGETS,
     the CA file, the version's form), then the same probe; not the name, plan or cloud account, and

@@ -4,16 +4,16 @@ Every user existing before roles (the bootstrap ``admin``) becomes an Administra
 role they are created with. ``password_changed_at`` stays NULL while a user keeps the password it was
 created with at bootstrap. ``api_keys`` keeps only sha256 hashes of the keys, as ``auth_tokens`` does.
 
-Revision ID: 0010
-Revises: 0009
+Revision ID: 0011
+Revises: 0010
 Create Date: 2026-12-04
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0010'
-down_revision = '0009'
+revision = '0011'
+down_revision = '0010'
 branch_labels = None
 depends_on = None
 
