@@ -10,6 +10,7 @@ without sleeping.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import secrets
 import sqlite3
@@ -396,3 +397,33 @@ def test_restore_postgres_server_in_place_and_to_another_instance(cc: Commcell, 
     finally:
         with pg_target.connect() as conn:
             conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(APPDB)))
+
+
+def test_the_sdk_lists_users_and_roles_and_deletes_a_user(svc: Service, cc: Commcell) -> None:
+    """cvpysdk's ``commcell.users`` (GET v4/user), ``users.get`` (v4/user/{id}, User/{id}/Security),
+    ``users.add`` (POST User), ``users.delete`` (DELETE User/{id}?newUserId=...) and ``commcell.roles``
+    (GET V4/Role): what of its users and roles API pgvault answers."""
+    admin = svc.login()
+    try:
+        r = admin.post("/User", json={"users": [{"userEntity": {"userName": "sdk-bob"},
+                                                 "password": base64.b64encode(b"A long enough secret").decode(),
+                                                 "role": "Operator"}]})
+        assert r.status_code == 200, r.text
+    finally:
+        admin.close()
+    users = cc.users
+    users.refresh()
+    assert users.has_user("admin") and users.has_user("sdk-bob")
+    assert set(users.all_users) >= {"admin", "sdk-bob"}
+    roles = cc.roles
+    assert set(roles.all_roles) == {"administrator", "operator", "restore operator", "viewer"}
+    assert roles.has_role("Operator")
+    bob = users.get("sdk-bob")
+    assert bob.user_id == users.all_users["sdk-bob"] and bob.status is True
+    carol = users.add("sdk-carol", "carol@example.com", password="Carol's long secret")
+    assert carol.email == "carol@example.com" and users.has_user("sdk-carol")
+    users.delete("sdk-bob", new_user="admin")
+    users.delete("sdk-carol", new_user="admin")
+    assert not users.has_user("sdk-bob") and not users.has_user("sdk-carol")
+    with pytest.raises(SDKException):
+        users.delete("nobody-here", new_user="admin")

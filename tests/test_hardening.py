@@ -274,7 +274,7 @@ def test_head_answers_wherever_get_does(api, anon, service):
     for template in paths:
         path = template.replace(BASE, "", 1)
         for param in ("{instance_id}", "{job_id}", "{client_id}", "{plan_id}", "{point_id}", "{backupset_id}",
-                      "{subclient_id}", "{credential_id}", "{target_id}"):
+                      "{subclient_id}", "{credential_id}", "{target_id}", "{user_id}", "{role_id}"):
             path = path.replace(param, "2")
         assert "{" not in path, path
         get, head = api.get(path), api.request("HEAD", path)

@@ -158,7 +158,7 @@ def test_lockout_of_an_attacker_address_leaves_the_user_other_addresses(svc):
         assert [login(attacker, "guess").status_code for _ in range(2)] == [401, 401]  # free (4 // 2)
         r = login(attacker, "guess")
         assert r.status_code == 429 and r.headers["Retry-After"] == "1"
-        assert r.json()["errorCode"] == 11 and "wait 1 s" in r.json()["errorMessage"]
+        assert r.json()["errorCode"] == 12 and "wait 1 s" in r.json()["errorMessage"]
         time.sleep(1.05)
         assert login(attacker, "guess").status_code == 401  # waited as told: admitted, wrong
         time.sleep(2.05)

@@ -19,7 +19,7 @@ from pgvault.schemas.instance import InstanceList
 from pgvault.schemas.jobs import JobDetailsResponse, JobList
 
 GOLDEN = json.loads((Path(__file__).parent / "data" / "read_paths.json").read_text())
-OPERATIONS = 58  # (+ POST /Instance/action/testConnection; GET /AuditTrail and its export)
+OPERATIONS = 79  # (+ POST /Instance/action/testConnection, the users' routes, GET /AuditTrail and its export)
 # not JSON: Prometheus' text format; the audit trail's export as JSON lines
 TEXT = {"/metrics": "prometheus", "/commandcenter/api/AuditTrail/export": "application/x-ndjson"}
 

@@ -32,12 +32,14 @@ from .api import (
     schedules,
     subclients,
     tasks,
+    users,
 )
 from .api.accesslog import AccessLog
 from .api.audit import AuditTrail
 from .api.limits import BodyLimit
 from .api.paths import CanonicalPaths
 from .context import Context
+from .domain import access
 from .settings import Settings
 
 log = logging.getLogger("pgvault")
@@ -66,10 +68,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     templates = [BASE]
     for router in ROUTERS:
+        declare_capabilities(router)
         add_routes(app, router)
         templates += [r.path for r in router.routes if isinstance(r, APIRoute)]
     app.add_api_route(BASE, root.root, methods=["GET"], include_in_schema=False)
-    for router in console.ROUTERS:
+    for router in console.ROUTERS:  # (pages and form actions declare theirs too: console/session.py checks it)
+        declare_capabilities(router)
         add_routes(app, router)
     console.install(app)
     for route in list(app.router.routes):
@@ -91,8 +95,22 @@ PUBLIC = frozenset({BASE, BASE + "/", BASE + "/Login", BASE + "/RenewLoginToken"
 # the instance list) come first. No two modules' paths overlap, so the order changes nothing else.
 ROUTERS: tuple[APIRouter, ...] = tuple(m.router for m in (
     jobs, instances, root, auth, clients, plans, subclients, tasks, restore_points, commserv, agents, credentials,
-    backupsets, schedules, notifications, audit,
+    backupsets, schedules, notifications, users, audit,
     metrics))  # (metrics: /metrics, /healthz, /readyz, outside Command Center's API)
+
+
+def declare_capabilities(router: APIRouter) -> None:
+    """Every API route says what capability it needs (``domain/access.py``; ``api.deps.current_user``
+    checks it): one without a declaration stops the application here, so none can be forgotten. The
+    declaration goes into the OpenAPI document too (``x-pgvault-capability``)."""
+    for route in router.routes:
+        if not isinstance(route, APIRoute):
+            continue
+        needed = access.capability_of(route.endpoint)
+        if needed is None:
+            raise TypeError(f"{sorted(route.methods or ())} {route.path} ({route.endpoint.__qualname__}) declares no "
+                            "capability: put @requires(Capability.X) or @public under its @router line")
+        route.openapi_extra = {**(route.openapi_extra or {}), "x-pgvault-capability": str(needed)}
 
 
 def add_routes(app: FastAPI, router: APIRouter) -> None:

@@ -64,6 +64,57 @@ def bin_dir() -> None:
 from .client.commands import register as _register_client  # noqa: E402
 
 _register_client(app)
+from .client.users import new_password, reset_password_online, users_app  # noqa: E402
+from .client.users import register as _register_users  # noqa: E402
+
+_register_users(app)
+
+
+@users_app.command("reset-password")
+def users_reset_password(
+    name: Annotated[str, typer.Argument(help="the user name")],
+    offline: Annotated[bool, typer.Option("--offline", help="write the catalog of PGVAULT_HOME (or "
+                                          "PGVAULT_CATALOG_URL) directly: for a lost admin password")] = False,
+) -> None:
+    """Set a user's password (an administrator's reset; their sessions end). The new password is read from a
+    prompt (twice), or from stdin when it is not a terminal; never from the command line.
+
+    With --offline, no service and no login are needed: the catalog is written directly, the user is
+    enabled again, and a removed `PGVAULT_HOME/admin-password` goes with it.
+
+    Example: pgvault users reset-password admin --offline < new-password.txt"""
+    password = new_password(f"new password for {name}: ")
+    if not offline:
+        reset_password_online(name, password)
+        typer.echo(f"password of {name} reset; their sessions ended")
+        return
+    from .catalog.db import Catalog
+    from .errors import PgvaultError
+    from .services import auth, users
+    from .services.bootstrap import forget_bootstrap_password
+    from .settings import Settings
+
+    settings = Settings()
+    catalog = Catalog(settings.effective_catalog_url)
+    try:
+        catalog.migrate()
+        with catalog.transaction(write=False) as s:
+            username = users.user_by_name(s, name).username
+        users.check_policy(username, password)
+        digest = auth.hash_password(password)
+        with catalog.transaction(write=True) as s:
+            user = users.user_by_name(s, name)
+            users.set_password(s, user, digest)
+            user.enabled = True
+    except PgvaultError as exc:
+        typer.echo(f"pgvault: {exc.message}", err=True)
+        raise typer.Exit(1) from None
+    finally:
+        catalog.dispose()
+    if username == "admin":
+        forget_bootstrap_password(settings.home_dir)
+    typer.echo(f"password of {username} reset in the catalog; their sessions ended (a running service "
+               f"sees it within PGVAULT_TOKEN_CACHE_SECONDS)")
 
 keys_app = typer.Typer(help="The master keys: rotate, re-wrap, list, retire (README: \"Keep the master key safe\").",
                        no_args_is_help=True)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -15,6 +17,7 @@ from .node import Node
 from .notifier import Notifier
 from .pgtools.runner import prepare_runtime_dir
 from .scheduler import Scheduler
+from .services import users
 from .services.audit import AuditWriter
 from .services.auth import TokenCache
 from .services.bootstrap import bootstrap
@@ -28,6 +31,9 @@ log = logging.getLogger("pgvault")
 # threadpool took 3 ms of CPU per GET /Job taking turns at the GIL; 4 took 1.7 ms and answered 1.5x as
 # many; 1 serialised the round trips; 8 gained little over 4 and doubled the p99.
 READ_THREADS = 4
+# An API key's "last used" is written at most this often per key and process (a write per request would
+# take SQLite's write lock on every GET made with a key).
+KEY_TOUCH_SECONDS = 60.0
 
 
 @dataclass
@@ -45,6 +51,28 @@ class Context:
     # The API's short reads of a catalog across the network (see api.deps.run_read and READ_THREADS).
     reads: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(
         max_workers=READ_THREADS, thread_name_prefix="catalog-read"))
+    # Records an API key's use after the request was let in, off the request's path (key_used).
+    touches: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(
+        max_workers=1, thread_name_prefix="key-touch"))
+    _touched: dict[int, float] = field(default_factory=dict)
+    _touched_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def key_used(self, key_id: int) -> None:
+        """An API key was let in: its ``last_used_at`` is written (in the background, at most every
+        KEY_TOUCH_SECONDS per key and process)."""
+        now = time.monotonic()
+        with self._touched_lock:
+            if now - self._touched.get(key_id, -KEY_TOUCH_SECONDS) < KEY_TOUCH_SECONDS:
+                return
+            self._touched[key_id] = now
+        self.touches.submit(self._touch, key_id)
+
+    def _touch(self, key_id: int) -> None:
+        try:
+            with self.catalog.transaction(write=True) as s:
+                users.touch_key(s, key_id)
+        except Exception:
+            log.warning("could not record the use of API key %s", key_id, exc_info=True)
 
     @classmethod
     def open(cls, settings: Settings) -> Context:
@@ -82,7 +110,8 @@ class Context:
         self.scheduler.stop()
         self.pool.stop()
         self.notifier.stop()
-        self.reads.shutdown(wait=True)  # (uvicorn closes after the requests in flight have been answered)
+        self.reads.shutdown(wait=True)
+        self.touches.shutdown(wait=True)  # (uvicorn closes after the requests in flight have been answered)
         self.logins.close()
         self.audit.close()
         self.node.close()

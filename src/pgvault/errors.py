@@ -49,6 +49,14 @@ class NotAuthenticated(PgvaultError):
     error_code = 5
 
 
+class Forbidden(PgvaultError):
+    """The caller is known but their role lacks the capability the request needs (``domain/access.py``):
+    refused before anything is read or changed."""
+
+    http_status = 403
+    error_code = 11
+
+
 class NotFound(PgvaultError):
     http_status = 404
     error_code = 6
@@ -64,7 +72,7 @@ class TooManyRequests(PgvaultError):
     too many logins at once. ``retry_after`` (whole seconds) becomes the answer's ``Retry-After``."""
 
     http_status = 429
-    error_code = 11
+    error_code = 12
 
     def __init__(self, message: str, *, retry_after: int) -> None:
         super().__init__(message)

@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from ..catalog.models import CloudAccount
+from ..domain.access import Capability, requires
 from ..errors import NotFound
 from ..schemas.agents import AgentList, agent_properties
 from ..schemas.common import POSTGRESQL_APP_ID
@@ -20,6 +21,7 @@ router = APIRouter(prefix=BASE, tags=["clients (cloud accounts)"])
 
 @router.get("/Agent", summary="The agents of a cloud account (PostgreSQL, applicationId 125)",
              responses=answers(AgentList, "the cloud account's agent: PostgreSQL"))
+@requires(Capability.VIEW)
 def list_agents(
     ctx: ContextDep, _: UserDep,
     client_id: Annotated[int, Query(alias="clientId")],

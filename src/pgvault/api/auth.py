@@ -8,6 +8,7 @@ from fastapi import APIRouter, Body, Request, Security
 from pydantic import StrictStr
 
 from ..context import Context
+from ..domain.access import Capability, public, requires
 from ..errors import BadRequest
 from ..schemas.auth import LoginResponse, LogoutResponse, RenewLoginTokenResponse, WhoAmIResponse
 from ..schemas.common import WireModel, decode_base64_text
@@ -27,6 +28,7 @@ class LoginRequest(WireModel):
 
 @router.post("/Login", summary="Log in; returns the token for the Authtoken header",
              responses=answers(LoginResponse, "logged in: the token for the Authtoken header", throttled=True))
+@public
 async def login(request: Request, body: Annotated[LoginRequest, Body()]) -> dict:
     # async: a login waiting for its password check (or refused by the throttle) holds no thread
     # (services/logins.py)
@@ -51,6 +53,7 @@ class RenewRequest(WireModel):
 
 @router.post("/RenewLoginToken", summary="Trade a live (or lately expired) token for a fresh one",
              responses=answers(RenewLoginTokenResponse, "a fresh token; the old one stops working"))
+@public
 def renew_login_token(
     request: Request, ctx: ContextDep, token: Annotated[str | None, Security(authtoken_header)],
     body: Annotated[RenewRequest | None, Body()] = None,
@@ -66,6 +69,7 @@ def renew_login_token(
 
 @router.post("/Logout", summary="End the session of the Authtoken sent",
              responses=answers(LogoutResponse, "logged out; the token stops working"))
+@requires(Capability.OWN_SESSION)
 def logout(ctx: ContextDep, user: UserDep, token: Annotated[str | None, Security(authtoken_header)]) -> dict:
     # (``user``: checks the token as every route does, and names who logged out in the audit trail)
     with ctx.catalog.transaction(write=True) as s:
@@ -76,5 +80,6 @@ def logout(ctx: ContextDep, user: UserDep, token: Annotated[str | None, Security
 
 @router.post("/WhoAmI", summary="The user the Authtoken belongs to",
              responses=answers(WhoAmIResponse, "the user of the token"))
+@requires(Capability.OWN_SESSION)
 def whoami(user: UserDep) -> dict:
     return {"user": {"userName": user.username, "userId": user.id}}

@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
+from ..domain.access import Capability, requires
 from ..schemas.backupsets import BackupsetList, backupset_properties
 from ..schemas.common import POSTGRESQL_APP_ID
 from ..services import backupsets
@@ -19,6 +20,7 @@ router = APIRouter(prefix=BASE, tags=["backupsets"])
 
 @router.get("/Backupset", summary="List backupsets of live instances (filters: clientId, instanceId)",
              responses=answers(BackupsetList, "the backupsets"))
+@requires(Capability.VIEW)
 def list_backupsets(
     ctx: ContextDep, _: UserDep,
     client_id: Annotated[int | None, Query(alias="clientId")] = None,
@@ -34,6 +36,7 @@ def list_backupsets(
 
 @router.get("/Backupset/{backupset_id}", summary="One backupset, with its plan",
              responses=answers(BackupsetList, "the backupset (a list of one)"))
+@requires(Capability.VIEW)
 def get_backupset(ctx: ContextDep, _: UserDep, backupset_id: int) -> dict:
     with ctx.catalog.transaction(write=False) as s:
         return {"backupsetProperties": [backupset_properties(backupsets.get_backupset(s, backupset_id))]}

@@ -10,6 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from ..catalog.models import CloudAccount
+from ..domain.access import Capability, requires
 from ..errors import Conflict, NotFound, shown
 from ..schemas.clients import (
     ClientDetail,
@@ -34,6 +35,7 @@ class CreateClientRequest(WireModel):
 
 @router.get("/Client", summary="List cloud accounts (?PseudoClientType=: pseudo-clients, of which pgvault has none)",
              responses=answers(ClientListAnswer, "the cloud accounts (or, with PseudoClientType, no pseudo-clients)"))
+@requires(Capability.VIEW)
 def list_clients(
     ctx: ContextDep, _: UserDep,
     pseudo_client_type: Annotated[str | None, Query(alias="PseudoClientType")] = None,
@@ -47,6 +49,7 @@ def list_clients(
 
 @router.get("/Client/{client_id}", summary="One cloud account",
              responses=answers(ClientDetail, "the cloud account (a list of one)"))
+@requires(Capability.VIEW)
 def get_client(ctx: ContextDep, _: UserDep, client_id: int) -> dict:
     with ctx.catalog.transaction(write=False) as s:
         account = s.get(CloudAccount, client_id)
@@ -57,6 +60,7 @@ def get_client(ctx: ContextDep, _: UserDep, client_id: int) -> dict:
 
 @router.post("/Client", summary="Create a cloud account: {\"clientName\": ..., \"description\": ...}",
              responses=answers(CreateClientResponse, "created", conflict=True))
+@requires(Capability.MANAGE_INSTANCES)
 def create_client(ctx: ContextDep, _: UserDep, body: Annotated[CreateClientRequest, Body()]) -> dict:
     try:
         with ctx.catalog.transaction(write=True) as s:
@@ -74,5 +78,6 @@ def create_client(ctx: ContextDep, _: UserDep, body: Annotated[CreateClientReque
 
 @router.get("/VSAClientAndClientGroupList", summary="Virtualization access nodes: pgvault has none",
              responses=answers(VSAClientAndClientGroupList, "no access nodes"))
+@requires(Capability.VIEW)
 def vsa_access_nodes(_: UserDep) -> dict:
     return {"clients": [], "clientGroups": []}

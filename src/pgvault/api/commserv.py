@@ -9,6 +9,7 @@ import socket
 from fastapi import APIRouter
 
 from .. import __version__
+from ..domain.access import Capability, requires
 from ..schemas.commserv import CommServ, commserv
 from . import BASE
 from .deps import UserDep
@@ -19,6 +20,7 @@ router = APIRouter(prefix=BASE, tags=["service"])
 
 @router.get("/CommServ", summary="This pgvault: name, host, version, time zone",
              responses=answers(CommServ, "this pgvault"))
+@requires(Capability.VIEW)
 def get_commserv(_: UserDep) -> dict:
     host = socket.getfqdn()
     return commserv(name=socket.gethostname(), host=host, version=__version__,

@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Query
 
 from ..catalog.models import User
+from ..domain.access import Capability, requires
 from ..schemas.credentials import (
     CreateCredentialRequest,
     CreatedCredential,
@@ -33,6 +34,7 @@ VAULT_RECORD_TYPE = 1000  # credential vaults (CyberArk and the like): pgvault h
 
 @router.get("/CommCell/Credentials", summary="List credentials (never their passwords)",
              responses=answers(CredentialRecordList, "the credentials (never their passwords)"))
+@requires(Capability.VIEW)
 def list_credentials(ctx: ContextDep, _: UserDep) -> dict:
     with ctx.catalog.transaction(write=False) as s:
         return {"credentialRecordInfo": [credential_record(c) for c in credentials.list_all(s)]}
@@ -40,6 +42,7 @@ def list_credentials(ctx: ContextDep, _: UserDep) -> dict:
 
 @router.get("/CommCell/Credentials/{credential_id}", summary="One credential",
              responses=answers(CredentialRecordList, "the credential (a list of one)"))
+@requires(Capability.VIEW)
 def get_credential(ctx: ContextDep, _: UserDep, credential_id: int) -> dict:
     with ctx.catalog.transaction(write=False) as s:
         return {"credentialRecordInfo": [credential_record(credentials.get(s, credential_id))]}
@@ -47,6 +50,7 @@ def get_credential(ctx: ContextDep, _: UserDep, credential_id: int) -> dict:
 
 @router.post("/CommCell/Credentials/action/delete", summary="Delete credentials by name",
              responses=answers(DeleteCredentialsResponse, "deleted"))
+@requires(Capability.MANAGE_INSTANCES)
 def delete_credentials(ctx: ContextDep, _: UserDep, body: Annotated[DeleteCredentialRequest, Body()]) -> dict:
     with ctx.catalog.transaction(write=True) as s:
         for ref in body.credentialRecordInfo:
@@ -56,6 +60,7 @@ def delete_credentials(ctx: ContextDep, _: UserDep, body: Annotated[DeleteCreden
 
 @router.get("/V4/Credential", summary="List credentials; recordType=1000 (vaults) lists none",
              responses=answers(CredentialManagerList, "the credentials (never their passwords)"))
+@requires(Capability.VIEW)
 def list_credentials_v4(
     ctx: ContextDep, _: UserDep, record_type: Annotated[int | None, Query(alias="recordType")] = None,
 ) -> dict:
@@ -67,6 +72,7 @@ def list_credentials_v4(
 
 @router.post("/V4/Credential", summary="Create a PostgreSQL database credential (password base64)",
              responses=answers(CreatedCredential, "created", conflict=True))
+@requires(Capability.MANAGE_INSTANCES)
 def create_credential(ctx: ContextDep, user: UserDep, body: Annotated[CreateCredentialRequest, Body()]) -> dict:
     with ctx.catalog.transaction(write=True) as s:
         cred = credentials.create(
@@ -79,6 +85,7 @@ def create_credential(ctx: ContextDep, user: UserDep, body: Annotated[CreateCred
 
 @router.get("/V5/credential/{credential_id}", summary="One credential, V5 shape",
              responses=answers(CredentialV5, "the credential"))
+@requires(Capability.VIEW)
 def get_credential_v5(ctx: ContextDep, _: UserDep, credential_id: int) -> dict:
     with ctx.catalog.transaction(write=False) as s:
         cred = credentials.get(s, credential_id)

@@ -1,6 +1,6 @@
 """The one place where errors become HTTP: Command Center's envelope, never the framework's defaults.
 
-400 for bad input of any kind (including what FastAPI would answer with 422), 401, 404, 409, 429 (with
+400 for bad input of any kind (including what FastAPI would answer with 422), 401, 403, 404, 409, 429 (with
 ``Retry-After``), and a 500
 only for bugs, logged with their traceback.
 """
@@ -18,7 +18,8 @@ from sqlalchemy.exc import DataError, StatementError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Route
 
-from ..errors import ECHO_CHARS, MESSAGE_CHARS, NotAuthenticated, PgvaultError, TooManyRequests, clip
+from ..domain import access
+from ..errors import ECHO_CHARS, MESSAGE_CHARS, Forbidden, NotAuthenticated, PgvaultError, TooManyRequests, clip
 from ..schemas.instance import SDK_SHAPE, SEED_SHAPE, instance_entity
 from .deps import check_token, run_read
 
@@ -114,11 +115,17 @@ def install(app: FastAPI, public_paths: frozenset[str],
             return shown
         # FastAPI parses the body before it runs dependencies; the token is still checked first, so
         # that a caller without one learns nothing about the endpoint's input rules.
+        # Likewise the capability: a caller whose role may not use the endpoint gets its 403 (domain/access.py).
         if request.url.path not in public_paths:
             try:
                 ctx = request.app.state.context
-                request.state.user = await run_read(ctx, check_token, ctx, request.headers.get("authtoken"))
-            except NotAuthenticated as denied:
+                user = await run_read(ctx, check_token, ctx, request.headers.get("authtoken"))
+                request.state.user = user  # (the audit record names who was refused)
+                route = request.scope.get("route")
+                needed = access.capability_of(route.endpoint) if route is not None else None
+                if isinstance(needed, access.Capability):
+                    access.require(user, needed)
+            except (NotAuthenticated, Forbidden) as denied:
                 return envelope(denied.http_status, denied.error_code, denied.message, _default_entity(request))
         errors = list(exc.errors())
         if _default_entity(request) and any(tuple(e.get("loc", ()))[:2] == ("body", SDK_SHAPE) for e in errors):

@@ -15,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from ..catalog.models import Job, RestorePoint
 from ..catalog.types import utcnow
 from ..context import Context
+from ..domain.access import Capability, requires
 from ..domain.jobs import ACTIVE, JobStatus
 from ..domain.schedule import next_backup_times
 from ..errors import Conflict, PgvaultError
@@ -46,6 +47,7 @@ log = logging.getLogger("pgvault.api.instances")
 @router.post("/Instance", summary="Create Instance: register a PostgreSQL instance and back up every database",
              responses=answers(CreateInstanceAnswer, "registered, its first backup queued; or, for a body in cvpysdk's "
                                "shape, refused (errorCode and response.errorString)", conflict=True))
+@requires(Capability.MANAGE_INSTANCES)
 def create_instance(
     request: Request, ctx: ContextDep, user: UserDep, body: Annotated[AnyCreateInstanceRequest, Body()],
 ) -> dict:
@@ -103,6 +105,7 @@ def _warnings(reg: instances.Registration, info: ServerInfo, twins: list[str], t
              summary="Test a connection: log in with the Create Instance body's server, login and SSL, and say what "
                      "was found (the PostgreSQL version, or PostgreSQL's reason); nothing is saved",
              responses=answers(TestConnectionResponse, "connected: the server's version, and warnings"))
+@requires(Capability.MANAGE_INSTANCES)
 def test_connection(ctx: ContextDep, _: UserDep, body: Annotated[AnyCreateInstanceRequest, Body()]) -> dict:
     """The checks of ``POST /Instance`` that concern the server (its body's rules, PGVAULT_ALLOWED_TARGETS,
     the CA file, the version's form), then the same probe; not the name, plan or cloud account, and
@@ -128,6 +131,7 @@ SHORT_PAGE = 200
 
 @router.get("/Instance", summary="List instances (all, or of one cloud account with ?clientId=)",
              responses=answers(InstanceList, "the live instances, in id order"))
+@requires(Capability.VIEW)
 async def list_instances(
     ctx: ContextDep, _: UserDep,
     client_id: Annotated[int | None, Query(alias="clientId")] = None,
@@ -146,6 +150,7 @@ def _page_rows(ctx: Context, client_id: int | None, offset: int, limit: int | No
 
 @router.get("/Instance/{instance_id}", summary="One instance",
              responses=answers(InstanceList, "the instance (a list of one)"))
+@requires(Capability.VIEW)
 async def get_instance(ctx: ContextDep, _: UserDep, instance_id: int) -> Response:
     return await _answer([await run_read(ctx, _one_row, ctx, instance_id)], True)
 
@@ -178,6 +183,7 @@ def properties_body(rows: Sequence[InstanceRow], now: dt.datetime) -> dict[str, 
              responses=answers(UpdateInstanceResponse, "moved to the plan"))
 @router.post("/Instance/{instance_id}", summary="Move an instance to another plan (Command Center updates with POST)",
              responses=answers(UpdateInstanceResponse, "moved to the plan"))
+@requires(Capability.MANAGE_INSTANCES)
 def update_instance(
     ctx: ContextDep, _: UserDep, instance_id: int, body: Annotated[UpdateInstanceRequest, Body()],
 ) -> dict:
@@ -191,6 +197,7 @@ def update_instance(
 
 @router.delete("/Instance/{instance_id}", summary="Delete an instance; its backups stay unless deleteBackups=true",
                responses=answers(DeleteInstanceResponse, "deleted", conflict=True))
+@requires(Capability.MANAGE_INSTANCES)
 def delete_instance(
     ctx: ContextDep, user: UserDep, instance_id: int,
     delete_backups: Annotated[bool, Query(alias="deleteBackups")] = False,
@@ -226,6 +233,7 @@ def delete_instance(
 @router.post("/Instance/{instance_id}/action/dataAging",
              summary="Run Data Aging now: drop copies past their retention, report stray folders",
              responses=answers(JobIdsResponse, "the Data Aging job"))
+@requires(Capability.BACKUP)
 def data_aging(ctx: ContextDep, user: UserDep, instance_id: int) -> dict:
     with ctx.catalog.transaction(write=True) as s:
         inst = instances.get_any(s, instance_id)  # a deleted instance's backups still age

@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Response
 
 from ..context import Context
+from ..domain.access import Capability, requires
 from ..schemas.common import GenericResponse
 from ..schemas.jobs import (
     JOB_CATEGORIES,
@@ -29,6 +30,7 @@ router = APIRouter(prefix=BASE, tags=["jobs"])
 
 @router.get("/Job/{job_id}", summary="One job, with what it did per database",
              responses=answers(JobList, "the job (a list of one)"))
+@requires(Capability.VIEW)
 async def get_job(ctx: ContextDep, _: UserDep, job_id: int) -> Response:
     return await run_read(ctx, one_job, ctx, job_id)
 
@@ -41,6 +43,7 @@ def one_job(ctx: Context, job_id: int) -> Response:
 
 @router.post("/Job/{job_id}/action/kill", summary="Kill a waiting or running job",
              responses=answers(GenericResponse, "killed (or asked to stop)"))
+@requires(Capability.KILL_JOBS)
 def kill_job(ctx: ContextDep, _: UserDep, job_id: int) -> dict:
     with ctx.catalog.transaction(write=True) as s:
         jobs.request_kill(s, job_id)
@@ -50,6 +53,7 @@ def kill_job(ctx: ContextDep, _: UserDep, job_id: int) -> dict:
 
 @router.post("/Jobs", summary="List jobs: category 0 all, 1 active, 2 finished; filters and paging",
              responses=answers(JobList, "a page of jobs, with the total"))
+@requires(Capability.VIEW)
 def list_jobs(ctx: ContextDep, _: UserDep, body: Annotated[JobsRequest, Body()]) -> dict:
     f, page = body.jobFilter, body.pagingConfig
     entity = f.entity
@@ -66,6 +70,7 @@ def list_jobs(ctx: ContextDep, _: UserDep, body: Annotated[JobsRequest, Body()])
 
 @router.post("/JobDetails", summary="One job's progress, counts and attempts",
              responses=answers(JobDetailsResponse, "the job's progress, counts and attempts"))
+@requires(Capability.VIEW)
 def get_job_details(ctx: ContextDep, _: UserDep, body: Annotated[JobDetailsRequest, Body()]) -> dict:
     with ctx.catalog.rows() as conn:
         return job_details(jobs.job_view(conn, body.jobId))

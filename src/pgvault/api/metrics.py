@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from ..context import Context
+from ..domain.access import public
 from ..errors import NotAuthenticated
 from ..schemas.operations import Health, Readiness
 from ..services.metrics import FleetCollector, ProcessState
@@ -36,6 +37,7 @@ def registry_for(ctx: Context) -> CollectorRegistry:
             openapi_extra={"security": [{"APIKeyHeader": []}]}, responses={200: {
                 "description": "the metrics, in Prometheus' text format",
                 "content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}}})
+@public
 async def metrics(request: Request, authorization: Annotated[str | None, Header()] = None) -> Response:
     ctx: Context = request.app.state.context
     scrape_token = ctx.settings.metrics_token.get_secret_value() if ctx.settings.metrics_token else None
@@ -53,6 +55,7 @@ async def metrics(request: Request, authorization: Annotated[str | None, Header(
 
 
 @router.get("/healthz", summary="The process answers (no token)", responses=answers(Health, "the process answers"))
+@public
 async def healthz() -> dict:
     return {"status": "ok"}
 
@@ -60,6 +63,7 @@ async def healthz() -> dict:
 @router.get("/readyz", summary="Ready to serve: catalog reachable and current, master key usable (no token)",
             responses={**answers(Readiness, "ready"),
                        503: {"model": Readiness, "description": "not ready: the checks that failed"}})
+@public
 async def readyz(request: Request) -> JSONResponse:
     ctx: Context = request.app.state.context
     failed = await run_in_threadpool(_readiness, ctx)

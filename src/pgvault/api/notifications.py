@@ -10,6 +10,7 @@ from fastapi import APIRouter, Body
 from sqlalchemy.orm import Session
 
 from ..catalog.models import NotificationTarget
+from ..domain.access import Capability, requires
 from ..errors import BadRequest
 from ..schemas.notifications import (
     ALL_EVENTS,
@@ -34,6 +35,7 @@ def _view(s: Session, target: NotificationTarget) -> dict:
 
 @router.get("/NotificationTarget", summary="List notification targets (URLs redacted), with their status",
             responses=answers(TargetList, "the targets"))
+@requires(Capability.VIEW)
 def list_targets(ctx: ContextDep, _: UserDep) -> dict:
     with ctx.catalog.transaction(write=False) as s:
         pending = notifications.pending_counts(s)
@@ -42,6 +44,7 @@ def list_targets(ctx: ContextDep, _: UserDep) -> dict:
 
 @router.post("/NotificationTarget", summary="Add a notification target: an apprise URL, its events, its scope",
              responses=answers(TargetView, "the new target", conflict=True))
+@requires(Capability.MANAGE_NOTIFICATIONS)
 def create_target(ctx: ContextDep, _: UserDep, body: Annotated[TargetBody, Body()]) -> dict:
     if not body.name or not body.url:
         raise BadRequest("name and url are required")
@@ -58,6 +61,7 @@ def create_target(ctx: ContextDep, _: UserDep, body: Annotated[TargetBody, Body(
 
 @router.get("/NotificationTarget/{target_id}", summary="One notification target and its status",
             responses=answers(TargetView, "the target"))
+@requires(Capability.VIEW)
 def get_target(ctx: ContextDep, _: UserDep, target_id: int) -> dict:
     with ctx.catalog.transaction(write=False) as s:
         return _view(s, notifications.get(s, target_id))
@@ -65,6 +69,7 @@ def get_target(ctx: ContextDep, _: UserDep, target_id: int) -> dict:
 
 @router.put("/NotificationTarget/{target_id}", summary="Change a notification target (only the fields given)",
             responses=answers(TargetView, "the target as changed", conflict=True))
+@requires(Capability.MANAGE_NOTIFICATIONS)
 def update_target(ctx: ContextDep, _: UserDep, target_id: int, body: Annotated[TargetBody, Body()]) -> dict:
     if body.url is not None:
         notifications.check_url(body.url, ctx.settings.target_policy)
@@ -92,6 +97,7 @@ def update_target(ctx: ContextDep, _: UserDep, target_id: int, body: Annotated[T
 
 @router.delete("/NotificationTarget/{target_id}", summary="Delete a notification target (and what it has not sent)",
                responses=answers(TargetDeleted, "deleted"))
+@requires(Capability.MANAGE_NOTIFICATIONS)
 def delete_target(ctx: ContextDep, _: UserDep, target_id: int) -> dict:
     with ctx.catalog.transaction(write=True) as s:
         s.delete(notifications.get(s, target_id))
@@ -101,6 +107,7 @@ def delete_target(ctx: ContextDep, _: UserDep, target_id: int) -> dict:
 @router.post("/NotificationTarget/{target_id}/action/test",
              summary="Send a test notification now; says whether it went (and why not), as the target's status does",
              responses=answers(TargetTestResult, "whether it went"))
+@requires(Capability.MANAGE_NOTIFICATIONS)
 def test_target(ctx: ContextDep, _: UserDep, target_id: int) -> dict:
     error = ctx.notifier.test(target_id)
     with ctx.catalog.transaction(write=False) as s:

@@ -4,7 +4,8 @@ Center's envelope (``ErrorBody``), and none declares the 422 that FastAPI adds b
 sends (api/errors.py answers bad input with a 400).
 
 Which errors an operation declares follows from what it is (one rule, here): 400 for every operation (bad
-input of any kind); 401 unless it is public without a body (Login checks a password); 404 when it names
+input of any kind); 401 unless it is public without a body (Login checks a password); 403 unless it is public (the
+capability it declares, ``x-pgvault-capability``, domain/access.py); 404 when it names
 something (a path or query parameter, or a body);
 413 when it takes a body; 409 when its route says so (``CONFLICT``); 429 with Retry-After where a
 password is checked (``THROTTLED``: POST /Login). Schemathesis checks the document
@@ -23,10 +24,11 @@ from ..schemas.common import ErrorBody
 _ERRORS = {
     "400": "bad input: a missing or wrong field, a wrong type, malformed JSON, a value out of range (errorCode 2)",
     "401": "no token, or a bad or expired one (errorCode 5)",
+    "403": "the caller's role lacks the capability the operation needs (x-pgvault-capability; errorCode 11)",
     "404": "something the request names does not exist (errorCode 6)",
     "409": "a name already in use, or a resource busy (errorCode 7)",
     "413": "a request body over PGVAULT_MAX_BODY_BYTES (errorCode 2)",
-    "429": "too many failed logins lately, or too many at once: try again after Retry-After seconds (errorCode 11)",
+    "429": "too many failed logins lately, or too many at once: try again after Retry-After seconds (errorCode 12)",
 }
 THROTTLED: dict[int | str, dict[str, Any]] = {429: {
     "model": ErrorBody, "description": _ERRORS["429"],
@@ -73,6 +75,8 @@ def document(app: FastAPI, public_paths: frozenset[str]) -> dict[str, Any]:
                 op["security"] = [{}, *op.get("security", [])]  # a token is optional there
             if not public or has_body:  # (a public operation with a body checks what it carries: Login)
                 codes.add("401")
+            if op.get("x-pgvault-capability", "public") != "public":
+                codes.add("403")
             if "{" in path or has_body or op.get("parameters"):
                 codes.add("404")
             if has_body:

@@ -11,6 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ..catalog.models import Plan
+from ..domain.access import Capability, requires
 from ..errors import BadRequest, Conflict, NotFound, shown
 from ..schemas.backupsets import AssociatedEntities, subclient_entity
 from ..schemas.plans import (
@@ -33,6 +34,7 @@ router = APIRouter(prefix=BASE, tags=["plans"])
 
 @router.get("/V2/Plan", summary="List plans",
              responses=answers(PlanList, "the plans"))
+@requires(Capability.VIEW)
 def list_plans(ctx: ContextDep, _: UserDep) -> dict:
     with ctx.catalog.transaction(write=False) as s:
         return {"plans": [plan_summary(p) for p in s.scalars(select(Plan).order_by(Plan.id))]}
@@ -40,6 +42,7 @@ def list_plans(ctx: ContextDep, _: UserDep) -> dict:
 
 @router.get("/V2/Plan/{plan_id}", summary="One plan",
              responses=answers(PlanResponse, "the plan"))
+@requires(Capability.VIEW)
 def get_plan(ctx: ContextDep, _: UserDep, plan_id: int) -> dict:
     with ctx.catalog.transaction(write=False) as s:
         return plan_detail(plans.get(s, plan_id))
@@ -47,6 +50,7 @@ def get_plan(ctx: ContextDep, _: UserDep, plan_id: int) -> dict:
 
 @router.post("/V2/Plan", summary="Create a plan: schedule, retention, destinations (see docs/api.md)",
              responses=answers(PlanResponse, "the plan created", conflict=True))
+@requires(Capability.EDIT_PLANS)
 def create_plan(ctx: ContextDep, _: UserDep, body: Annotated[PlanBody, Body()]) -> dict:
     if not body.planName:
         raise BadRequest("planName is required")
@@ -61,6 +65,7 @@ def create_plan(ctx: ContextDep, _: UserDep, body: Annotated[PlanBody, Body()]) 
 
 @router.put("/V2/Plan/{plan_id}", summary="Change a plan (only the fields given); effective from each next backup",
             responses=answers(PlanResponse, "the plan as changed", conflict=True))
+@requires(Capability.EDIT_PLANS)
 def update_plan(ctx: ContextDep, _: UserDep, plan_id: int, body: Annotated[PlanBody, Body()]) -> dict:
     destinations = plans.prepare_destinations(body, ctx.sealer, _bounds(ctx))
     try:
@@ -75,6 +80,7 @@ def update_plan(ctx: ContextDep, _: UserDep, plan_id: int, body: Annotated[PlanB
 
 @router.delete("/V2/Plan/{plan_id}", summary="Delete a plan no instance uses (409 names the instances)",
                responses=answers(DeletePlanResponse, "deleted", conflict=True))
+@requires(Capability.DELETE_PLANS)
 def delete_plan(ctx: ContextDep, _: UserDep, plan_id: int) -> dict:
     with ctx.catalog.transaction(write=True) as s:
         plans.delete(s, plan_id)
@@ -90,6 +96,7 @@ def _plan(s: Session, plan_id: int) -> Plan:
 
 @router.get("/V2/Plan/{plan_id}/AssociatedEntities", summary="The subclients (of live instances) on a plan",
              responses=answers(AssociatedEntities, "the subclients on the plan"))
+@requires(Capability.VIEW)
 def plan_entities(ctx: ContextDep, _: UserDep, plan_id: int) -> dict:
     with ctx.catalog.transaction(write=False) as s:
         _plan(s, plan_id)
@@ -99,6 +106,7 @@ def plan_entities(ctx: ContextDep, _: UserDep, plan_id: int) -> dict:
 
 @router.get("/V4/ServerPlan/{plan_id}", summary="One plan, V4 shape",
              responses=answers(ServerPlanV4, "the plan, V4 shape"))
+@requires(Capability.VIEW)
 def get_server_plan(ctx: ContextDep, _: UserDep, plan_id: int) -> dict:
     with ctx.catalog.transaction(write=False) as s:
         return server_plan_v4(_plan(s, plan_id))

@@ -10,6 +10,7 @@ from pydantic import StrictBool, StrictInt
 from sqlalchemy import func, select
 
 from ..catalog.models import Job, RestorePoint
+from ..domain.access import Capability, requires
 from ..errors import ArchiveIntegrityError, BadRequest, NotFound, PgvaultError
 from ..restore.archive import load_manifest
 from ..schemas.common import JobIdsResponse, WireModel
@@ -33,6 +34,7 @@ router = APIRouter(prefix=BASE, tags=["restore points"])
 
 @router.get("/RestorePoints", summary="Restore points, newest first; by instance, database and time range",
              responses=answers(RestorePointList, "a page of restore points, with the total"))
+@requires(Capability.VIEW)
 def list_restore_points(
     ctx: ContextDep, _: UserDep,
     instance_id: Annotated[int | None, Query(alias="instanceId")] = None,
@@ -51,6 +53,7 @@ def list_restore_points(
 
 @router.get("/RestorePoints/{point_id}", summary="One restore point, with its files and their sha256",
              responses=answers(RestorePointDetail, "the restore point with its files"))
+@requires(Capability.VIEW)
 def get_restore_point(ctx: ContextDep, _: UserDep, point_id: int) -> dict:
     with ctx.catalog.transaction(write=False) as s:
         point = s.get(RestorePoint, point_id)
@@ -83,6 +86,7 @@ class VerifyRequestBody(WireModel):
 @router.post("/RestorePoints/{point_id}/action/verify",
              summary="Re-check every file's sha256; with drill, restore into scratch databases and compare row counts",
              responses=answers(JobIdsResponse, "the verification job"))
+@requires(Capability.VERIFY)
 def verify_restore_point(ctx: ContextDep, user: UserDep, point_id: int,
                          body: Annotated[VerifyRequestBody | None, Body()] = None) -> dict:
     body = body or VerifyRequestBody()
@@ -99,6 +103,7 @@ def verify_restore_point(ctx: ContextDep, user: UserDep, point_id: int,
 
 @router.post("/DoBrowse", summary="Browse the databases of an instance's newest restore point (or within timeRange)",
              responses=answers(DoBrowseResponse, "the databases of the restore point, as folders"))
+@requires(Capability.BROWSE)
 def do_browse(ctx: ContextDep, _: UserDep, body: Annotated[dict[str, Any], Body()]) -> dict:
     entity = body.get("entity") or {}
     if not isinstance(entity, dict):

@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from ..catalog.models import Subclient
+from ..domain.access import Capability, requires
 from ..errors import BadRequest, NotFound, shown
 from ..schemas.backupsets import SubclientList, subclient_properties
 from ..schemas.common import POSTGRESQL_APP_ID, JobIdsResponse
@@ -24,6 +25,7 @@ LEVELS = {"full": "Full", "incremental": "Full", "differential": "Full", "synthe
 @router.post("/Subclient/{subclient_id}/action/backup",
              summary="Back up now; every level is a full dump of every database (PaaS has no WAL access)",
              responses=answers(JobIdsResponse, "the backup job"))
+@requires(Capability.BACKUP)
 def backup_now(
     ctx: ContextDep, user: UserDep, subclient_id: int,
     backup_level: Annotated[str, Query(alias="backupLevel")] = "full",
@@ -43,6 +45,7 @@ def backup_now(
 
 @router.get("/Subclient", summary="List subclients of live instances (filters: clientId, instanceId, backupsetId)",
              responses=answers(SubclientList, "the subclients"))
+@requires(Capability.VIEW)
 def list_subclients(
     ctx: ContextDep, _: UserDep,
     client_id: Annotated[int | None, Query(alias="clientId")] = None,
@@ -59,6 +62,7 @@ def list_subclients(
 
 @router.get("/Subclient/{subclient_id}", summary="One subclient",
              responses=answers(SubclientList, "the subclient (a list of one)"))
+@requires(Capability.VIEW)
 def get_subclient(ctx: ContextDep, _: UserDep, subclient_id: int) -> dict:
     with ctx.catalog.transaction(write=False) as s:
         return {"subClientProperties": [subclient_properties(backupsets.get_subclient(s, subclient_id))]}

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body
 
+from ..domain.access import Capability, requires
 from ..schemas.restore import CreateTaskRequest, CreateTaskResponse
 from ..services import restore
 from . import BASE
@@ -17,6 +18,7 @@ router = APIRouter(prefix=BASE, tags=["restore"])
 
 @router.post("/CreateTask", summary="Restore databases or tables of a restore point, in place or elsewhere",
              responses=answers(CreateTaskResponse, "the restore job"))
+@requires(Capability.RESTORE)
 def create_task(ctx: ContextDep, user: UserDep, body: Annotated[CreateTaskRequest, Body()]) -> dict:
     with ctx.catalog.transaction(write=True) as s:
         job = restore.create_restore_job(s, body)

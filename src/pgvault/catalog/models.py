@@ -19,9 +19,11 @@ from sqlalchemy import (
     Text,
     false,
     text,
+    true,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from ..domain.access import Role
 from ..domain.jobs import QUEUED, ItemStatus, JobStatus, JobType
 from .types import StrEnumColumn, UTCDateTime, utcnow
 
@@ -45,6 +47,14 @@ class User(Base):
     username: Mapped[str] = mapped_column(String(255), unique=True)
     password_hash: Mapped[str] = mapped_column(String(512))
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    role: Mapped[Role] = mapped_column(StrEnumColumn(Role, 32), default=Role.VIEWER)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    email: Mapped[str] = mapped_column(String(255), default="", server_default="")
+    full_name: Mapped[str] = mapped_column(String(255), default="", server_default="")
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    # None until the user (or an administrator) sets a password after the one it was created with at
+    # bootstrap: the bootstrap file PGVAULT_HOME/admin-password goes when it is set
+    password_changed_at: Mapped[dt.datetime | None]
 
 
 class AuthToken(Base):
@@ -53,9 +63,25 @@ class AuthToken(Base):
     __tablename__ = "auth_tokens"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
-    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[dt.datetime]
+    revoked_at: Mapped[dt.datetime | None]
+    user: Mapped[User] = relationship()
+
+
+class ApiKey(Base):
+    """Long-lived tokens for scripts, made by a user for a role no stronger than theirs. Only a hash is
+    kept, as for login tokens; a key acts as its creator with the weaker of its role and theirs."""
+
+    __tablename__ = "api_keys"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(255))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    role: Mapped[Role] = mapped_column(StrEnumColumn(Role, 32))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[dt.datetime | None]
     revoked_at: Mapped[dt.datetime | None]
     user: Mapped[User] = relationship()
 

@@ -25,6 +25,7 @@ from starlette.datastructures import FormData
 
 from ..api.deps import check_token, run_read
 from ..context import Context
+from ..domain import access
 from ..errors import NotAuthenticated, PgvaultError
 from ..services.auth import AuthUser
 
@@ -76,6 +77,14 @@ async def viewer(request: Request) -> Viewer:
     except NotAuthenticated:
         raise LoginRequired from None
     request.state.user = user  # who the request acts as: its audit record says so (api/audit.py)
+    # What the page or action declared it needs (``@requires`` under its route line, as the API's routes
+    # do; app.py refuses a console route without one): the same check as the API's (domain/access.py),
+    # before the page reads or the action changes anything. A refusal is a page saying so (403).
+    needed = access.capability_of(request.scope["route"].endpoint)
+    if isinstance(needed, access.Capability):
+        access.require(user, needed)
+    elif needed != access.PUBLIC:  # (never reached: create_app refuses such a route) fail closed anyway
+        access.require(user, access.Capability.MANAGE_USERS)
     return Viewer(user, token, csrf_for(token))
 
 

@@ -26,13 +26,15 @@ from typing import NamedTuple
 from sqlalchemy import Connection, String, bindparam, select
 from sqlalchemy.orm import Session
 
-from ..catalog.models import AuthToken, User
+from ..catalog.models import ApiKey, AuthToken, User
 from ..catalog.prepared import DriverReader, Prepared
 from ..catalog.types import utcnow
+from ..domain.access import Role, weaker
 from ..errors import BadRequest, NotAuthenticated
 
 _N, _R, _P = 2**15, 8, 1
 TOKEN_PREFIX = "QSDK "  # noqa: S105 - a marker, not a secret
+KEY_PREFIX = "QSDK pgvault-key-"  # an API key: usable wherever a token is (the Authtoken header)
 
 
 # scrypt at these parameters holds 128 * r * n = 32 MiB for ~50 ms of CPU. Unbounded, N logins at once
@@ -82,11 +84,14 @@ class PasswordRow(NamedTuple):
     id: int
     username: str
     password_hash: str
+    role: Role
+    enabled: bool
 
 
 def password_row(session: Session, username: str) -> PasswordRow | None:
     """The user's stored password hash (None for an unknown user), for ``check_password``."""
-    row = session.execute(select(User.id, User.username, User.password_hash).where(User.username == username)).first()
+    row = session.execute(select(User.id, User.username, User.password_hash, User.role, User.enabled)
+                          .where(User.username == username)).first()
     return None if row is None else PasswordRow(*row)
 
 
@@ -100,7 +105,10 @@ def check_password(row: PasswordRow | None, password: str) -> AuthUser:
         # Not Command Center's "Access denied" wording: cvpysdk turns a 401 saying "Access denied" with
         # errorCode 5 into a hint about SSL certificates and drops this message.
         raise NotAuthenticated("Login failed: invalid user name or password")
-    return AuthUser(row.id, row.username)
+    if not row.enabled:
+        # after the password proved right only: a wrong guess learns nothing about the account
+        raise NotAuthenticated(f"Login failed: user {row.username} is disabled")
+    return AuthUser(row.id, row.username, Role(row.role))
 
 
 def issue_token(session: Session, user: AuthUser, ttl_seconds: int) -> str:
@@ -117,6 +125,8 @@ class AuthUser:
 
     id: int
     username: str
+    role: Role = Role.VIEWER  # (the least, where a caller builds one without saying)
+    key_id: int | None = None  # the API key the request came with (None: a login token)
 
 
 class TokenCache:
@@ -175,6 +185,18 @@ class TokenCache:
                 self._forgotten = {d: t for d, t in self._forgotten.items() if t > now}
             self._forgotten[digest] = now + self.ttl
 
+    def forget_user(self, user_id: int) -> None:
+        """The user's role changed, or they were disabled or deleted (in this process): check their tokens
+        and keys against the catalog again from now on."""
+        with self._lock:
+            for digest in [d for d, (u, _, _) in self._entries.items() if u.id == user_id]:
+                del self._entries[digest]
+
+    def forget_key(self, key_id: int) -> None:
+        with self._lock:
+            for digest in [d for d, (u, _, _) in self._entries.items() if u.key_id == key_id]:
+                del self._entries[digest]
+
     def __len__(self) -> int:
         return len(self._entries)
 
@@ -184,13 +206,33 @@ class _TokenRow(NamedTuple):
     expires_at: dt.datetime
     id: int
     username: str
+    role: str
+    enabled: bool
 
 
-_tokens, _users = AuthToken.__table__, User.__table__
+class _KeyRow(NamedTuple):
+    revoked_at: dt.datetime | None
+    key_id: int
+    key_role: str
+    id: int
+    username: str
+    role: str
+    enabled: bool
+
+
+_tokens, _users, _keys = AuthToken.__table__, User.__table__, ApiKey.__table__
 _TOKEN_CHECK = Prepared(
-    select(_tokens.c.revoked_at, _tokens.c.expires_at, _users.c.id, _users.c.username)
+    select(_tokens.c.revoked_at, _tokens.c.expires_at, _users.c.id, _users.c.username, _users.c.role,
+           _users.c.enabled)
     .join(_users, _users.c.id == _tokens.c.user_id).where(_tokens.c.token_hash == bindparam("digest", type_=String)),
     _TokenRow)
+_KEY_CHECK = Prepared(
+    select(_keys.c.revoked_at, _keys.c.id, _keys.c.role, _users.c.id, _users.c.username, _users.c.role,
+           _users.c.enabled)
+    .join(_users, _users.c.id == _keys.c.user_id).where(_keys.c.key_hash == bindparam("digest", type_=String)),
+    _KeyRow)
+# An API key lives until it is revoked; for the token cache, "expires" is this far ahead.
+_KEY_CACHE_HORIZON = dt.timedelta(days=365 * 100)
 
 
 def authenticate(conn: DriverReader | Session | Connection, token: str | None,
@@ -199,13 +241,26 @@ def authenticate(conn: DriverReader | Session | Connection, token: str | None,
     token is remembered there."""
     if not token:
         raise NotAuthenticated("Authtoken header is missing")
-    digest = _token_hash(token.strip())
+    token = token.strip()
+    digest = _token_hash(token)
+    if token.startswith(KEY_PREFIX):
+        key = _KEY_CHECK.first(conn, digest=digest)
+        if key is None or key.revoked_at is not None:
+            raise NotAuthenticated("Authtoken is an API key that is unknown or was revoked")
+        if not key.enabled:
+            raise NotAuthenticated(f"the API key's user {key.username} is disabled")
+        user = AuthUser(key.id, key.username, weaker(Role(key.key_role), Role(key.role)), key.key_id)
+        if cache is not None:
+            cache.put(digest, user, utcnow() + _KEY_CACHE_HORIZON)
+        return user
     row = _TOKEN_CHECK.first(conn, digest=digest)
     if row is None or row.revoked_at is not None:
         raise NotAuthenticated("Authtoken is invalid or was logged out")
     if row.expires_at <= utcnow():
         raise NotAuthenticated("Authtoken has expired; log in again")
-    user = AuthUser(row.id, row.username)
+    if not row.enabled:
+        raise NotAuthenticated(f"user {row.username} is disabled")
+    user = AuthUser(row.id, row.username, Role(row.role))
     if cache is not None:
         cache.put(digest, user, row.expires_at)
     return user
@@ -213,13 +268,17 @@ def authenticate(conn: DriverReader | Session | Connection, token: str | None,
 
 def logout(session: Session, token: str | None) -> None:
     user = authenticate(session, token)
+    if user.key_id is not None:
+        raise BadRequest("an API key does not log out: revoke it (DELETE /ApiKey/{id}, pgvault apikeys revoke)")
     row = session.scalar(select(AuthToken).where(AuthToken.token_hash == _token_hash(str(token).strip())))
     assert row is not None and row.user_id == user.id
     row.revoked_at = utcnow()
 
 
-def create_user(session: Session, username: str, password: str) -> User:
-    user = User(username=username, password_hash=hash_password(password))
+def create_user(session: Session, username: str, password: str, role: Role = Role.VIEWER, *,
+                password_hash: str | None = None) -> User:
+    """``password_hash``: the password already hashed (outside the transaction, as a route does)."""
+    user = User(username=username, password_hash=password_hash or hash_password(password), role=role)
     session.add(user)
     session.flush()
     return user
@@ -240,6 +299,8 @@ def renew(session: Session, token: str | None, ttl_seconds: int) -> tuple[str, U
         raise BadRequest("this session cannot be renewed: the token is unknown; log in again")
     if row.revoked_at is not None:
         raise BadRequest("this session cannot be renewed: it was logged out or already renewed; log in again")
+    if not row.user.enabled:
+        raise BadRequest(f"this session cannot be renewed: user {row.user.username} is disabled")
     if row.expires_at + dt.timedelta(seconds=ttl_seconds) <= now:
         raise BadRequest("this session cannot be renewed: it expired too long ago; log in again")
     row.revoked_at = now

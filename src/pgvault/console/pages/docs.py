@@ -8,6 +8,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import HTMLResponse
 
+from ...domain.access import public
 from ..render import HEADERS
 
 router = APIRouter(include_in_schema=False)
@@ -27,6 +28,7 @@ send the token in the <code>Authtoken</code> header.</p>
 
 
 @router.get("/docs")
+@public
 def api_reference() -> HTMLResponse:
     # (Swagger UI sets inline styles: allowed here, and only here)
     return HTMLResponse(_PAGE, headers={**HEADERS, "Content-Security-Policy": HEADERS["Content-Security-Policy"]

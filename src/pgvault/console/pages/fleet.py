@@ -11,6 +11,7 @@ from fastapi.responses import Response
 from ...api.deps import run_read
 from ...catalog.types import utcnow
 from ...context import Context
+from ...domain.access import Capability, requires
 from ...services import fleet
 from ..render import page
 from ..session import ViewerDep
@@ -20,6 +21,7 @@ PAGE = 50
 
 
 @router.get("/")
+@requires(Capability.VIEW)
 async def overview(
     request: Request, viewer: ViewerDep,
     name: Annotated[str, Query(max_length=255)] = "", account: Annotated[str, Query(max_length=255)] = "",

@@ -27,6 +27,7 @@ from ...api.deps import run_read
 from ...api.errors import describe_validation
 from ...catalog.types import utcnow
 from ...context import Context
+from ...domain.access import Capability, requires
 from ...errors import ConnectionFailed, NotFound, PgvaultError
 from ...schemas.instance import CreateInstanceRequest, InstanceRow, UpdateInstanceRequest
 from ...services import instance_view, instances
@@ -158,6 +159,7 @@ DEFAULTS = {"name": "", "host": "", "port": "5432", "user": "", "maintenance_db"
 
 
 @router.get("/instances/new")
+@requires(Capability.MANAGE_INSTANCES)
 def register_form(request: Request, viewer: ViewerDep) -> Response:
     return _register_page(request, viewer, dict(DEFAULTS))
 
@@ -171,6 +173,7 @@ def _body(form: FormData) -> tuple[dict[str, str], CreateInstanceRequest | dict[
 
 
 @router.post("/instances/new")
+@requires(Capability.MANAGE_INSTANCES)
 def register(request: Request, viewer: ViewerDep, form: FormDep) -> Response:
     ctx: Context = request.app.state.context
     values, body = _body(form)
@@ -186,6 +189,7 @@ def register(request: Request, viewer: ViewerDep, form: FormDep) -> Response:
 
 
 @router.post("/instances/test")
+@requires(Capability.MANAGE_INSTANCES)
 def test_connection(request: Request, viewer: ViewerDep, form: FormDep) -> Response:
     """The connection test: the API's ``POST /Instance/action/testConnection`` with the form's body. The
     page is a report (200) whatever the server said; nothing is saved. With htmx only its ``#probe``
@@ -232,6 +236,7 @@ async def _instance_page(request: Request, viewer: Any, instance_id: int, *, sta
 
 
 @router.get("/instances/{instance_id:int}")
+@requires(Capability.VIEW)
 async def instance(request: Request, viewer: ViewerDep, instance_id: int, done: str = "") -> Response:
     known(instance_id)
     return await _instance_page(request, viewer, instance_id, done=done)
@@ -247,6 +252,7 @@ def _job_page(answer: dict[str, Any]) -> Response:
 
 
 @router.post("/instances/{instance_id:int}/backup")
+@requires(Capability.BACKUP)
 async def back_up_now(request: Request, viewer: ViewerDep, _: FormDep, instance_id: int) -> Response:
     known(instance_id)
     ctx: Context = request.app.state.context
@@ -263,6 +269,7 @@ async def back_up_now(request: Request, viewer: ViewerDep, _: FormDep, instance_
 
 
 @router.post("/instances/{instance_id:int}/drill")
+@requires(Capability.VERIFY)
 async def drill(request: Request, viewer: ViewerDep, form: FormDep, instance_id: int) -> Response:
     known(instance_id)
     ctx: Context = request.app.state.context
@@ -287,6 +294,7 @@ def _check_point(ctx: Context, instance_id: int, point_id: int) -> None:
 
 
 @router.post("/instances/{instance_id:int}/plan")
+@requires(Capability.MANAGE_INSTANCES)
 async def move_plan(request: Request, viewer: ViewerDep, form: FormDep, instance_id: int) -> Response:
     known(instance_id)
     ctx: Context = request.app.state.context
@@ -326,12 +334,14 @@ async def _delete_page(request: Request, viewer: Any, instance_id: int, *, statu
 
 
 @router.get("/instances/{instance_id:int}/delete")
+@requires(Capability.MANAGE_INSTANCES)
 async def delete_form(request: Request, viewer: ViewerDep, instance_id: int) -> Response:
     known(instance_id)
     return await _delete_page(request, viewer, instance_id)
 
 
 @router.post("/instances/{instance_id:int}/delete")
+@requires(Capability.MANAGE_INSTANCES)
 async def delete(request: Request, viewer: ViewerDep, form: FormDep, instance_id: int) -> Response:
     known(instance_id)
     ctx: Context = request.app.state.context
@@ -354,6 +364,7 @@ def _deleted(ctx: Context, instance_id: int) -> instance_view.Deleted:
 
 
 @router.get("/instances/{instance_id:int}/deleted")
+@requires(Capability.VIEW)
 async def deleted(request: Request, viewer: ViewerDep, instance_id: int) -> Response:
     known(instance_id)
     ctx: Context = request.app.state.context

@@ -25,6 +25,7 @@ from fastapi.responses import RedirectResponse, Response
 from ...api import jobs as api_jobs
 from ...api.deps import run_read
 from ...context import Context
+from ...domain.access import Capability, requires
 from ...domain.jobs import ACTIVE, JobStatus, JobType
 from ...errors import PgvaultError
 from ...schemas.jobs import JobItemRow, JobView
@@ -74,6 +75,7 @@ def _moment(text: str, field: str, errors: dict[str, str]) -> dt.datetime | None
 
 
 @router.get("/jobs")
+@requires(Capability.VIEW)
 async def job_list(
     request: Request, viewer: ViewerDep,
     type: Annotated[str, Query(max_length=32)] = "", status: Annotated[str, Query(max_length=40)] = "",
@@ -239,6 +241,7 @@ def _job_page(request: Request, viewer: Any, job: JobPage, *, error: str | None 
 
 
 @router.get("/jobs/{job_id}")
+@requires(Capability.VIEW)
 async def job_detail(request: Request, viewer: ViewerDep, job_id: int, done: str = "") -> Response:
     ctx: Context = request.app.state.context
     job = await run_read(ctx, _read_job, ctx, job_id, None, short=False)
@@ -246,6 +249,7 @@ async def job_detail(request: Request, viewer: ViewerDep, job_id: int, done: str
 
 
 @router.get("/jobs/{job_id}/live")
+@requires(Capability.VIEW)
 async def job_live(request: Request, viewer: ViewerDep, job_id: int,
                    t: Annotated[str, Query(max_length=32)] = "",
                    s: Annotated[str, Query(max_length=20_000)] = "") -> Response:
@@ -256,6 +260,7 @@ async def job_live(request: Request, viewer: ViewerDep, job_id: int,
 
 
 @router.post("/jobs/{job_id}/kill")
+@requires(Capability.KILL_JOBS)
 async def kill(request: Request, viewer: ViewerDep, _: FormDep, job_id: int) -> Response:
     ctx: Context = request.app.state.context
     try:

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
 from ...api import auth as api_auth
+from ...domain.access import Capability, public, requires
 from ...errors import NotAuthenticated, PgvaultError
 from ..render import page
 from ..session import COOKIE, LOGIN_COOKIE, FormDep, ViewerDep, new_login_csrf, same_origin, secure
@@ -35,11 +36,13 @@ def _login_page(request: Request, *, next_path: str, username: str = "", error: 
 
 
 @router.get("/login")
+@public
 def login_form(request: Request, next: str = "/") -> Response:
     return _login_page(request, next_path=local_path(next))
 
 
 @router.post("/login")
+@public
 async def login(request: Request, username: Annotated[str, Form()] = "", password: Annotated[str, Form()] = "",
           csrf: Annotated[str, Form()] = "", next: Annotated[str, Form()] = "/") -> Response:
     ctx = request.app.state.context
@@ -66,6 +69,7 @@ async def login(request: Request, username: Annotated[str, Form()] = "", passwor
 
 
 @router.post("/logout")
+@requires(Capability.OWN_SESSION)
 def logout(request: Request, viewer: ViewerDep, _: FormDep) -> Response:
     ctx = request.app.state.context
     with contextlib.suppress(NotAuthenticated):  # (logged out elsewhere meanwhile: the cookie goes anyway)

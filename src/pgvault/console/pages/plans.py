@@ -32,6 +32,7 @@ from ...api.errors import describe_validation
 from ...catalog.models import Plan
 from ...catalog.types import utcnow
 from ...context import Context
+from ...domain.access import Capability, requires
 from ...domain.schedule import UNSCHEDULABLE, Schedule, next_due
 from ...errors import Conflict, PgvaultError
 from ...schemas.plans import PlanBody, plan_detail
@@ -346,6 +347,7 @@ def place_refusal(message: str, rows: list[Row]) -> str:
 # -- routes ---------------------------------------------------------------------------------------------
 
 @router.get("/plans")
+@requires(Capability.VIEW)
 async def list_plans(request: Request, viewer: ViewerDep, done: str = "") -> Response:
     ctx: Context = request.app.state.context
     views = await run_read(ctx, _read_all, ctx, short=False)
@@ -363,11 +365,13 @@ def _form_page(request: Request, viewer: Any, f: PlanForm, stored: PlanView | No
 
 
 @router.get("/plans/new")
+@requires(Capability.EDIT_PLANS)
 async def new_plan(request: Request, viewer: ViewerDep) -> Response:
     return _form_page(request, viewer, new_form(request.app.state.context), None)
 
 
 @router.get("/plans/{plan_id}")
+@requires(Capability.VIEW)
 async def edit_plan(request: Request, viewer: ViewerDep, plan_id: int, done: str = "") -> Response:
     ctx: Context = request.app.state.context
     view = await run_read(ctx, _read_one, ctx, plan_id, short=False)
@@ -375,11 +379,13 @@ async def edit_plan(request: Request, viewer: ViewerDep, plan_id: int, done: str
 
 
 @router.post("/plans/new")
+@requires(Capability.EDIT_PLANS)
 async def create_plan(request: Request, viewer: ViewerDep, form: FormDep) -> Response:
     return await _save(request, viewer, form, None)
 
 
 @router.post("/plans/{plan_id}")
+@requires(Capability.EDIT_PLANS)
 async def save_plan(request: Request, viewer: ViewerDep, form: FormDep, plan_id: int) -> Response:
     ctx: Context = request.app.state.context
     stored = await run_read(ctx, _read_one, ctx, plan_id, short=False)
@@ -421,6 +427,7 @@ async def _save(request: Request, viewer: Any, form: FormData, stored: PlanView 
 
 
 @router.get("/plans/{plan_id}/delete")
+@requires(Capability.DELETE_PLANS)
 async def confirm_delete(request: Request, viewer: ViewerDep, plan_id: int) -> Response:
     ctx: Context = request.app.state.context
     view = await run_read(ctx, _read_one, ctx, plan_id, short=False)
@@ -428,6 +435,7 @@ async def confirm_delete(request: Request, viewer: ViewerDep, plan_id: int) -> R
 
 
 @router.post("/plans/{plan_id}/delete")
+@requires(Capability.DELETE_PLANS)
 async def delete_plan(request: Request, viewer: ViewerDep, _: FormDep, plan_id: int) -> Response:
     ctx: Context = request.app.state.context
     try:

@@ -30,6 +30,7 @@ from starlette.datastructures import FormData, QueryParams
 from ...api import tasks as api_tasks
 from ...api.deps import run_read
 from ...context import Context
+from ...domain.access import Capability, requires
 from ...errors import PgvaultError
 from ...schemas.restore import CreateTaskRequest
 from ...services import instances as instance_service
@@ -400,6 +401,7 @@ def _words(err: Any) -> str:
 
 
 @router.get("/restore")
+@requires(Capability.RESTORE)
 async def restore_form(request: Request, viewer: ViewerDep) -> Response:
     q = request.query_params
     c = Choices.parse(q)
@@ -410,6 +412,7 @@ async def restore_form(request: Request, viewer: ViewerDep) -> Response:
 
 
 @router.post("/restore")
+@requires(Capability.RESTORE)
 async def start_restore(request: Request, viewer: ViewerDep, form: FormDep) -> Response:
     ctx: Context = request.app.state.context
     c = Choices.parse(form)
