@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import uuid
 
 import httpx
 import pytest
@@ -247,3 +248,51 @@ def test_fleet_standings_worst_first_with_filters_and_pages(catalog, tmp_path):
         assert [r.name for r in fleet.overview(s, now, standing="failed").rows] == ["failed-1"]
         pages = [fleet.overview(s, now, offset=o, limit=4) for o in (0, 4)]
         assert [r.name for p in pages for r in p.rows] == names and pages[1].matching == 6
+
+
+# -- roles: the console refuses what the API would, in words, and changes nothing -------------------------
+
+
+def _declared_console_routes() -> list[tuple[str, str, object]]:
+    """(method, path with unknown ids, capability) of every console route that needs a session."""
+    from pgvault.domain import access
+
+    app = create_app()
+    out = []
+    for route in app.router.routes:
+        if isinstance(route, Mount) or not console.is_console_path(route.path):
+            continue
+        needed = access.capability_of(route.endpoint)
+        if needed == access.PUBLIC:
+            continue
+        for method in sorted(route.methods or ()):
+            if method != "HEAD" and route.path != "/logout":
+                out.append((method, re.sub(r"\{[^}]+\}", "999999", route.path), needed))
+    return out
+
+
+@pytest.mark.parametrize("role", ["Viewer", "Restore operator", "Operator"])
+def test_each_role_reaches_only_what_its_capabilities_allow(service, api, role):
+    from tests.support.service import b64, catalog_counts
+
+    from pgvault.domain.access import Role, allows
+
+    name = f"console-{Role.parse(role).name.lower().replace('_', '-')}-{uuid.uuid4().hex[:4]}"
+    password = "Role-Pa55word-" + uuid.uuid4().hex[:6]
+    r = api.post("/User", json={"users": [{"userEntity": {"userName": name}, "password": b64(password),
+                                           "role": role}]})
+    assert r.status_code == 200, r.text
+    c = Console(service.url)
+    assert c.login(name, password).status_code == 303
+    routes = _declared_console_routes()
+    assert routes
+    before = catalog_counts(service.home)
+    for method, path, needed in routes:
+        r = c.get(path) if method == "GET" else c.post(path)
+        if allows(Role.parse(role), needed):
+            assert r.status_code != 403, (role, method, path, r.text[:300])
+        else:
+            assert r.status_code == 403, (role, method, path, r.status_code)
+            assert "may not do this" in r.text and needed.value in r.text, (role, path)
+    assert catalog_counts(service.home) == before
+    c.close()

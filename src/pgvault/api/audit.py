@@ -28,6 +28,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..context import Context
+from ..domain.access import Capability, requires
 from ..errors import BadRequest
 from ..schemas.audit import AuditTrailList
 from ..services import audit
@@ -226,6 +227,7 @@ When = Annotated[dt.datetime | None, Query(description="ISO 8601 (UTC when no of
 
 @router.get("/AuditTrail", summary="The audit trail, newest first: who did what, from where, with which outcome",
             responses=answers(AuditTrailList, "the matching records and how many match in all"))
+@requires(Capability.READ_AUDIT)
 def list_audit(
     ctx: ContextDep, _user: UserDep,
     user: Annotated[str | None, Query(max_length=255, pattern=r"^[^\x00-\x1f\x7f]*$",
@@ -255,6 +257,7 @@ class JsonLines(StreamingResponse):
 @router.get("/AuditTrail/export", summary="The audit trail as JSON lines, oldest first (same filters)",
             response_class=JsonLines, responses={200: {"description": "one record (as in GET /AuditTrail) per line",
                              "content": {"application/x-ndjson": {"schema": {"type": "string"}}}}})
+@requires(Capability.READ_AUDIT)
 async def export_audit(
     request: Request, _user: UserDep,
     user: Annotated[str | None, Query(max_length=255, pattern=r"^[^\x00-\x1f\x7f]*$",

@@ -66,6 +66,7 @@ class Capability(enum.StrEnum):
     MANAGE_NOTIFICATIONS = "manage_notifications"  # notification targets (their URLs carry secrets)
     MANAGE_USERS = "manage_users"  # users, their roles, password resets, everyone's sessions
     MANAGE_API_KEYS = "manage_api_keys"
+    READ_AUDIT = "read_audit"  # the audit trail: who did what, from where
 
 
 _VIEWER = frozenset({Capability.OWN_SESSION, Capability.VIEW})
