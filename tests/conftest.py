@@ -180,10 +180,12 @@ def catalog(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Catalog]
         conn.execute(f"drop database {name} with (force)")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium() -> Iterator[Any]:
     """Debian's Chromium driven by Playwright (``playwright install`` cannot download its own browser
-    here); skipped with the reason where either is missing."""
+    here); skipped with the reason where either is missing. Per module, not per session: Playwright's sync
+    API keeps an event loop running in the thread while it is open, and a later test's ``asyncio.run``
+    (tests/test_login_throttle.py) would find it."""
     executable = shutil.which("chromium") or shutil.which("chromium-browser")
     if executable is None:
         pytest.skip("no chromium: apt-get install chromium (scripts/test-deps.sh installs it as root)")
