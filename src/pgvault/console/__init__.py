@@ -19,11 +19,12 @@ from fastapi.staticfiles import StaticFiles
 from starlette.routing import Mount
 
 from .. import api
-from .pages import docs, fleet, instances, jobs, login, plans, restore
+from .pages import audit, docs, fleet, instances, jobs, login, plans, restore, users
 from .render import HERE, page
 from .session import LoginRequired
 
-ROUTERS = (login.router, fleet.router, instances.router, jobs.router, plans.router, restore.router, docs.router)
+ROUTERS = (login.router, fleet.router, instances.router, jobs.router, plans.router, restore.router, docs.router,
+           audit.router, users.router)
 API_PATHS = (api.BASE, "/metrics", "/healthz", "/readyz", "/openapi.json")
 
 

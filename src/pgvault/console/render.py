@@ -13,6 +13,7 @@ from starlette.responses import HTMLResponse
 
 from .. import __version__
 from ..catalog.types import utcnow
+from ..domain.access import Capability, allows
 from .session import Viewer
 
 HERE = Path(__file__).parent
@@ -20,9 +21,19 @@ templates = Jinja2Templates(directory=HERE / "templates")
 env = templates.env
 env.autoescape = True
 
-# The navigation bar: (path, label); a page names the one it belongs to.
-NAV = (("/", "Fleet"), ("/jobs", "Jobs"), ("/restore", "Restore"), ("/plans", "Plans"),
-       ("/instances/new", "Register"), ("/docs", "API"))
+# The navigation bar: (path, label, the capability its page needs); a page names the one it belongs to. A
+# viewer sees only the entries their role allows (``nav_for``).
+NAV = (("/", "Fleet", Capability.VIEW), ("/jobs", "Jobs", Capability.VIEW), ("/restore", "Restore", Capability.RESTORE),
+       ("/plans", "Plans", Capability.VIEW), ("/instances/new", "Register", Capability.MANAGE_INSTANCES),
+       ("/users", "Users", Capability.MANAGE_USERS), ("/audit", "Audit", Capability.READ_AUDIT),
+       ("/account", "Account", Capability.OWN_SESSION), ("/docs", "API", Capability.OWN_SESSION))
+
+
+def nav_for(viewer: Viewer | None) -> list[tuple[str, str]]:
+    """The entries of ``NAV`` the viewer's role allows (none without a viewer)."""
+    if viewer is None:
+        return []
+    return [(path, label) for path, label, needed in NAV if allows(viewer.user.role, needed)]
 
 
 def _aware(when: dt.datetime) -> dt.datetime:
@@ -75,7 +86,7 @@ def size(value: int | float | None) -> str:
 
 
 env.filters.update(when=when, duration=duration, ago=ago, size=size)
-env.globals.update(nav=NAV, version=__version__)
+env.globals.update(nav_for=nav_for, version=__version__)
 
 
 def page(request: Request, template: str, viewer: Viewer | None, *, status_code: int = 200,
